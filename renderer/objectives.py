@@ -1,0 +1,102 @@
+"""Objectives: small composable functions from layer activations to one score per image.
+
+As in Lucent, an objective names the layers it reads, and objectives combine with `+`, `-` and
+scalar `*`. The engine maximises the score of every image in a batch independently.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .errors import UserError, close_matches
+
+Activations = dict[str, torch.Tensor]
+
+
+class Objective:
+    def __init__(self, fn: Callable[[Activations], torch.Tensor], layers, description: str):
+        self.fn = fn
+        self.layers = frozenset(layers)
+        self.description = description
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        return self.fn(acts)
+
+    def __add__(self, other: "Objective") -> "Objective":
+        return Objective(lambda a: self(a) + other(a), self.layers | other.layers,
+                         f"{self.description} + {other.description}")
+
+    def __mul__(self, weight: float) -> "Objective":
+        return Objective(lambda a: weight * self(a), self.layers, f"{weight:g} * {self.description}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Objective":
+        return self * -1.0
+
+    def __sub__(self, other: "Objective") -> "Objective":
+        return self + (-other)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.description})"
+
+
+def _per_image_mean(t: torch.Tensor) -> torch.Tensor:
+    return t.float().flatten(1).mean(1)
+
+
+def layer(name: str) -> Objective:
+    """Classic DeepDream: amplify whatever the layer already sees (mean squared activation)."""
+    return Objective(lambda a: _per_image_mean(a[name].float() ** 2), {name}, name)
+
+
+def channel(name: str, index: int) -> Objective:
+    """One feature map: draw more of the single pattern that channel detects."""
+    def fn(a):
+        act = a[name]
+        if not 0 <= index < act.shape[1]:
+            raise UserError(f"channel {index} is out of range for layer '{name}' "
+                            f"(it has {act.shape[1]} channels: use 0..{act.shape[1] - 1})")
+        return _per_image_mean(act[:, index])
+    return Objective(fn, {name}, f"{name}:{index}")
+
+
+def imagenet_class(index: int, label: str) -> Objective:
+    """'Inverting the network': push the image towards what the classifier calls `label`."""
+    return Objective(lambda a: a["logits"][:, index].float(), {"logits"}, f"class:{label}")
+
+
+def guide(name: str, guide_features: torch.Tensor) -> Objective:
+    """Dream towards a guide image: each position moves towards its best-matching guide feature.
+
+    `guide_features` is (channels, positions) from the guide image at the same layer.
+    """
+    def fn(a):
+        act = a[name].float().flatten(2)  # N, C, P
+        y = guide_features.to(act.device, act.dtype)
+        scores = torch.einsum("ncp,cm->npm", act, y)
+        return scores.max(dim=2).values.mean(dim=1)
+    return Objective(fn, {name}, f"guide@{name}")
+
+
+def class_index(label: str | int, categories: list[str]) -> tuple[int, str]:
+    """Resolve an ImageNet class given by index or (case-insensitive, unambiguous) name."""
+    if isinstance(label, int) or str(label).isdigit():
+        index = int(label)
+        if not 0 <= index < len(categories):
+            raise UserError(f"class index {index} is out of range (use 0..{len(categories) - 1})")
+        return index, categories[index]
+    wanted = str(label).strip().lower()
+    lowered = [c.lower() for c in categories]
+    if wanted in lowered:
+        index = lowered.index(wanted)
+        return index, categories[index]
+    partial = [i for i, c in enumerate(lowered) if wanted in c]
+    if len(partial) == 1:
+        return partial[0], categories[partial[0]]
+    if partial:
+        names = ", ".join(categories[i] for i in partial[:6])
+        raise UserError(f"class '{label}' is ambiguous: it matches {names}; name one exactly")
+    raise UserError(f"unknown ImageNet class '{label}'{close_matches(wanted, lowered)}")

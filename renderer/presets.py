@@ -1,0 +1,297 @@
+"""YAML presets: a validated schema with defaults, line-numbered errors and `--set` overrides.
+
+Precedence: defaults < preset file (< the preset it `extends`) < `--set section.key=value`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError, close_matches
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelSection(Section):
+    name: str = "mobilenet_v2"
+    weights: Optional[str] = None  # a .pth file to load instead of the zoo's own
+
+
+class ObjectiveTerm(Section):
+    """One term: a layer, a channel of a layer, an ImageNet class, or a guide image at a layer."""
+    layer: Optional[str] = None
+    channel: Optional[int] = Field(None, ge=0)
+    class_: Optional[str | int] = Field(None, alias="class")
+    guide: Optional[str] = None
+    weight: float = Field(1.0, ge=-100, le=100)
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.layer is None) == (self.class_ is None):
+            raise ValueError("give exactly one of 'layer' or 'class'")
+        if self.class_ is not None and (self.channel is not None or self.guide is not None):
+            raise ValueError("'class' takes no 'channel' or 'guide'")
+        return self
+
+
+class DreamSection(Section):
+    octaves: int = Field(4, ge=1, le=12)
+    octave_scale: float = Field(1.4, gt=1.0, le=4.0)
+    steps: int = Field(10, ge=0, le=1000)
+    step_size: float = Field(0.012, gt=0.0, le=1.0)
+    jitter: int = Field(32, ge=0, le=1024)
+    lap_levels: int = Field(4, ge=0, le=8)  # Laplacian-pyramid levels for gradient normalisation
+    tile_size: int = Field(512, ge=32, le=8192)  # images larger than this are dreamed in tiles
+    tile_batch: int = Field(16, ge=1, le=4096)  # tiles per forward pass (bounds memory)
+    min_octave_size: int = Field(48, ge=16, le=4096)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"
+
+
+class FlowSection(Section):
+    mode: Literal["independent", "blend", "warp", "consistent"] = "consistent"
+    quality: Literal["ultrafast", "fast", "medium"] = "fast"
+    persistence: float = Field(0.9, ge=0.0, le=1.0)  # share of the warped dream carried over
+    blend: float = Field(0.5, ge=0.0, le=1.0)  # 'blend' mode: weight of the previous dream
+    temporal_weight: float = Field(0.0, ge=0.0, le=1.0)  # pull towards the warped dream per step
+    mask_blur: float = Field(1.0, ge=0.0, le=20.0)  # Gaussian sigma softening the mask edges
+    steps: Optional[int] = Field(None, ge=0, le=1000)  # steps per frame once a dream is carried
+
+
+class VideoSection(Section):
+    batch: Optional[int] = Field(None, ge=1, le=256)  # segments per GPU batch; None: from memory
+    warmup: int = Field(8, ge=0, le=500)  # frames dreamed and discarded before a segment starts
+
+
+class EncodeSection(Section):
+    codec: Literal["h264", "h265", "prores", "png"] = "h264"
+    crf: int = Field(18, ge=0, le=51)
+    speed: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                   "slower", "veryslow"] = "medium"
+    audio: Literal["auto", "copy", "aac", "none"] = "auto"
+    ffmpeg: Optional[str] = None  # a system ffmpeg binary instead of imageio-ffmpeg's
+
+
+class Keyframe(Section):
+    """Motion and dream settings at time `t` (seconds); values in between are interpolated."""
+    t: float = Field(0.0, ge=0.0)
+    zoom: float = Field(1.1, gt=0.0, le=100.0)  # scale factor per second (1 = still)
+    rotate: float = Field(0.0, ge=-3600, le=3600)  # degrees per second
+    pan: tuple[float, float] = (0.0, 0.0)  # (x, y) in image widths/heights per second
+    center: tuple[float, float] = (0.5, 0.5)  # zoom centre, fractions of width and height
+    strength: float = Field(1.0, ge=0.0, le=10.0)  # multiplies dream.step_size
+    layer_mix: Optional[float] = Field(None, ge=0.0, le=1.0)  # 0: first objective, 1: second
+
+
+class ZoomSection(Section):
+    keyframes: list[Keyframe] = Field(default_factory=lambda: [Keyframe()])
+    easing: Literal["linear", "smooth"] = "smooth"
+    steps: int = Field(3, ge=0, le=100)  # dream steps per frame
+    octaves: int = Field(1, ge=1, le=8)
+    color_hold: float = Field(0.5, ge=0.0, le=1.0)  # per second: pull back to the start colours
+    loop: bool = False
+    loop_blend: float = Field(1.0, gt=0.0, le=60.0)  # seconds of cross-fade that close the loop
+
+    @field_validator("keyframes")
+    @classmethod
+    def _ordered(cls, frames):
+        if not frames:
+            raise ValueError("give at least one keyframe")
+        times = [k.t for k in frames]
+        if any(b <= a for a, b in zip(times, times[1:])):
+            raise ValueError(f"keyframe times must increase strictly (got {times})")
+        return frames
+
+
+class Preset(Section):
+    name: str = "custom"
+    description: str = ""
+    extends: Optional[str] = None
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    model: ModelSection = Field(default_factory=ModelSection)
+    objective: list[ObjectiveTerm] = Field(default_factory=list)  # empty: the model's classic layer
+    dream: DreamSection = Field(default_factory=DreamSection)
+    flow: FlowSection = Field(default_factory=FlowSection)
+    video: VideoSection = Field(default_factory=VideoSection)
+    encode: EncodeSection = Field(default_factory=EncodeSection)
+    zoom: ZoomSection = Field(default_factory=ZoomSection)
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _terms(cls, value):
+        if isinstance(value, (str, dict)):
+            value = [value]
+        return [parse_term(v) if isinstance(v, str) else v for v in value or []]
+
+
+def parse_term(text: str) -> dict:
+    """'layer', 'layer:channel', 'class:NAME' or 'guide:IMAGE@layer' as an ObjectiveTerm dict."""
+    kind, _, rest = text.partition(":")
+    if kind == "class" and rest:
+        return {"class": rest}
+    if kind == "guide" and "@" in rest:
+        image, _, layer = rest.rpartition("@")
+        return {"guide": image, "layer": layer}
+    if rest:
+        if not rest.isdigit():
+            raise ValueError(f"'{text}': a channel after ':' must be a number")
+        return {"layer": kind, "channel": int(rest)}
+    return {"layer": text}
+
+
+# ---------------------------------------------------------------- where presets live
+def builtin_dir() -> Path:
+    """The repo's presets/ in a checkout; the packaged copy (renderer.presets) in a wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "presets"
+    return checkout if checkout.is_dir() else Path(str(resources.files("renderer.presets")))
+
+
+def user_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "dream" / "presets"
+
+
+def available() -> dict[str, Path]:
+    """Preset name -> file; the user's own presets shadow built-in ones of the same name."""
+    found = {}
+    for folder in (builtin_dir(), user_dir()):
+        if folder.is_dir():
+            found.update({p.stem: p for p in sorted(folder.glob("*.yaml"))})
+    return found
+
+
+def locate(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not path.is_file():
+            raise UserError(f"preset file '{name_or_path}' does not exist")
+        return path
+    presets = available()
+    if name_or_path not in presets:
+        raise UserError(f"unknown preset '{name_or_path}'{close_matches(name_or_path, presets)}; "
+                        "'dream presets list' shows them")
+    return presets[name_or_path]
+
+
+# ---------------------------------------------------------------- loading with line numbers
+def _key_lines(node, prefix=(), out=None) -> dict[tuple, int]:
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = prefix + (key.value,)
+            out[path] = key.start_mark.line + 1
+            _key_lines(value, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out[prefix + (i,)] = value.start_mark.line + 1
+            _key_lines(value, prefix + (i,), out)
+    return out
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"preset file '{path}' cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}{where}: invalid YAML: {problem}; fix the syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}:1: a preset must be a mapping of sections (like 'dream:'), "
+                        f"not a {type(data).__name__}")
+    return data, lines
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _set_override(data: dict, assignment: str) -> tuple:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set '{assignment}' must look like section.key=value "
+                        "(for example dream.octaves=5)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = tuple(key.strip().split("."))
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = value
+    return parts
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys at the mapping that holds `loc`'s last element."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        inner = getattr(annotation, "__args__", (annotation,))
+        model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), model)
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _explain(error: dict, source: str, lines: dict, overridden: set) -> str:
+    loc = tuple(p for p in error["loc"] if p not in ("function-after[_one_target(), ObjectiveTerm]",))
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    origin = "--set" if any(loc[:len(o)] == o for o in overridden) else None
+    line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+    where = f"{source} ({origin} {dotted})" if origin else f"{source}:{line}" if line else source
+    if error["type"] == "extra_forbidden":
+        hint = close_matches(str(loc[-1]), _field_names(Preset, loc))
+        return f"{where}: unknown key '{dotted}'{hint}"
+    got = error.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{where}: {dotted}: {error['msg']}{shown}"
+
+
+def load(name_or_path: str, overrides: list[str] = (), _seen: tuple = ()) -> Preset:
+    """Load, merge and validate a preset; every problem is a UserError naming file, line and key."""
+    path = locate(name_or_path)
+    data, lines = _read_yaml(path)
+    parent = data.get("extends")
+    if parent:
+        if parent in _seen:
+            raise UserError(f"{path}: 'extends' makes a cycle through '{parent}'")
+        base = load(parent, (), _seen + (path.stem,)).model_dump(by_alias=True, exclude={"name"})
+        data = _merge(base, data)
+    overridden = {_set_override(data, item) for item in overrides}
+    try:
+        preset = Preset.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_explain(exc.errors()[0], str(path), lines, overridden)) from None
+    if preset.name == "custom":
+        preset.name = path.stem
+    return preset
+
+
+def defaults() -> Preset:
+    return Preset()
