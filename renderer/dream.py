@@ -69,25 +69,44 @@ class TileLayout:
     cols: int
     height: int
     width: int
-    tile_h: int
-    tile_w: int
+    core_h: int
+    core_w: int
+    top: int
+    left: int
+    margin: int
 
 
-def split_tiles(images: torch.Tensor, tile: int) -> tuple[torch.Tensor, TileLayout]:
-    """Cut each image into a grid of equal tiles (edge-padded) stacked along the batch axis."""
+def split_tiles(images: torch.Tensor, tile: int, offset: tuple[float, float] = (0.0, 0.0),
+                margin: int = 0):
+    """Cut each image into a grid of overlapping tiles stacked along the batch axis.
+
+    Each tile is a core cell plus `margin` pixels of context on every side (at most `tile`
+    pixels in all), so the network sees what surrounds the cell; only the core is kept on merge.
+    `offset` (fractions of a cell, in [0, 1)) moves the grid; the image is edge-padded to fit.
+    """
     n, c, h, w = images.shape
-    rows, cols = math.ceil(h / tile), math.ceil(w / tile)
-    th, tw = math.ceil(h / rows), math.ceil(w / cols)
-    padded = F.pad(images, (0, cols * tw - w, 0, rows * th - h), mode="replicate")
-    tiles = padded.view(n, c, rows, th, cols, tw).permute(0, 2, 4, 1, 3, 5)
-    return tiles.reshape(n * rows * cols, c, th, tw), TileLayout(n, rows, cols, h, w, th, tw)
+    core = tile - 2 * margin
+    rows, cols = math.ceil(h / core), math.ceil(w / core)
+    ch, cw = math.ceil(h / rows), math.ceil(w / cols)
+    top, left = int(offset[0] * ch), int(offset[1] * cw)
+    rows, cols = rows + (top > 0), cols + (left > 0)
+    m = margin
+    padded = F.pad(images, (left + m, cols * cw - w - left + m, top + m, rows * ch - h - top + m),
+                   mode="replicate")
+    tiles = padded.unfold(2, ch + 2 * m, ch).unfold(3, cw + 2 * m, cw)  # n, c, rows, cols, th, tw
+    tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(n * rows * cols, c, ch + 2 * m, cw + 2 * m)
+    return tiles, TileLayout(n, rows, cols, h, w, ch, cw, top, left, m)
 
 
 def merge_tiles(tiles: torch.Tensor, layout: TileLayout) -> torch.Tensor:
-    n, r, k, th, tw = layout.batch, layout.rows, layout.cols, layout.tile_h, layout.tile_w
+    """Put the cores of the tiles back together (the inverse of split_tiles)."""
+    n, r, k, ch, cw, m = (layout.batch, layout.rows, layout.cols, layout.core_h, layout.core_w,
+                          layout.margin)
     c = tiles.shape[1]
-    full = tiles.view(n, r, k, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, r * th, k * tw)
-    return full[..., : layout.height, : layout.width]
+    cores = tiles[..., m:m + ch, m:m + cw]
+    full = cores.reshape(n, r, k, c, ch, cw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, r * ch, k * cw)
+    return full[..., layout.top: layout.top + layout.height,
+                layout.left: layout.left + layout.width]
 
 
 @dataclass
@@ -128,6 +147,13 @@ def build_objective(preset: Preset, network: Network, device="cpu") -> obj.Objec
 
 
 # ---------------------------------------------------------------- the engine
+class StepRandomness:
+    """Separate streams for jitter and tile offsets: tiling never changes the jitter sequence."""
+
+    def __init__(self, seed: int):
+        self.jitter = torch.Generator().manual_seed(seed)
+        self.tiles = torch.Generator().manual_seed(seed + 0x9E3779B9)
+
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
@@ -169,24 +195,24 @@ class Dreamer:
         (grad,) = torch.autograd.grad(loss, x)
         return grad
 
-    def gradient(self, x: torch.Tensor) -> torch.Tensor:
+    def gradient(self, x: torch.Tensor, tile_offset=(0.0, 0.0)) -> torch.Tensor:
         """d objective / d x; images larger than the tile size go through as batches of tiles."""
         tile = self.settings.tile_size
         if max(x.shape[-2:]) <= tile:
             return self._gradient(x)
-        tiles, layout = split_tiles(x, tile)
+        tiles, layout = split_tiles(x, tile, tile_offset, self.settings.tile_margin)
         grads = [self._gradient(chunk) for chunk in tiles.split(self.settings.tile_batch)]
         return merge_tiles(torch.cat(grads), layout)
 
-    def step(self, x, step_size: float, generator: torch.Generator, anchor: Anchor | None = None):
+    def step(self, x, step_size: float, rng: "StepRandomness", anchor: Anchor | None = None):
         s = self.settings
-        tiled = max(x.shape[-2:]) > s.tile_size
-        # jitter, and when tiled a random offset of the tile grid so no seam stays in one place
-        spread = s.jitter + (s.tile_size if tiled else 0)
-        dy, dx = torch.randint(-spread, spread + 1, (2,), generator=generator).tolist() \
-            if spread else (0, 0)
-        shifted = torch.roll(x, (dy, dx), (2, 3))
-        grad = torch.roll(self.gradient(shifted), (-dy, -dx), (2, 3))
+        shifted, dy, dx = x, 0, 0
+        if s.jitter:
+            dy, dx = torch.randint(-s.jitter, s.jitter + 1, (2,), generator=rng.jitter).tolist()
+            shifted = torch.roll(x, (dy, dx), (2, 3))
+        # a fresh random tile grid every step, so no tile seam stays in one place
+        offset = tuple(torch.rand(2, generator=rng.tiles).tolist())
+        grad = torch.roll(self.gradient(shifted, offset), (-dy, -dx), (2, 3))
         if s.lap_levels:
             grad = laplacian_normalize(grad, s.lap_levels)
         grad = grad / (grad.abs().flatten(1).mean(1).view(-1, 1, 1, 1) + 1e-8)
@@ -202,7 +228,7 @@ class Dreamer:
               progress=None) -> torch.Tensor:
         """Dream a batch: octave by octave from small to full size, carrying the added detail."""
         s = self.settings
-        generator = torch.Generator().manual_seed(int(seed))
+        rng = StepRandomness(int(seed))
         steps = s.steps if steps is None else steps
         base = images.to(self.device, torch.float32)
         sizes = octave_sizes(*base.shape[-2:], octaves or s.octaves, s.octave_scale,
@@ -212,7 +238,7 @@ class Dreamer:
             octave_base = resize(base, size)
             x = octave_base if detail is None else octave_base + resize(detail, size)
             for _ in range(steps):
-                x = self.step(x, s.step_size * step_scale, generator, anchor)
+                x = self.step(x, s.step_size * step_scale, rng, anchor)
                 if progress is not None:
                     progress()
             detail = x - octave_base

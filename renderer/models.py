@@ -42,9 +42,9 @@ class ModelSpec:
 class Head(nn.Module):
     """Global pooling plus classifier: the 'logits' stage used by class objectives."""
 
-    def __init__(self, *modules: nn.Module):
+    def __init__(self, *modules: nn.Module, pool: nn.Module | None = None):
         super().__init__()
-        self.body = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), *modules)
+        self.body = nn.Sequential(pool or nn.AdaptiveAvgPool2d(1), nn.Flatten(1), *modules)
 
     def forward(self, x):
         return self.body(x)
@@ -99,7 +99,7 @@ def _vgg_stages(m) -> Stages:
         else:
             stages.append((f"pool{block}", layer))
             block, conv = block + 1, 1
-    return stages + [("logits", Head(*m.classifier))]
+    return stages + [("logits", Head(*m.classifier, pool=m.avgpool))]
 
 
 def _resnet_stages(m) -> Stages:

@@ -52,9 +52,17 @@ class DreamSection(Section):
     lap_levels: int = Field(4, ge=0, le=8)  # Laplacian-pyramid levels for gradient normalisation
     tile_size: int = Field(512, ge=32, le=8192)  # images larger than this are dreamed in tiles
     tile_batch: int = Field(16, ge=1, le=4096)  # tiles per forward pass (bounds memory)
+    tile_margin: int = Field(64, ge=0, le=1024)  # context around each tile, discarded on merge
     min_octave_size: int = Field(48, ge=16, le=4096)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
     channels_last: Literal["auto", "on", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _tile_core(self):
+        if self.tile_size - 2 * self.tile_margin < 16:
+            raise ValueError(f"tile_margin {self.tile_margin} leaves no tile core: it must be "
+                             f"below tile_size / 2 - 8 = {self.tile_size // 2 - 8}")
+        return self
 
 
 class FlowSection(Section):

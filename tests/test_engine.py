@@ -1,0 +1,129 @@
+"""The engine: dreaming raises the objective, is deterministic, batches and tiles correctly."""
+
+import pytest
+import torch
+
+from renderer.dream import (Dreamer, build_objective, dreamer_for, laplacian_normalize,
+                            merge_tiles, octave_sizes, split_tiles)
+from renderer.errors import UserError
+from renderer.presets import Preset
+
+
+def preset(**dream):
+    return Preset.model_validate({"objective": ["features.8"],
+                                  "dream": {"octaves": 2, "steps": 3, "jitter": 8, **dream}})
+
+
+def test_dreaming_raises_the_objective(astronaut_small):
+    dreamer = dreamer_for(preset())
+    before = dreamer.score(astronaut_small)
+    after = dreamer.score(dreamer.dream(astronaut_small, seed=1))
+    assert after.item() > 1.3 * before.item()
+
+
+def test_same_seed_same_output_other_seed_differs(astronaut_small):
+    dreamer = dreamer_for(preset())
+    a = dreamer.dream(astronaut_small, seed=5)
+    b = dreamer.dream(astronaut_small, seed=5)
+    c = dreamer.dream(astronaut_small, seed=6)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_batch_matches_single_images(astronaut_small):
+    dreamer = dreamer_for(preset())
+    other = astronaut_small.flip(-1)
+    batch = dreamer.dream(torch.cat([astronaut_small, other]), seed=2)
+    alone = dreamer.dream(other, seed=2)
+    assert torch.allclose(batch[1:], alone, atol=2e-3)
+
+
+def test_tiling_on_and_off_agree(astronaut_small):
+    """Tiled and whole-image dreams differ less than two seeds of the whole-image dream do."""
+    image = torch.nn.functional.interpolate(astronaut_small, size=(192, 192), mode="bilinear")
+    whole = dreamer_for(preset(octaves=1, steps=3))
+    tiled = dreamer_for(preset(octaves=1, steps=3, tile_size=128, tile_margin=32))
+    ref = whole.dream(image, seed=0)
+    tiles = tiled.dream(image, seed=0)
+    other_seed = whole.dream(image, seed=1)
+    change_ref, change_tiles = (ref - image).flatten(), (tiles - image).flatten()
+    corr = torch.corrcoef(torch.stack([change_ref, change_tiles]))[0, 1]
+    assert corr > 0.5
+    assert (tiles - ref).abs().mean() < (other_seed - ref).abs().mean()
+    assert abs(change_tiles.abs().mean() / change_ref.abs().mean() - 1) < 0.15
+
+
+def test_large_image_in_tiles_keeps_memory_bounded():
+    """A 4K frame dreams on the CPU in tiles; the network never sees more than tile_batch tiles."""
+    dreamer = dreamer_for(Preset.model_validate({
+        "objective": ["features.3"],
+        "dream": {"octaves": 1, "steps": 1, "jitter": 4, "tile_size": 256, "tile_margin": 16,
+                  "tile_batch": 4}}))
+    seen = []
+    original = dreamer._gradient
+    dreamer._gradient = lambda x: (seen.append(tuple(x.shape)), original(x))[1]
+    image = torch.rand(1, 3, 2160, 3840, generator=torch.Generator().manual_seed(0))
+    out = dreamer.dream(image, seed=0)
+    assert out.shape == image.shape and not torch.equal(out, image)
+    assert max(s[0] for s in seen) <= 4 and max(max(s[2:]) for s in seen) <= 256
+    assert sum(s[0] for s in seen) >= (2160 // 224) * (3840 // 224)
+
+
+@pytest.mark.parametrize("margin,offset", [(0, (0.0, 0.0)), (5, (0.3, 0.7)), (9, (0.99, 0.01))])
+def test_split_merge_round_trip(margin, offset):
+    images = torch.rand(2, 3, 50, 77)
+    tiles, layout = split_tiles(images, 32, offset, margin)
+    assert tiles.shape[-1] <= 32 and tiles.shape[-2] <= 32
+    assert torch.equal(merge_tiles(tiles, layout), images)
+
+
+def test_laplacian_normalize_balances_bands():
+    """A gradient that is mostly fine noise comes out with its coarse band lifted."""
+    torch.manual_seed(0)
+    coarse = torch.nn.functional.interpolate(torch.randn(1, 3, 4, 4), size=(64, 64),
+                                             mode="bilinear")
+    grad = 0.05 * coarse + torch.randn(1, 3, 64, 64)
+    out = laplacian_normalize(grad, 4)
+    smooth = lambda t: torch.nn.functional.avg_pool2d(t, 16)
+    ratio_in = smooth(grad).std() / grad.std()
+    ratio_out = smooth(out).std() / out.std()
+    assert ratio_out > 3 * ratio_in
+
+
+def test_octave_sizes_grow_to_full_size():
+    sizes = octave_sizes(360, 640, 4, 1.4, 48)
+    assert sizes[-1] == (360, 640)
+    assert all(a[0] < b[0] for a, b in zip(sizes, sizes[1:]))
+    assert octave_sizes(40, 40, 4, 1.4, 48) == [(40, 40)]
+
+
+def test_class_objective_raises_the_class_logit(mobilenet, astronaut_small):
+    p = Preset.model_validate({"objective": ["class:tabby"],
+                               "dream": {"octaves": 1, "steps": 5, "jitter": 4}})
+    dreamer = Dreamer(mobilenet, build_objective(p, mobilenet), p.dream)
+    assert dreamer.score(dreamer.dream(astronaut_small)) > dreamer.score(astronaut_small) + 1.0
+
+
+def test_guided_dream_moves_towards_the_guide(mobilenet, astronaut_small, tmp_path):
+    from renderer.images import save_image, to_uint8
+    from renderer.images import load_image
+
+    guide_path = tmp_path / "guide.png"
+    save_image(to_uint8(load_image("samples/chelsea.jpg", size=(96, 96)))[0], guide_path)
+    p = Preset.model_validate({"objective": [f"guide:{guide_path}@features.10"],
+                               "dream": {"octaves": 1, "steps": 5, "jitter": 4}})
+    dreamer = Dreamer(mobilenet, build_objective(p, mobilenet), p.dream)
+    assert dreamer.score(dreamer.dream(astronaut_small)) > dreamer.score(astronaut_small)
+
+
+def test_channel_objective_checks_the_channel_range(mobilenet, astronaut_small):
+    p = Preset.model_validate({"objective": ["features.8:500"]})
+    dreamer = Dreamer(mobilenet, build_objective(p, mobilenet), p.dream)
+    with pytest.raises(UserError, match="0..63"):
+        dreamer.score(astronaut_small)
+
+
+def test_unknown_class_names_close_matches(mobilenet):
+    p = Preset.model_validate({"objective": ["class:tabbby"]})
+    with pytest.raises(UserError, match="tabby"):
+        build_objective(p, mobilenet)
