@@ -1,5 +1,204 @@
-"""CLI commands for video and zoom renders (registered into the main parser)."""
+"""CLI commands for video renders and zoom animations (registered into the main parser)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+PREVIEW = ["dream.octaves=2", "flow.quality=ultrafast", "encode.speed=veryfast"]
 
 
 def register(sub, add_common) -> None:
-    """Filled in by the video and zoom stages."""
+    p = sub.add_parser("render", help="dream a video with temporal coherence",
+                       description="Dream every frame of a video, carrying the dream along "
+                                   "optical flow; keeps the audio and the timing.")
+    p.add_argument("input", help="input video (mp4, mov, mkv, webm, avi)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (.mp4, .mkv, .mov) or folder for --set encode.codec=png")
+    p.add_argument("--start", type=float, default=0.0, help="start time in seconds")
+    p.add_argument("--end", type=float, default=None, help="end time in seconds")
+    p.add_argument("--scale", type=float, default=None, help="scale factor for the frame size")
+    p.add_argument("--preview", action="store_true",
+                   help="fast low-resolution pass (320 px, fewer octaves)")
+    p.add_argument("--batch", type=int, default=None, help="segments per GPU batch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_common(p)
+    p.set_defaults(run=cmd_render)
+    register_zoom(sub, add_common)
+
+
+def render_size(args, width: int, height: int) -> tuple[int, int]:
+    from .images import fit_size, parse_size
+
+    if args.size and args.scale:
+        raise UserError("give either --size or --scale, not both")
+    if args.size:
+        return parse_size(args.size)
+    if args.scale:
+        if not 0.01 <= args.scale <= 8:
+            raise UserError(f"--scale {args.scale} is out of range: use 0.01..8")
+        return max(8, round(width * args.scale)), max(8, round(height * args.scale))
+    if args.preview:
+        return fit_size(width, height, 320)
+    return width, height
+
+
+def cmd_render(args) -> None:
+    from .cli import load_preset
+    from .decode import index_video
+    from .dream import dreamer_for
+    from .encode import check_output
+    from .progress import console, make_progress
+    from .video import plan_segments, render_video
+
+    if args.preview:
+        args.overrides = PREVIEW + args.overrides
+    if args.start < 0 or (args.end is not None and args.end <= args.start):
+        raise UserError("--start must be >= 0 and --end greater than --start")
+    if args.batch is not None and not 1 <= args.batch <= 256:
+        raise UserError(f"--batch {args.batch} is out of range: use 1..256")
+    preset = load_preset(args)
+    output = check_output(args.output, preset.encode, args.overwrite)
+    index = index_video(args.input, args.start, args.end)
+    if index.warning:
+        console.print(f"[yellow]warning:[/yellow] {index.warning}")
+    size = render_size(args, index.width, index.height)
+    dreamer = dreamer_for(preset, args.device)
+    from .video import default_batch
+
+    batch = args.batch or preset.video.batch or default_batch(dreamer.device, size)
+    segments = plan_segments(index.count, batch, preset.video.warmup)
+    dreamed_total = sum(s.length for s in segments)
+    started = time.perf_counter()
+    with make_progress() as progress:
+        tasks = {name: progress.add_task(name, total=total, unit="fps") for name, total in
+                 (("decoded", dreamed_total), ("dreamed", dreamed_total),
+                  ("encoded", index.count))}
+        render_video(index, preset, dreamer, output, size, batch,
+                     lambda stage, n=1: progress.advance(tasks[stage], n))
+    elapsed = time.perf_counter() - started
+    print(f"wrote {output} ({index.count} frames at {size[0]}x{size[1]}, "
+          f"{index.duration:.2f}s, {index.count / elapsed:.2f} fps, {len(segments)} segments)")
+
+
+def register_zoom(sub, add_common) -> None:
+    p = sub.add_parser("zoom", help="zoom-feedback 'infinite dream' animation or seamless loop",
+                       description="Feed each dream back into itself while zooming, rotating "
+                                   "and panning, as keyframed in the preset's 'zoom:' section.")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov)")
+    p.add_argument("--init", default="noise", help="start image file, or 'noise' (default)")
+    p.add_argument("--seconds", type=float, required=True, help="length in seconds")
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
+    p.add_argument("--audio", default=None, help="audio file to mux in")
+    p.add_argument("--fit", choices=["video", "audio"], default="video",
+                   help="with --audio: 'video' trims the audio to --seconds, 'audio' makes the "
+                        "video as long as the audio")
+    p.add_argument("--variants", type=int, default=1,
+                   help="render N seeds as one batch (OUT_v0, OUT_v1, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_common(p)
+    p.set_defaults(run=cmd_zoom)
+
+
+def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
+    """(fps, frame count) from --fps, --seconds and --fit."""
+    if not args.fps > 0 or args.fps > 240:
+        raise UserError(f"--fps {args.fps:g} is out of range: use a rate above 0 and up to 240")
+    seconds = args.seconds
+    if args.audio and args.fit == "audio":
+        seconds = audio_seconds
+    if not seconds > 0 or seconds > 24 * 3600:
+        raise UserError(f"--seconds {seconds:g} is out of range: give a length above 0")
+    count = max(1, round(seconds * args.fps))
+    return args.fps, count
+
+
+def cmd_zoom(args) -> None:
+    import shutil
+
+    from . import encode
+    from .cli import load_preset
+    from .dream import Dreamer, build_objective, pick_device
+    from .framestore import FrameStore
+    from .images import load_image, parse_size
+    from .media import as_rate, probe
+    from .models import load_network
+    from .progress import make_progress
+    from .zoom import MixedObjective, ZoomRenderer, noise_image, render_zoom
+
+    if not 1 <= args.variants <= 64:
+        raise UserError(f"--variants {args.variants} is out of range: use 1..64")
+    audio_seconds = audio_codec = None
+    if args.audio:
+        audio_path = Path(args.audio)
+        if not audio_path.is_file():
+            raise UserError(f"audio file '{args.audio}' does not exist: check the path")
+        info = probe(audio_path)
+        if not info.has_audio:
+            raise UserError(f"'{args.audio}' has no audio stream")
+        audio_seconds, audio_codec = info.duration, info.audio_codec
+    fps, count = zoom_plan(args, audio_seconds)
+    preset = load_preset(args)
+    outputs = [Path(args.output)] if args.variants == 1 else [
+        Path(args.output).with_stem(f"{Path(args.output).stem}_v{i}") for i in range(args.variants)]
+    for out in outputs:
+        encode.check_output(out, preset.encode, args.overwrite)
+    if args.init != "noise" and not Path(args.init).is_file():
+        raise UserError(f"init image '{args.init}' does not exist: give an image file or 'noise'")
+    size = parse_size(args.size) if args.size else None
+    seeds = [preset.seed + i for i in range(args.variants)]
+    if args.init == "noise":
+        init = noise_image(size or (640, 360), seeds)
+    else:
+        init = load_image(args.init, size=size, max_side=None if size else 1280)
+        init = init.expand(args.variants, -1, -1, -1).contiguous()
+    device = pick_device(args.device)
+    network = load_network(preset.model.name, preset.model.weights)
+    objective = build_objective(preset, network, device)
+    mixed = None
+    if any(k.layer_mix is not None for k in preset.zoom.keyframes):
+        if len(preset.objective) != 2:
+            raise UserError("keyframed 'layer_mix' needs exactly two objective terms "
+                            "(mix 0 = the first, 1 = the second)")
+        first, second = (build_objective(preset.model_copy(update={"objective": [t]}), network,
+                                         device) for t in preset.objective)
+        objective = mixed = MixedObjective(first, second)
+    dreamer = Dreamer(network, objective, preset.dream, device)
+    renderer = ZoomRenderer(dreamer, preset.zoom, fps, seeds, mixed)
+    h, w = init.shape[-2:]
+    rate = as_rate(fps)
+    parts = [out.parent / f".{out.name}.parts" for out in outputs]
+    for folder in parts:
+        folder.mkdir(exist_ok=True)
+    writers = [encode.SegmentWriter(folder / f"zoom{encode.segment_suffix(preset.encode)}",
+                                    (w, h), rate, preset.encode) for folder in parts]
+    store = FrameStore()
+    try:
+        with make_progress() as progress:
+            task = progress.add_task("zoom", total=count, unit="fps")
+
+            def emit(frame, batch):
+                for writer, rgb in zip(writers, batch):
+                    writer.write(rgb)
+                progress.advance(task)
+
+            render_zoom(renderer, init, count, emit, store)
+        duration = count / float(rate)
+        for writer, out in zip(writers, outputs):
+            writer.close()
+            encode.finalize([writer.path], out, preset.encode,
+                            Path(args.audio) if args.audio else None, 0.0, duration, audio_codec)
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    finally:
+        store.close()
+        for folder in parts:
+            shutil.rmtree(folder, ignore_errors=True)
+    names = ", ".join(str(o) for o in outputs)
+    print(f"wrote {names} ({count} frames at {w}x{h}, {fps:g} fps"
+          f"{', loop' if preset.zoom.loop else ''})")

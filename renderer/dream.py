@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -148,11 +147,29 @@ def build_objective(preset: Preset, network: Network, device="cpu") -> obj.Objec
 
 # ---------------------------------------------------------------- the engine
 class StepRandomness:
-    """Separate streams for jitter and tile offsets: tiling never changes the jitter sequence."""
+    """Per-image jitter streams plus one stream for tile offsets.
 
-    def __init__(self, seed: int):
-        self.jitter = torch.Generator().manual_seed(seed)
-        self.tiles = torch.Generator().manual_seed(seed + 0x9E3779B9)
+    Each image of a batch has its own seed, so variants of one picture differ; tiling draws
+    from its own stream and never changes the jitter sequence.
+    """
+
+    def __init__(self, seeds: list[int]):
+        self.jitter = [torch.Generator().manual_seed(s) for s in seeds]
+        self.tiles = torch.Generator().manual_seed(seeds[0] + 0x9E3779B9)
+
+    def shifts(self, spread: int) -> list[tuple[int, int]]:
+        return [tuple(torch.randint(-spread, spread + 1, (2,), generator=g).tolist())
+                for g in self.jitter]
+
+
+def roll_each(images: torch.Tensor, shifts: list[tuple[int, int]], sign: int = 1):
+    """Roll every image of the batch by its own (dy, dx)."""
+    if len(set(shifts)) == 1:
+        dy, dx = shifts[0]
+        return torch.roll(images, (sign * dy, sign * dx), (2, 3))
+    return torch.stack([torch.roll(img, (sign * dy, sign * dx), (1, 2))
+                        for img, (dy, dx) in zip(images, shifts)])
+
 
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
@@ -204,15 +221,12 @@ class Dreamer:
         grads = [self._gradient(chunk) for chunk in tiles.split(self.settings.tile_batch)]
         return merge_tiles(torch.cat(grads), layout)
 
-    def step(self, x, step_size: float, rng: "StepRandomness", anchor: Anchor | None = None):
+    def step(self, x, step_size: float, rng: StepRandomness, anchor: Anchor | None = None):
         s = self.settings
-        shifted, dy, dx = x, 0, 0
-        if s.jitter:
-            dy, dx = torch.randint(-s.jitter, s.jitter + 1, (2,), generator=rng.jitter).tolist()
-            shifted = torch.roll(x, (dy, dx), (2, 3))
+        shifts = rng.shifts(s.jitter) if s.jitter else [(0, 0)] * x.shape[0]
         # a fresh random tile grid every step, so no tile seam stays in one place
         offset = tuple(torch.rand(2, generator=rng.tiles).tolist())
-        grad = torch.roll(self.gradient(shifted, offset), (-dy, -dx), (2, 3))
+        grad = roll_each(self.gradient(roll_each(x, shifts), offset), shifts, -1)
         if s.lap_levels:
             grad = laplacian_normalize(grad, s.lap_levels)
         grad = grad / (grad.abs().flatten(1).mean(1).view(-1, 1, 1, 1) + 1e-8)
@@ -223,12 +237,16 @@ class Dreamer:
             x = x - anchor.weight * mask * (x - target)
         return x.clamp(0.0, 1.0)
 
-    def dream(self, images: torch.Tensor, seed: int = 0, steps: int | None = None,
+    def dream(self, images: torch.Tensor, seed: int | list[int] = 0, steps: int | None = None,
               octaves: int | None = None, step_scale: float = 1.0, anchor: Anchor | None = None,
               progress=None) -> torch.Tensor:
-        """Dream a batch: octave by octave from small to full size, carrying the added detail."""
+        """Dream a batch: octave by octave from small to full size, carrying the added detail.
+
+        `seed` is one seed for the batch or one per image.
+        """
         s = self.settings
-        rng = StepRandomness(int(seed))
+        seeds = [int(seed)] * images.shape[0] if isinstance(seed, int) else [int(v) for v in seed]
+        rng = StepRandomness(seeds)
         steps = s.steps if steps is None else steps
         base = images.to(self.device, torch.float32)
         sizes = octave_sizes(*base.shape[-2:], octaves or s.octaves, s.octave_scale,

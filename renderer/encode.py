@@ -1,0 +1,184 @@
+"""Encoding with ffmpeg-python: per-segment writers, then one concat + audio mux into the output.
+
+Every render writes segment files into a parts folder beside the output; `finalize` joins them
+(stream copy), muxes the source audio trimmed to the rendered span, writes a temporary file and
+renames it over the output. A crash never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import ffmpeg
+import numpy as np
+
+from .errors import UserError
+from .media import ffmpeg_exe
+from .presets import EncodeSection
+
+
+@dataclass(frozen=True)
+class Codec:
+    args: dict  # ffmpeg output options
+    containers: tuple[str, ...]
+    even: bool  # chroma subsampling needs even width and height
+
+
+CODECS = {
+    "h264": Codec({"vcodec": "libx264", "pix_fmt": "yuv420p"}, (".mp4", ".mkv", ".mov"), True),
+    "h265": Codec({"vcodec": "libx265", "pix_fmt": "yuv420p", "tag:v": "hvc1",
+                   "x265-params": "log-level=error"}, (".mp4", ".mkv", ".mov"), True),
+    "prores": Codec({"vcodec": "prores_ks", "profile:v": 3, "pix_fmt": "yuv422p10le"},
+                    (".mov", ".mkv"), True),
+    "png": Codec({}, ("",), False),
+}
+AUDIO_FOR = {".mp4": "aac", ".mov": "aac", ".mkv": "copy"}
+
+
+def check_output(path: str | Path, settings: EncodeSection, overwrite: bool) -> Path:
+    """Refuse what cannot work before any frame is dreamed."""
+    path = Path(path)
+    codec = CODECS[settings.codec]
+    suffix = path.suffix.lower()
+    if settings.codec == "png" and suffix:
+        raise UserError(f"codec png writes a folder of frames: give an output folder name "
+                        f"without an extension, not '{path.name}'")
+    if suffix not in codec.containers:
+        fits = ", ".join(c for c in codec.containers if c) or "a folder"
+        raise UserError(f"a {suffix or 'folder'} output cannot hold codec {settings.codec}: "
+                        f"use {fits}, or another codec with --set encode.codec=...")
+    if not path.parent.exists():
+        raise UserError(f"output folder '{path.parent}' does not exist: create it first")
+    if path.exists() and not overwrite:
+        raise UserError(f"output '{path}' already exists: pass --overwrite to replace it")
+    return path
+
+
+def _video_args(settings: EncodeSection) -> dict:
+    args = dict(CODECS[settings.codec].args)
+    if settings.codec in ("h264", "h265"):
+        args.update(crf=settings.crf, preset=settings.speed)
+    return args
+
+
+class SegmentWriter:
+    """Pipes RGB frames into one ffmpeg process (or PNG files) for one segment of the output."""
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction,
+                 settings: EncodeSection, first_slot: int = 0):
+        self.path, self.size, self.settings = path, size, settings
+        self.slot = first_slot
+        self.frames = 0
+        self.proc = None
+        if settings.codec == "png":
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        w, h = size
+        stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
+                              framerate=f"{rate.numerator}/{rate.denominator}")
+        if CODECS[settings.codec].even and (w % 2 or h % 2):
+            stream = stream.filter("crop", w - w % 2, h - h % 2, 0, 0)  # no resampling
+        out = ffmpeg.output(stream, str(path), **_video_args(settings)).global_args(
+            "-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output()
+        self.proc = out.run_async(cmd=ffmpeg_exe(settings.ffmpeg), pipe_stdin=True,
+                                  pipe_stderr=True)
+        self._stderr = []
+        self._drain = threading.Thread(target=lambda: self._stderr.append(
+            self.proc.stderr.read()), daemon=True)
+        self._drain.start()
+
+    def write(self, rgb: np.ndarray, repeats: int = 1) -> None:
+        """Write one frame `repeats` times (0 drops it: timing comes from timestamps)."""
+        for _ in range(repeats):
+            if self.proc is None:
+                name = self.path / f"frame_{self.slot:06d}.png"
+                cv2.imwrite(str(name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            else:
+                try:
+                    self.proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
+                except BrokenPipeError:
+                    self.close()
+            self.slot += 1
+            self.frames += 1
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        code = proc.wait()
+        self._drain.join()
+        if code != 0:
+            message = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"ffmpeg failed encoding {self.path.name}: "
+                               f"{message[-1] if message else f'exit {code}'}")
+
+    def abort(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def segment_suffix(settings: EncodeSection) -> str:
+    return "" if settings.codec == "png" else ".mkv"
+
+
+def finalize(parts: list[Path], output: Path, settings: EncodeSection,
+             audio_source: Path | None, audio_start: float, duration: float,
+             audio_codec: str | None) -> None:
+    """Join the segment files and mux the audio span [audio_start, +duration] into `output`."""
+    exe = ffmpeg_exe(settings.ffmpeg)
+    audio = None if settings.audio == "none" or audio_codec is None else audio_source
+    if settings.codec == "png":
+        _finalize_png(parts, output, exe, audio, audio_start, duration)
+        return
+    listing = parts[0].parent / "concat.txt"
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
+    video = ffmpeg.input(str(listing), format="concat", safe=0)
+    streams = [video["v"]]
+    out_args = {"vcodec": "copy"}
+    if audio is not None:
+        streams.append(ffmpeg.input(str(audio), ss=f"{audio_start:.6f}", t=f"{duration:.6f}")["a"])
+        mode = settings.audio if settings.audio != "auto" else AUDIO_FOR[output.suffix.lower()]
+        out_args["acodec"] = "aac" if mode == "aac" else "copy"
+        if mode == "aac":
+            out_args["audio_bitrate"] = "192k"
+    if output.suffix.lower() in (".mp4", ".mov"):
+        out_args["movflags"] = "+faststart"
+    tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
+    cmd = ffmpeg.output(*streams, str(tmp), t=f"{duration:.6f}", **out_args).global_args(
+        "-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output()
+    try:
+        cmd.run(cmd=exe, capture_stdout=True, capture_stderr=True)
+        os.replace(tmp, output)
+    except ffmpeg.Error as exc:
+        lines = exc.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"ffmpeg could not write {output.name}: "
+                           f"{lines[-1] if lines else exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _finalize_png(parts, output: Path, exe, audio, audio_start, duration) -> None:
+    """PNG sequences are written straight into the parts folder; move it into place."""
+    folder = parts[0]
+    if audio is not None:
+        subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+                        "-ss", f"{audio_start:.6f}", "-t", f"{duration:.6f}", "-i", str(audio),
+                        "-vn", "-c:a", "flac", str(folder / "audio.flac")], check=True)
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(folder, output)

@@ -1,0 +1,95 @@
+"""Optical flow and temporal coherence: DIS flow on source frames, warping, reliability masks.
+
+Flow estimation is OpenCV on the CPU (numpy in, numpy out); warping and the forward-backward
+consistency mask are pure batched tensor functions (Kornia-style), so they run wherever the
+dreams live. Conventions follow Ruder et al. 2016: the backward flow w_b maps frame t to t-1,
+W(x)(p) = x(p + w_b(p)).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+
+
+class FlowEstimator:
+    """Backward and forward DIS flow between two RGB frames. One instance per thread."""
+
+    def __init__(self, quality: str = "fast"):
+        self.dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[quality])
+
+    def pair(self, previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(w_b, w_f): flow current -> previous and previous -> current, each HxWx2 float32."""
+        prev_gray = cv2.cvtColor(previous, cv2.COLOR_RGB2GRAY)
+        cur_gray = cv2.cvtColor(current, cv2.COLOR_RGB2GRAY)
+        backward = self.dis.calc(cur_gray, prev_gray, None)
+        forward = self.dis.calc(prev_gray, cur_gray, None)
+        return backward, forward
+
+
+def flow_to_tensor(flows: list[np.ndarray]) -> torch.Tensor:
+    """N HxWx2 numpy flows -> (N, 2, H, W) tensor."""
+    return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()
+
+
+def _base_grid(n: int, h: int, w: int, device) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    return torch.stack([xs, ys]).unsqueeze(0).expand(n, -1, -1, -1)
+
+
+def warp(images: torch.Tensor, flow: torch.Tensor, padding: str = "border") -> torch.Tensor:
+    """W(x)(p) = x(p + flow(p)), bilinear; images (N, C, H, W), flow (N, 2, H, W) in pixels."""
+    n, _, h, w = images.shape
+    coords = _base_grid(n, h, w, images.device) + flow.to(images.device, torch.float32)
+    grid = torch.stack([2 * coords[:, 0] / max(w - 1, 1) - 1,
+                        2 * coords[:, 1] / max(h - 1, 1) - 1], dim=-1)
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode=padding,
+                         align_corners=True)
+
+
+def _gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma <= 0:
+        return mask
+    radius = max(1, int(round(2.5 * sigma)))
+    x = torch.arange(-radius, radius + 1, device=mask.device, dtype=mask.dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(mask, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(out, kernel.view(1, 1, -1, 1))
+
+
+def consistency_mask(backward: torch.Tensor, forward: torch.Tensor, blur: float = 1.0):
+    """Reliability c in [0, 1] per pixel of frame t, shape (N, 1, H, W).
+
+    Zero where p + w_b(p) leaves the frame, where forward and backward flow do not cancel
+    (disocclusion: p was not visible in frame t-1), and at motion boundaries; then softened.
+    """
+    n, _, h, w = backward.shape
+    target = _base_grid(n, h, w, backward.device) + backward
+    inside = ((target[:, 0] >= 0) & (target[:, 0] <= w - 1) &
+              (target[:, 1] >= 0) & (target[:, 1] <= h - 1))
+    v = warp(forward, backward)  # w_f sampled at q = p + w_b(p)
+    cancel = (backward + v).pow(2).sum(1)
+    magnitude = backward.pow(2).sum(1) + v.pow(2).sum(1)
+    occluded = cancel > 0.01 * magnitude + 0.5
+    du_dy, du_dx = torch.gradient(backward[:, 0], dim=(1, 2))
+    dv_dy, dv_dx = torch.gradient(backward[:, 1], dim=(1, 2))
+    gradient = du_dx**2 + du_dy**2 + dv_dx**2 + dv_dy**2
+    boundary = gradient > 0.01 * backward.pow(2).sum(1) + 0.002
+    reliable = (inside & ~occluded & ~boundary).float().unsqueeze(1)
+    return _gaussian_blur(reliable, blur).clamp(0, 1) if blur else reliable
+
+
+def warping_error(current: torch.Tensor, previous: torch.Tensor, backward: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """Mean |O_t - W(O_{t-1})| over reliable pixels, per image: the flicker measure."""
+    diff = (current - warp(previous, backward)).abs().mean(1, keepdim=True)
+    return (diff * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)

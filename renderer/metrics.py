@@ -1,0 +1,74 @@
+"""Coherence measures from coherence.md: warping error ratio, dream strength and seam ratio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .flow import FlowEstimator, consistency_mask, flow_to_tensor, warping_error
+from .images import to_tensor
+
+
+class FrameCollector:
+    """A stand-in for an encoder segment writer that keeps the frames in memory."""
+
+    def __init__(self, name: str = "memory"):
+        self.path = Path(name)
+        self.frames: list[np.ndarray] = []
+
+    def write(self, rgb: np.ndarray, repeats: int = 1) -> None:
+        self.frames.append(rgb)
+
+    def close(self) -> None:
+        pass
+
+    abort = close
+
+
+def consecutive_errors(sources: list[np.ndarray], outputs: list[np.ndarray],
+                       quality: str = "medium") -> tuple[np.ndarray, np.ndarray]:
+    """E(t) for t >= 1, for the source and the output, with the source's flow and mask."""
+    estimator = FlowEstimator(quality)
+    src_err, out_err = [], []
+    for t in range(1, len(sources)):
+        backward, forward = estimator.pair(sources[t - 1], sources[t])
+        wb, wf = flow_to_tensor([backward]), flow_to_tensor([forward])
+        mask = consistency_mask(wb, wf, blur=0)
+        src_err.append(warping_error(to_tensor(sources[t]), to_tensor(sources[t - 1]), wb, mask))
+        out_err.append(warping_error(to_tensor(outputs[t]), to_tensor(outputs[t - 1]), wb, mask))
+    return torch.cat(src_err).numpy(), torch.cat(out_err).numpy()
+
+
+@dataclass
+class Coherence:
+    ratio: float  # E(output) / E(source): flicker added by dreaming (1 = none)
+    strength: float  # mean |output - source| in [0, 1] units
+    seam: float  # error at segment boundaries / median consecutive error (1 = invisible)
+
+
+def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
+            seams: list[tuple[int, int]], quality: str = "medium") -> Coherence:
+    """Coherence of an output clip against its source.
+
+    `seams` are the frame ranges [first, last] over which one segment hands over to the next
+    (the cross-fade and the first frame after it); their mean error is compared with the median
+    error of all other consecutive frames.
+    """
+    src_err, out_err = consecutive_errors(sources, outputs, quality)
+    strength = float(np.mean([np.abs(o.astype(np.float32) - s.astype(np.float32)).mean() / 255
+                              for s, o in zip(sources, outputs)]))
+    seam = float("nan")
+    # E(t) is stored at t - 1: it compares frame t with frame t - 1
+    at_seams = sorted({t - 1 for first, last in seams for t in range(max(first, 1), last + 1)})
+    if at_seams:
+        elsewhere = np.delete(out_err, at_seams)
+        seam = float(out_err[at_seams].mean() / np.median(elsewhere if elsewhere.size else out_err))
+    return Coherence(float(out_err.mean() / src_err.mean()), strength, seam)
+
+
+def seam_ranges(segments) -> list[tuple[int, int]]:
+    """The frames over which each segment after the first takes over from the one before."""
+    return [(s.start, s.keep) for s in segments[1:]]

@@ -1,0 +1,212 @@
+"""Zoom feedback ("infinite dream"): transform the last dream, dream a few steps, emit, repeat.
+
+Motion is keyframed in seconds (rates per second), so a preset gives the same motion at 24, 30
+or 60 fps: a zoom of z per second is a scale of z ** (1 / fps) per frame. Loops are closed by
+rendering past the end and cross-fading that continuation into the first frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .dream import Dreamer
+from .objectives import Objective
+from .presets import Keyframe, ZoomSection
+
+
+# ---------------------------------------------------------------- keyframed motion
+@dataclass(frozen=True)
+class Motion:
+    zoom: float  # scale per second
+    rotate: float  # degrees per second
+    pan: tuple[float, float]  # (x, y) fractions of the frame per second
+    center: tuple[float, float]
+    strength: float
+    layer_mix: float | None
+
+
+def _ease(x: float, easing: str) -> float:
+    return x if easing == "linear" else x * x * (3 - 2 * x)
+
+
+def motion_at(t: float, keyframes: list[Keyframe], easing: str = "smooth") -> Motion:
+    """Keyframe values at time t (seconds); zoom is interpolated in log space."""
+    if t <= keyframes[0].t or len(keyframes) == 1:
+        a = b = keyframes[0]
+        w = 0.0
+    elif t >= keyframes[-1].t:
+        a = b = keyframes[-1]
+        w = 0.0
+    else:
+        i = max(j for j, k in enumerate(keyframes) if k.t <= t)
+        a, b = keyframes[i], keyframes[i + 1]
+        w = _ease((t - a.t) / (b.t - a.t), easing)
+
+    def lerp(u, v):
+        return u + (v - u) * w
+
+    mix = None if a.layer_mix is None and b.layer_mix is None else lerp(
+        a.layer_mix if a.layer_mix is not None else 0.0,
+        b.layer_mix if b.layer_mix is not None else 0.0)
+    return Motion(math.exp(lerp(math.log(a.zoom), math.log(b.zoom))), lerp(a.rotate, b.rotate),
+                  (lerp(a.pan[0], b.pan[0]), lerp(a.pan[1], b.pan[1])),
+                  (lerp(a.center[0], b.center[0]), lerp(a.center[1], b.center[1])),
+                  lerp(a.strength, b.strength), mix)
+
+
+def frame_motion(frame: int, fps: float, keyframes, easing) -> tuple[Motion, float]:
+    """The motion over the step into `frame` (rates taken at the step's midpoint) and dt."""
+    dt = 1.0 / fps
+    return motion_at((frame - 0.5) * dt, keyframes, easing), dt
+
+
+# ---------------------------------------------------------------- the transform
+def affine_step(images: torch.Tensor, scale: float, degrees: float, pan_px: tuple[float, float],
+                center_px: tuple[float, float]) -> torch.Tensor:
+    """Zoom by `scale` and rotate about `center_px`, then move the camera by `pan_px`.
+
+    Coordinates are continuous pixels (pixel i covers [i, i + 1)), so the centre maps exactly
+    onto itself: no drift, however many frames. Edges are filled by reflection.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) + 0.5,
+                            torch.arange(w, device=device, dtype=torch.float32) + 0.5,
+                            indexing="ij")
+    cx, cy = center_px
+    theta = math.radians(degrees)
+    cos, sin = math.cos(theta) / scale, math.sin(theta) / scale
+    dx, dy = xs - cx, ys - cy
+    src_x = cx + cos * dx + sin * dy + pan_px[0]
+    src_y = cy - sin * dx + cos * dy + pan_px[1]
+    grid = torch.stack([src_x / w * 2 - 1, src_y / h * 2 - 1], dim=-1)
+    grid = grid.unsqueeze(0).expand(n, -1, -1, -1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
+
+
+def transform(images: torch.Tensor, motion: Motion, dt: float) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    return affine_step(images, motion.zoom ** dt, motion.rotate * dt,
+                       (motion.pan[0] * dt * w, motion.pan[1] * dt * h),
+                       (motion.center[0] * w, motion.center[1] * h))
+
+
+# ---------------------------------------------------------------- colour hold
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = images.flatten(2)
+    return flat.mean(2, keepdim=True).unsqueeze(-1), flat.std(2, keepdim=True).unsqueeze(-1)
+
+
+def hold_colour(images: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor],
+                amount: float) -> torch.Tensor:
+    """Move each channel's mean and spread `amount` of the way back to the reference's.
+
+    Feedback loops otherwise drift to grey (repeated resampling averages) or to saturated noise
+    (dreaming amplifies contrast).
+    """
+    if amount <= 0:
+        return images
+    mean, std = channel_stats(images)
+    ref_mean, ref_std = reference
+    matched = (images - mean) / (std + 1e-6) * ref_std + ref_mean
+    return (images + amount * (matched - images)).clamp(0, 1)
+
+
+def per_frame(rate_per_second: float, fps: float) -> float:
+    """A fraction applied per second, as the fraction per frame that compounds to it."""
+    return 1.0 - (1.0 - rate_per_second) ** (1.0 / fps)
+
+
+# ---------------------------------------------------------------- objectives that travel
+class MixedObjective(Objective):
+    """(1 - mix) * first + mix * second, with `mix` set per frame by the keyframes."""
+
+    def __init__(self, first: Objective, second: Objective):
+        self.mix = 0.0
+        super().__init__(lambda a: (1 - self.mix) * first(a) + self.mix * second(a),
+                         first.layers | second.layers, f"mix({first.description}, "
+                                                       f"{second.description})")
+
+
+def noise_image(size: tuple[int, int], seeds: list[int]) -> torch.Tensor:
+    """Soft coloured noise around mid-grey: a neutral start for a dream from nothing."""
+    w, h = size
+    out = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(1, 3, max(2, h // 16), max(2, w // 16), generator=g)
+        fine = torch.rand(1, 3, h, w, generator=g)
+        smooth = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+        out.append((0.5 + 0.35 * (smooth - 0.5) + 0.08 * (fine - 0.5)).clamp(0, 1))
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------- the loop
+class ZoomRenderer:
+    """Produces the frames of a zoom sequence for a batch of variants, one frame at a time."""
+
+    def __init__(self, dreamer: Dreamer, settings: ZoomSection, fps: float, seeds: list[int],
+                 mixed: MixedObjective | None = None):
+        self.dreamer, self.settings, self.fps, self.seeds = dreamer, settings, fps, seeds
+        self.mixed = mixed
+        self.hold = per_frame(settings.color_hold, fps)
+
+    def frames(self, init: torch.Tensor, count: int, period: int | None = None):
+        """Yield (frame number, batch) for frames 0 .. count - 1; frame 0 is the first dream.
+
+        With a `period` (loops) the keyframes repeat after `period` frames, so frames past the
+        end move exactly like the frames they will be faded into.
+        """
+        s = self.settings
+        current = init.to(self.dreamer.device)
+        reference = channel_stats(current)
+        for frame in range(count):
+            motion, dt = frame_motion(frame % period if period else frame, self.fps,
+                                      s.keyframes, s.easing)
+            if frame > 0:
+                current = transform(current, motion, dt)
+            if self.mixed is not None and motion.layer_mix is not None:
+                self.mixed.mix = motion.layer_mix
+            seeds = [seed * 1_000_003 + frame for seed in self.seeds]
+            steps = s.steps if frame > 0 else max(s.steps, self.dreamer.settings.steps)
+            current = self.dreamer.dream(current, seed=seeds, steps=steps, octaves=s.octaves,
+                                         step_scale=motion.strength)
+            current = hold_colour(current, reference, self.hold)
+            yield frame, current
+
+
+def loop_weight(j: int, blend_frames: int) -> float:
+    """Weight of the original frame j when the continuation is faded into the loop's start."""
+    x = (j + 1) / (blend_frames + 1)
+    return x * x * (3 - 2 * x)
+
+
+def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, count: int, emit, store) -> None:
+    """Call emit(frame, uint8 batch) for frames 0 .. count - 1 in order, closing loops.
+
+    For a loop, frames count .. count + L - 1 continue the motion; the first L frames are held
+    back (in `store`) and emitted last as a cross-fade from the continuation into themselves,
+    so the final frame flows into frame 0. Output order: L .. count - 1, then 0 .. L - 1, and
+    the player starts at the faded frames - the clip is a rotation of a seamless loop.
+    """
+    from .images import to_uint8
+
+    blend = min(count - 1, max(1, round(renderer.settings.loop_blend * renderer.fps))) \
+        if renderer.settings.loop else 0
+    for frame, batch in renderer.frames(init, count + blend, count if blend else None):
+        rgb = to_uint8(batch)
+        if frame < blend:
+            store.put((frame,), rgb)
+        elif frame < count:
+            emit(frame, rgb)
+        else:
+            j = frame - count
+            w = loop_weight(j, blend)
+            original = store.pop((j,))
+            emit(j, ((1 - w) * rgb + w * original).round().astype(np.uint8))

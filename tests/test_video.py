@@ -1,0 +1,147 @@
+"""`dream render` on generated clips: timing, audio, odd sizes, rotation, bad input."""
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_user_error, run_cli
+from media import (audio_onset, brightness_per_frame, ffmpeg, flash_clip, info, odd_clip,
+                   rotated_clip, vfr_webm, video_durations)
+
+FAST = ["-p", "preview", "--set", "dream.octaves=1", "--set", "dream.steps=1",
+        "--set", "flow.steps=1", "--set", "video.warmup=2", "--batch", "2"]
+
+
+def render(src, out, *extra):
+    result = run_cli("render", src, "-o", out, *FAST, *extra)
+    assert result.returncode == 0, result.stderr
+    return info(out)
+
+
+def test_vfr_webm_keeps_duration_and_audio(tmp_path):
+    src = vfr_webm(tmp_path / "vfr.webm")
+    out = render(src, tmp_path / "out.mp4", "--size", "80x60")
+    # 30 frames at 30 fps, then 30 frames at 15 fps: 3.0 s, shown at a constant 30 fps
+    assert out["frames"] == 90
+    assert abs(out["frames"] / 30 - 3.0) <= 1 / 30
+    assert out["acodec"] == "aac" and out["size"] == (80, 60)
+    video, audio = video_durations(tmp_path / "out.mp4")
+    assert abs(video - audio) <= 1 / 30 + 0.025  # one frame, plus one AAC packet
+
+
+def test_ntsc_rate_flash_and_beep_stay_in_sync(tmp_path):
+    """24000/1001 fps, cut with --start: the flash frame and the beep land at the same time."""
+    src = flash_clip(tmp_path / "flash.mp4")
+    out_path = tmp_path / "out.mkv"
+    out = render(src, out_path, "--start", "0.5")
+    rate = 24000 / 1001
+    assert abs(out["frames"] - round(2.0 * rate)) <= 1
+    flash_frame = int(np.argmax(brightness_per_frame(out_path)))
+    assert abs(flash_frame / rate - 1.0) <= 1 / rate + 1e-6
+    assert abs(audio_onset(out_path) - flash_frame / rate) <= 1 / rate + 0.01
+
+
+def test_odd_size_is_cropped_to_even_for_h264(tmp_path):
+    src = odd_clip(tmp_path / "odd.mkv")
+    out = render(src, tmp_path / "out.mp4")
+    assert out["size"] == (160, 90)
+    assert out["frames"] == 30 and out["acodec"] == "aac"
+
+
+def test_png_sequence_keeps_odd_size(tmp_path):
+    src = odd_clip(tmp_path / "odd.mkv")
+    result = run_cli("render", src, "-o", tmp_path / "frames", *FAST, "--set", "encode.codec=png")
+    assert result.returncode == 0, result.stderr
+    pngs = sorted((tmp_path / "frames").glob("frame_*.png"))
+    assert len(pngs) == 30 and (tmp_path / "frames" / "audio.flac").exists()
+    import cv2
+
+    assert cv2.imread(str(pngs[0])).shape == (91, 161, 3)
+
+
+def test_rotation_metadata_is_respected(tmp_path):
+    src = flash_clip(tmp_path / "flat.mp4", rate="25", seconds=1, size="96x64")
+    rotated = rotated_clip(tmp_path / "rotated.mp4", src)
+    out = render(rotated, tmp_path / "out.mp4")
+    assert out["size"] == (64, 96)
+
+
+@pytest.mark.parametrize("codec,suffix,vcodec", [("h265", ".mp4", "hevc"),
+                                                 ("prores", ".mov", "prores")])
+def test_other_codecs(tmp_path, codec, suffix, vcodec):
+    src = odd_clip(tmp_path / "odd.mkv")
+    out = render(src, tmp_path / f"out{suffix}", "--set", f"encode.codec={codec}", "--end", "0.4")
+    assert out["vcodec"] == vcodec and out["frames"] == 10
+
+
+def test_truncated_video_renders_good_frames_with_a_warning(tmp_path):
+    src = flash_clip(tmp_path / "full.mkv", rate="25", seconds=4)
+    data = src.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    result = run_cli("render", cut, "-o", tmp_path / "out.mp4", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "good frames" in result.stderr
+    out = info(tmp_path / "out.mp4")
+    assert 10 < out["frames"] < 100
+
+
+# ---------------------------------------------------------------- bad input: exit 2, no output
+def bad(tmp_path, src, *extra, out_name="out.mp4"):
+    out = tmp_path / out_name
+    result = run_cli("render", src, "-o", out, *FAST, *extra)
+    return result, out
+
+
+def test_missing_file(tmp_path):
+    result, out = bad(tmp_path, tmp_path / "missing.mp4")
+    assert_user_error(result, "does not exist")
+    assert not out.exists()
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    result, out = bad(tmp_path, tmp_path / "empty.mp4")
+    assert_user_error(result, "empty")
+    assert not out.exists()
+
+
+def test_not_a_video(tmp_path):
+    (tmp_path / "text.mp4").write_text("this is not a video\n" * 100)
+    result, out = bad(tmp_path, tmp_path / "text.mp4")
+    assert_user_error(result, "not a video")
+    assert not out.exists()
+
+
+def test_audio_only(tmp_path):
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", tmp_path / "a.m4a")
+    result, out = bad(tmp_path, tmp_path / "a.m4a")
+    assert_user_error(result, "audio-only")
+    assert not out.exists()
+
+
+def test_video_with_no_frames(tmp_path):
+    src = tmp_path / "noframes.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "0", "-c:v", "ffv1",
+           src)
+    result, out = bad(tmp_path, src)
+    assert_user_error(result, "no decodable video frames")
+    assert not out.exists()
+
+
+def test_output_folder_missing(tmp_path):
+    result = run_cli("render", ROOT / "samples/pan.mp4", "-o", tmp_path / "nope" / "o.mp4", *FAST)
+    assert_user_error(result, "does not exist")
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"keep me")
+    result = run_cli("render", ROOT / "samples/pan.mp4", "-o", out, *FAST)
+    assert_user_error(result, "--overwrite")
+    assert out.read_bytes() == b"keep me"
+
+
+def test_codec_the_container_cannot_hold(tmp_path):
+    result, out = bad(tmp_path, ROOT / "samples/pan.mp4", "--set", "encode.codec=prores")
+    assert_user_error(result, "cannot hold codec prores", ".mov")
+    assert not out.exists()
