@@ -7,6 +7,10 @@ rotation metadata itself (CAP_PROP_ORIENTATION_AUTO), so frames arrive upright.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # decode errors are ours to report
+
 import queue
 import threading
 from dataclasses import dataclass

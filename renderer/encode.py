@@ -152,6 +152,8 @@ def finalize(parts: list[Path], output: Path, settings: EncodeSection,
     if audio is not None:
         streams.append(ffmpeg.input(str(audio), ss=f"{audio_start:.6f}", t=f"{duration:.6f}")["a"])
         mode = settings.audio if settings.audio != "auto" else AUDIO_FOR[output.suffix.lower()]
+        if audio_start > 0:  # a copied stream keeps its old timestamps and shifts the video
+            mode = "aac"
         out_args["acodec"] = "aac" if mode == "aac" else "copy"
         if mode == "aac":
             out_args["audio_bitrate"] = "192k"

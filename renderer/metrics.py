@@ -29,17 +29,19 @@ class FrameCollector:
 
 
 def consecutive_errors(sources: list[np.ndarray], outputs: list[np.ndarray],
-                       quality: str = "medium") -> tuple[np.ndarray, np.ndarray]:
-    """E(t) for t >= 1, for the source and the output, with the source's flow and mask."""
+                       quality: str = "medium") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """E(t) for t >= 1 for the source and the output (the source's flow and mask), and the
+    share of reliable pixels (near 0 at a scene cut)."""
     estimator = FlowEstimator(quality)
-    src_err, out_err = [], []
+    src_err, out_err, coverage = [], [], []
     for t in range(1, len(sources)):
         backward, forward = estimator.pair(sources[t - 1], sources[t])
         wb, wf = flow_to_tensor([backward]), flow_to_tensor([forward])
         mask = consistency_mask(wb, wf, blur=0)
+        coverage.append(float(mask.mean()))
         src_err.append(warping_error(to_tensor(sources[t]), to_tensor(sources[t - 1]), wb, mask))
         out_err.append(warping_error(to_tensor(outputs[t]), to_tensor(outputs[t - 1]), wb, mask))
-    return torch.cat(src_err).numpy(), torch.cat(out_err).numpy()
+    return torch.cat(src_err).numpy(), torch.cat(out_err).numpy(), np.array(coverage)
 
 
 @dataclass
@@ -55,16 +57,19 @@ def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
 
     `seams` are the frame ranges [first, last] over which one segment hands over to the next
     (the cross-fade and the first frame after it); their mean error is compared with the median
-    error of all other consecutive frames.
+    error of all other consecutive frames. Scene cuts (under half the pixels reliable) are left
+    out of the seam comparison: there the source itself jumps.
     """
-    src_err, out_err = consecutive_errors(sources, outputs, quality)
+    src_err, out_err, coverage = consecutive_errors(sources, outputs, quality)
     strength = float(np.mean([np.abs(o.astype(np.float32) - s.astype(np.float32)).mean() / 255
                               for s, o in zip(sources, outputs)]))
     seam = float("nan")
     # E(t) is stored at t - 1: it compares frame t with frame t - 1
-    at_seams = sorted({t - 1 for first, last in seams for t in range(max(first, 1), last + 1)})
+    cuts = set(np.flatnonzero(coverage < 0.5).tolist())
+    at_seams = sorted({t - 1 for first, last in seams for t in range(max(first, 1), last + 1)}
+                      - cuts)
     if at_seams:
-        elsewhere = np.delete(out_err, at_seams)
+        elsewhere = np.delete(out_err, sorted(set(at_seams) | cuts))
         seam = float(out_err[at_seams].mean() / np.median(elsewhere if elsewhere.size else out_err))
     return Coherence(float(out_err.mean() / src_err.mean()), strength, seam)
 

@@ -45,8 +45,9 @@ def main():
     index = index_video(args.clip)
     size = parse_size(args.size) if args.size else (index.width, index.height)
     sources = list(FrameReader(index, 0, index.count, size))
+    segments = plan_segments(index.count, args.batch, load(args.preset, args.overrides).video.warmup)
     print(f"clip {args.clip}: {index.count} frames {size[0]}x{size[1]}, preset {args.preset}, "
-          f"{args.batch} segments")
+          f"{len(segments)} segments (--batch {args.batch})")
     print(f"| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | s |")
     print(f"|---|---|---|---|---|---|")
     base = None

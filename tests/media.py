@@ -36,8 +36,9 @@ def flash_clip(path: Path, rate="24000/1001", seconds=2.5, flash=1.5, size="128x
 
 def odd_clip(path: Path) -> Path:
     """161x91 pixels (odd both ways), lossless FFV1 in Matroska, with FLAC audio."""
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=161x91:rate=25", "-f", "lavfi", "-i",
-           "sine=frequency=330", "-t", "1.2", "-c:v", "ffv1", "-c:a", "flac", path)
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=161x91:rate=25", "-f", "lavfi", "-i",
+           "sine=frequency=330", "-t", "1.2", "-c:v", "ffv1", "-pix_fmt", "bgr0", "-c:a", "flac",
+           path)
     return path
 
 

@@ -120,9 +120,17 @@ def test_audio_only(tmp_path):
 
 
 def test_video_with_no_frames(tmp_path):
-    src = tmp_path / "noframes.mkv"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "0", "-c:v", "ffv1",
-           src)
+    """An AVI whose header declares a video stream but whose every frame is empty."""
+    full = tmp_path / "full.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-t", "1", "-c:v", "mjpeg", full)
+    data = bytearray(full.read_bytes())
+    at = data.index(b"movi")
+    while (at := data.find(b"00dc", at)) >= 0:  # zero each frame's payload, keep the chunks
+        size = int.from_bytes(data[at + 4:at + 8], "little")
+        data[at + 8:at + 8 + size] = bytes(size)
+        at += 8 + size
+    src = tmp_path / "noframes.avi"
+    src.write_bytes(bytes(data))
     result, out = bad(tmp_path, src)
     assert_user_error(result, "no decodable video frames")
     assert not out.exists()

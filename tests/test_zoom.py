@@ -1,0 +1,122 @@
+"""Zoom feedback: per-second motion, a fixed zoom centre, colour hold, seamless loops, the CLI."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, assert_user_error, run_cli
+from media import ffmpeg, info, video_durations
+from renderer.dream import Dreamer, build_objective
+from renderer.framestore import FrameStore
+from renderer.models import load_network
+from renderer.presets import Keyframe, load
+from renderer.zoom import (ZoomRenderer, affine_step, frame_motion, hold_colour, channel_stats,
+                           motion_at, noise_image, render_zoom)
+
+
+@pytest.mark.parametrize("fps", [24, 30, 60])
+def test_rates_are_per_second_whatever_the_fps(fps):
+    keys = [Keyframe(t=0, zoom=1.5, rotate=20)]
+    log_scale = degrees = 0.0
+    for frame in range(1, fps * 2 + 1):  # two seconds
+        motion, dt = frame_motion(frame, fps, keys, "linear")
+        log_scale += dt * math.log(motion.zoom)
+        degrees += dt * motion.rotate
+    assert math.isclose(math.exp(log_scale), 1.5 ** 2, rel_tol=1e-9)
+    assert math.isclose(degrees, 40.0, rel_tol=1e-9)
+
+
+def test_keyframes_interpolate_and_ease():
+    keys = [Keyframe(t=0, zoom=1.0, rotate=0), Keyframe(t=2, zoom=4.0, rotate=10)]
+    mid = motion_at(1.0, keys, "linear")
+    assert math.isclose(mid.zoom, 2.0) and math.isclose(mid.rotate, 5.0)
+    assert motion_at(0.5, keys, "smooth").rotate < motion_at(0.5, keys, "linear").rotate
+    assert motion_at(5.0, keys, "linear").zoom == 4.0
+
+
+def test_zoom_centre_does_not_drift():
+    h, w = 65, 81
+    cx, cy = 0.3 * w, 0.6 * h
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    blob = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / 8.0).expand(1, 3, h, w).contiguous()
+    image = blob
+    for _ in range(60):
+        image = affine_step(image, 1.03, 4.0, (0.0, 0.0), (cx, cy))
+    weights = image[0, 0]
+    peak = weights > 0.5 * weights.max()
+    centroid = ((xs * weights)[peak].sum() / weights[peak].sum(),
+                (ys * weights)[peak].sum() / weights[peak].sum())
+    assert abs(centroid[0] - cx) < 0.25 and abs(centroid[1] - cy) < 0.25
+
+
+def test_colour_hold_pulls_back_to_reference():
+    reference = channel_stats(noise_image((64, 48), [0]))
+    drifted = torch.full((1, 3, 48, 64), 0.5) + 0.01 * torch.randn(1, 3, 48, 64)
+    held = hold_colour(drifted, reference, 0.5)
+    before = (channel_stats(drifted)[1] - reference[1]).abs().mean()
+    after = (channel_stats(held)[1] - reference[1]).abs().mean()
+    assert after < 0.6 * before
+
+
+def test_loop_is_seamless():
+    preset = load("zoom-loop", ["dream.steps=2", "zoom.steps=1", "zoom.octaves=1",
+                                "zoom.loop_blend=0.5"])
+    network = load_network(preset.model.name)
+    dreamer = Dreamer(network, build_objective(preset, network), preset.dream, "cpu")
+    fps, count = 12, 24
+    renderer = ZoomRenderer(dreamer, preset.zoom, fps, [0])
+    frames = []
+    store = FrameStore()
+    render_zoom(renderer, noise_image((64, 64), [0]), count, lambda i, b: frames.append(b[0]),
+                store)
+    store.close()
+    assert len(frames) == count
+    clip = np.stack(frames).astype(np.float32)
+    consecutive = np.abs(np.diff(clip, axis=0)).mean(axis=(1, 2, 3))
+    wrap = np.abs(clip[-1] - clip[0]).mean()
+    assert wrap <= 1.5 * np.median(consecutive)
+
+
+def zoom_cli(tmp_path, *extra, out="z.mp4"):
+    return run_cli("zoom", "-p", "zoom-classic", "-o", tmp_path / out, "--size", "64x48",
+                   "--set", "dream.octaves=1", "--set", "dream.steps=1", "--set", "zoom.steps=1",
+                   "--set", "zoom.octaves=1", *extra)
+
+
+def test_zoom_cli_with_audio_trimmed_to_video(tmp_path):
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=220", "-t", "3", tmp_path / "music.wav")
+    r = zoom_cli(tmp_path, "--seconds", "1", "--fps", "12", "--audio", tmp_path / "music.wav")
+    assert r.returncode == 0, r.stderr
+    out = info(tmp_path / "z.mp4")
+    assert out["frames"] == 12 and out["acodec"] == "aac" and out["size"] == (64, 48)
+    video, audio = video_durations(tmp_path / "z.mp4")
+    assert abs(audio - 1.0) < 0.05
+
+
+def test_zoom_cli_video_fitted_to_audio_and_variants(tmp_path):
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=220", "-t", "0.5", tmp_path / "music.wav")
+    r = zoom_cli(tmp_path, "--seconds", "9", "--fps", "10", "--audio", tmp_path / "music.wav",
+                 "--fit", "audio", "--variants", "2")
+    assert r.returncode == 0, r.stderr
+    a, b = info(tmp_path / "z_v0.mp4"), info(tmp_path / "z_v1.mp4")
+    assert a["frames"] == b["frames"] == 5
+    from media import brightness_per_frame
+
+    assert not np.array_equal(brightness_per_frame(tmp_path / "z_v0.mp4"),
+                              brightness_per_frame(tmp_path / "z_v1.mp4"))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--seconds", "1", "--fps", "0"], "--fps"),
+    (["--seconds", "-2", "--fps", "10"], "--seconds"),
+    (["--seconds", "1", "--set", "zoom.keyframes=[{t: 0, zoom: 0}]"], "zoom"),
+    (["--seconds", "1", "--set", "zoom.keyframes=[{t: 2}, {t: 1}]"], "increase"),
+    (["--seconds", "1", "--init", "/nonexistent/start.png"], "init image"),
+    (["--seconds", "1", "--audio", "/nonexistent/song.mp3"], "audio file"),
+])
+def test_zoom_bad_input(tmp_path, args, needle):
+    r = zoom_cli(tmp_path, *args)
+    assert_user_error(r, needle)
+    assert not (tmp_path / "z.mp4").exists()
