@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from . import objectives as obj
+from .accel import Compiled, fold_batchnorm
 from .errors import UserError
 from .models import Network, load_network
 from .presets import DreamSection, ObjectiveTerm, Preset
+from .progress import console
 
 
 # ---------------------------------------------------------------- pure tensor functions
@@ -185,19 +187,30 @@ class Dreamer:
         self.device = torch.device(device)
         self.settings = settings
         self.objective = objective
-        self.net = network.truncated(objective.layers).to(self.device)
+        self.tile_size = settings.tile_size  # shrinks if the GPU runs out of memory
         cuda = self.device.type == "cuda"
+        net = network.truncated(objective.layers)
+        if settings.fold_bn:
+            net = fold_batchnorm(net)
+        self.net = net.to(self.device)
         self.dtype = {"auto": torch.bfloat16 if cuda else None, "fp32": None,
                       "bf16": torch.bfloat16}[settings.precision]
-        self.channels_last = settings.channels_last == "on" or (
+        self.channels_last = settings.channels_last is True or (
             settings.channels_last == "auto" and cuda)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        mode = {"auto": "on" if cuda else "off", True: "on", False: "off"}.get(
+            settings.compile, settings.compile)
+        self.loss = self._loss if mode == "off" else Compiled(self._loss, mode)
 
     def _autocast(self):
         if self.dtype is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _loss(self, x: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.objective(self.net(x)).sum()
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """The objective per image (no gradient), e.g. to check that dreaming raised it."""
@@ -207,19 +220,30 @@ class Dreamer:
     def _gradient(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().requires_grad_(True)
         inp = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-        with self._autocast():
-            loss = self.objective(self.net(inp)).sum()
-        (grad,) = torch.autograd.grad(loss, x)
+        (grad,) = torch.autograd.grad(self.loss(inp), x)
         return grad
 
     def gradient(self, x: torch.Tensor, tile_offset=(0.0, 0.0)) -> torch.Tensor:
-        """d objective / d x; images larger than the tile size go through as batches of tiles."""
-        tile = self.settings.tile_size
-        if max(x.shape[-2:]) <= tile:
-            return self._gradient(x)
-        tiles, layout = split_tiles(x, tile, tile_offset, self.settings.tile_margin)
-        grads = [self._gradient(chunk) for chunk in tiles.split(self.settings.tile_batch)]
-        return merge_tiles(torch.cat(grads), layout)
+        """d objective / d x; images larger than the tile size go through as batches of tiles.
+
+        If the GPU runs out of memory the tile size halves (down to 256 px) and the step is
+        retried, so a render carries on at a smaller working set instead of failing.
+        """
+        while True:
+            try:
+                if max(x.shape[-2:]) <= self.tile_size:
+                    return self._gradient(x)
+                tiles, layout = split_tiles(x, self.tile_size, tile_offset,
+                                            min(self.settings.tile_margin, self.tile_size // 4))
+                grads = [self._gradient(chunk) for chunk in tiles.split(self.settings.tile_batch)]
+                return merge_tiles(torch.cat(grads), layout)
+            except torch.OutOfMemoryError:
+                if self.tile_size <= 256:
+                    raise
+                torch.cuda.empty_cache()
+                self.tile_size = max(256, min(self.tile_size, max(x.shape[-2:])) // 2)
+                console.print(f"[yellow]note:[/yellow] GPU memory full: tiles of "
+                              f"{self.tile_size} px from now on")
 
     def step(self, x, step_size: float, rng: StepRandomness, anchor: Anchor | None = None):
         s = self.settings

@@ -50,12 +50,14 @@ class DreamSection(Section):
     step_size: float = Field(0.012, gt=0.0, le=1.0)
     jitter: int = Field(32, ge=0, le=1024)
     lap_levels: int = Field(4, ge=0, le=8)  # Laplacian-pyramid levels for gradient normalisation
-    tile_size: int = Field(512, ge=32, le=8192)  # images larger than this are dreamed in tiles
-    tile_batch: int = Field(16, ge=1, le=4096)  # tiles per forward pass (bounds memory)
+    tile_size: int = Field(2048, ge=32, le=16384)  # larger images are dreamed in tiles
+    tile_batch: int = Field(4, ge=1, le=4096)  # tiles per forward pass (bounds memory)
     tile_margin: int = Field(64, ge=0, le=1024)  # context around each tile, discarded on merge
     min_octave_size: int = Field(48, ge=16, le=4096)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
-    channels_last: Literal["auto", "on", "off"] = "auto"
+    channels_last: Literal["auto"] | bool = "auto"  # auto: on for CUDA
+    fold_bn: bool = True  # fold batch-norm into the convolutions (same result, fewer bytes)
+    compile: Literal["auto", "graphs"] | bool = "auto"  # auto: torch.compile on CUDA only
 
     @model_validator(mode="after")
     def _tile_core(self):

@@ -24,6 +24,7 @@ import torch
 
 from . import encode
 from .decode import FrameReader, VideoIndex, slot_counts
+from .accel import Compiled
 from .dream import Anchor, Dreamer
 from .framestore import FrameStore
 from .flow import FlowEstimator, consistency_mask, flow_to_tensor, warp
@@ -206,6 +207,7 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
     prev_source: dict[int, torch.Tensor] = {}
     prev_dream: dict[int, torch.Tensor] = {}
     carried_steps = settings.steps if settings.steps is not None else preset.dream.steps
+    static_shapes = isinstance(dreamer.loss, Compiled)
     try:
         waited = time.perf_counter()
         for packet in producer.packets():
@@ -225,8 +227,14 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
                     forward = flow_to_tensor([f[1] for f in packet.flows]).to(device)
                 start, anchor = carried_start(settings, source, prev_s, prev_d, backward, forward)
             steps = preset.dream.steps if first or settings.mode == "independent" else carried_steps
+            pad = len(segments) - len(packet.rows) if static_shapes else 0
+            if pad:  # the tail of a shorter segment: keep the batch shape for compiled code
+                start = torch.cat([start, start[-1:].expand(pad, -1, -1, -1)])
+                if anchor is not None:
+                    anchor = Anchor(*(torch.cat([t, t[-1:].expand(pad, -1, -1, -1)])
+                                      for t in (anchor.target, anchor.mask)), anchor.weight)
             dreamed = dreamer.dream(start, seed=preset.seed, steps=steps,
-                                    anchor=anchor)
+                                    anchor=anchor)[:len(packet.rows)]
             for row, i in enumerate(packet.rows):
                 prev_source[i], prev_dream[i] = source[row], dreamed[row]
             frames = to_uint8(dreamed)

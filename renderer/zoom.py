@@ -128,10 +128,17 @@ class MixedObjective(Objective):
     """(1 - mix) * first + mix * second, with `mix` set per frame by the keyframes."""
 
     def __init__(self, first: Objective, second: Objective):
-        self.mix = 0.0
-        super().__init__(lambda a: (1 - self.mix) * first(a) + self.mix * second(a),
-                         first.layers | second.layers, f"mix({first.description}, "
-                                                       f"{second.description})")
+        self.mix = torch.zeros(())  # a tensor, so changing it never retriggers torch.compile
+
+        def mixed(acts):
+            m = self.mix.to(next(iter(acts.values())).device)
+            return (1 - m) * first(acts) + m * second(acts)
+
+        super().__init__(mixed, first.layers | second.layers,
+                         f"mix({first.description}, {second.description})")
+
+    def set_mix(self, value: float) -> None:
+        self.mix.fill_(value)
 
 
 def noise_image(size: tuple[int, int], seeds: list[int]) -> torch.Tensor:
@@ -172,7 +179,7 @@ class ZoomRenderer:
             if frame > 0:
                 current = transform(current, motion, dt)
             if self.mixed is not None and motion.layer_mix is not None:
-                self.mixed.mix = motion.layer_mix
+                self.mixed.set_mix(motion.layer_mix)
             seeds = [seed * 1_000_003 + frame for seed in self.seeds]
             steps = s.steps if frame > 0 else max(s.steps, self.dreamer.settings.steps)
             current = self.dreamer.dream(current, seed=seeds, steps=steps, octaves=s.octaves,

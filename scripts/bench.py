@@ -1,0 +1,311 @@
+"""End-to-end speed: the optimised renderer against the naive loop, and the memory floor.
+
+    python scripts/bench.py CLIP [-p video] [--size 1920x1080] [--frames 240] [--naive-frames 48]
+                            [--ablation] [--cap4k] [--out table.md]
+
+Prints fps with a per-stage breakdown (decode, flow, dream, encode, GPU idle) for the optimised
+pipeline (lockstep segments, bf16, channels_last, folded batch-norm, torch.compile, threads for
+decode/flow/encode, pinned transfers) and, in the same run, for the naive way (fp32, one frame at
+a time, no overlap, a CPU round trip per frame). Then the time of one dream step against the
+memory-traffic floor of the network: floor = 5 x (bytes of every convolution's output) / measured
+copy bandwidth (the forward pass writes and re-reads each activation, the backward pass reads it
+and writes and reads its gradient). Runs on the CPU too, at small sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from renderer import encode
+from renderer.decode import FrameReader, index_video, slot_counts
+from renderer.dream import Dreamer, build_objective, dreamer_for, pick_device
+from renderer.flow import FlowEstimator, flow_to_tensor
+from renderer.images import parse_size, to_tensor, to_uint8
+from renderer.models import load_network
+from renderer.presets import load
+from renderer.video import StageTimes, carried_start, default_batch, plan_segments, render_video
+
+NAIVE = ["dream.precision=fp32", "dream.channels_last=false", "dream.compile=false",
+         "dream.fold_bn=false"]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def trimmed(index, frames):
+    if frames and frames < index.count:
+        index.pts = index.pts[:frames]
+        index.end = index.pts[-1] + (index.pts[-1] - index.pts[-2])
+    return index
+
+
+def optimised(clip, preset, size, frames, batch, device, workdir):
+    index = trimmed(index_video(clip), frames)
+    dreamer = dreamer_for(preset, device)
+    warm = trimmed(index_video(clip), min(index.count, 2 * preset.video.warmup + 4 * batch))
+    t = time.perf_counter()
+    render_video(warm, preset, dreamer, workdir / "warm.mp4", size, batch)  # compile + caches
+    warm_s = time.perf_counter() - t
+    times = StageTimes()
+    t = time.perf_counter()
+    render_video(index, preset, dreamer, workdir / "fast.mp4", size, batch, times=times)
+    wall = time.perf_counter() - t
+    return index.count, wall, dict(times.seconds), warm_s
+
+
+def naive(clip, preset, size, frames, device, workdir):
+    """Frame by frame, each stage waiting for the last, every frame back on the CPU."""
+    index = trimmed(index_video(clip), frames)
+    dreamer = dreamer_for(preset, device)
+    repeats = slot_counts(index)
+    estimator = FlowEstimator(preset.flow.quality)
+    writer = encode.SegmentWriter(workdir / "naive.mkv", size, index.rate, preset.encode)
+    reader = FrameReader(index, 0, index.count, size, depth=1)
+    times = {"decode": 0.0, "flow": 0.0, "dream": 0.0, "encode": 0.0}
+    prev_rgb = prev_src = prev_dream = None
+    carried = preset.flow.steps if preset.flow.steps is not None else preset.dream.steps
+    start_all = time.perf_counter()
+    for i in range(index.count):
+        t = time.perf_counter()
+        rgb = next(reader)
+        times["decode"] += time.perf_counter() - t
+        t = time.perf_counter()
+        flows = estimator.pair(prev_rgb, rgb) if prev_rgb is not None else None
+        times["flow"] += time.perf_counter() - t
+        t = time.perf_counter()
+        src = to_tensor(rgb).to(device)
+        start, anchor = src, None
+        if flows is not None:
+            start, anchor = carried_start(preset.flow, src, prev_src, prev_dream,
+                                          flow_to_tensor([flows[0]]).to(device),
+                                          flow_to_tensor([flows[1]]).to(device))
+        dreamed = dreamer.dream(start, seed=preset.seed,
+                                steps=preset.dream.steps if i == 0 else carried, anchor=anchor)
+        out = to_uint8(dreamed)[0]  # the round trip
+        prev_src, prev_dream = src, to_tensor(out).to(device)
+        sync(device)
+        times["dream"] += time.perf_counter() - t
+        t = time.perf_counter()
+        writer.write(out, repeats[i])
+        times["encode"] += time.perf_counter() - t
+        prev_rgb = rgb
+    writer.close()
+    return index.count, time.perf_counter() - start_all, times
+
+
+def step_ms(dreamer, x, repeats=10):
+    """Median ms of one gradient + normalisation step for the batch x."""
+    from renderer.dream import StepRandomness
+
+    rng = StepRandomness([0] * x.shape[0])
+    for _ in range(3):
+        dreamer.step(x, 0.01, rng)
+    sync(x.device)
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dreamer.step(x, 0.01, rng)
+        sync(x.device)
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+def conv_output_bytes(dreamer, x) -> int:
+    """Bytes of every convolution output for one frame (bf16 on CUDA, fp32 on the CPU)."""
+    total = []
+    hooks = [m.register_forward_hook(lambda m, i, o: total.append(o[0].numel()))
+             for m in dreamer.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        dreamer.net(x[:1])
+    for h in hooks:
+        h.remove()
+    return sum(total) * (2 if dreamer.dtype == torch.bfloat16 else 4)
+
+
+def bandwidth(device) -> float:
+    """Bytes per second of a large device copy (read + write)."""
+    n = (1 << 28) if device.type == "cuda" else (1 << 25)
+    a = torch.empty(n, dtype=torch.float32, device=device)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        b.copy_(a)
+    sync(device)
+    return 10 * 2 * a.numel() * 4 / (time.perf_counter() - t)
+
+
+def ablation(preset_name, size, batch, device):
+    """Dream-step ms per frame as each optimisation is switched on."""
+    w, h = size
+    rows = []
+    configs = [("fp32, batch 1", 1, NAIVE),
+               ("bf16 + channels_last, batch 1", 1, ["dream.compile=false", "dream.fold_bn=false"]),
+               (f"bf16 + channels_last, batch {batch}", batch,
+                ["dream.compile=false", "dream.fold_bn=false"]),
+               ("+ folded batch-norm", batch, ["dream.compile=false"]),
+               ("+ torch.compile", batch, ["dream.compile=true"]),
+               ("+ CUDA graphs", batch, ["dream.compile=graphs"])]
+    if device.type != "cuda":
+        configs = configs[:1] + [c for c in configs[3:4]]
+    for name, b, overrides in configs:
+        preset = load(preset_name, overrides)
+        network = load_network(preset.model.name)
+        dreamer = Dreamer(network, build_objective(preset, network, device), preset.dream, device)
+        x = torch.rand(b, 3, h, w, device=device)
+        t = time.perf_counter()
+        try:
+            ms = step_ms(dreamer, x) / b
+            rows.append((name, ms, time.perf_counter() - t))
+        except Exception as exc:  # report, keep going
+            rows.append((name, float("nan"), 0.0))
+            print(f"{name}: failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+    return rows
+
+
+def flow_workers(size, workers_list, pairs=16):
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((size[1], size[0], 3)) * 255).astype(np.uint8) for _ in range(2)]
+    import cv2
+
+    frames = [cv2.GaussianBlur(f, (0, 0), 3) for f in frames]
+    out = []
+    for workers in workers_list:
+        local = __import__("threading").local()
+
+        def one(_):
+            if not hasattr(local, "e"):
+                local.e = FlowEstimator("fast")
+            return local.e.pair(*frames)
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(workers)))
+            t = time.perf_counter()
+            list(pool.map(one, range(pairs)))
+            out.append((workers, (time.perf_counter() - t) * 1000 / pairs))
+    return out
+
+
+def pinned_copy(size, batch, device):
+    if device.type != "cuda":
+        return None
+    w, h = size
+    pageable = torch.rand(batch, 3, h, w)
+    pinned = pageable.pin_memory()
+    res = {}
+    for name, src in (("pageable", pageable), ("pinned", pinned)):
+        for _ in range(3):
+            src.to(device, non_blocking=True)
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(10):
+            src.to(device, non_blocking=True)
+        sync(device)
+        res[name] = (time.perf_counter() - t) * 100
+    return res
+
+
+def cap_4k(preset_name, device, cap_gib=16.0):
+    """Dream 4K frames under a GPU memory cap; report the peak and the tile size it ended at."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2**30 / total), device)
+    torch.cuda.reset_peak_memory_stats(device)
+    preset = load(preset_name, ["dream.octaves=1", "dream.steps=2"])
+    dreamer = dreamer_for(preset, device)
+    x = torch.rand(4, 3, 2160, 3840, device=device)
+    t = time.perf_counter()
+    dreamer.dream(x, seed=0)
+    sync(device)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.set_per_process_memory_fraction(1.0, device)
+    return peak, dreamer.tile_size, time.perf_counter() - t
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("clip")
+    parser.add_argument("-p", "--preset", default="video")
+    parser.add_argument("--size", default=None)
+    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--naive-frames", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--ablation", action="store_true", help="time each optimisation")
+    parser.add_argument("--cap4k", action="store_true", help="4K under a 16 GiB cap (CUDA)")
+    parser.add_argument("--out", default=None, help="also write the report here")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    preset = load(args.preset, args.overrides)
+    index = index_video(args.clip)
+    size = parse_size(args.size) if args.size else (index.width, index.height)
+    batch = args.batch or preset.video.batch or default_batch(device, size)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    lines = [f"# bench {datetime.date.today()} on {card}, torch {torch.__version__}",
+             f"command: python {' '.join(sys.argv)}", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        n, wall, stages, warm = optimised(args.clip, preset, size, args.frames, batch, device,
+                                          work)
+        naive_preset = load(args.preset, [*args.overrides, *NAIVE])
+        nn_, nwall, nstages = naive(args.clip, naive_preset, size, args.naive_frames or n,
+                                    device, work)
+    fps, nfps = n / wall, nn_ / nwall
+    lines += [f"clip {args.clip} at {size[0]}x{size[1]}, preset {args.preset}, "
+              f"{len(plan_segments(n, batch, preset.video.warmup))} segments (batch {batch}), "
+              f"audio muxed; warm-up/compile render {warm:.1f} s", "",
+              "| path | frames | fps | decode s | flow s | dream s | encode s | GPU idle s |",
+              "|---|---|---|---|---|---|---|---|",
+              f"| optimised | {n} | {fps:.2f} | {stages.get('decode', 0):.2f} | "
+              f"{stages.get('flow', 0):.2f} | {stages.get('dream', 0):.2f} | "
+              f"{stages.get('encode', 0):.2f} | {stages.get('idle', 0):.2f} |",
+              f"| naive | {nn_} | {nfps:.2f} | {nstages['decode']:.2f} | {nstages['flow']:.2f} | "
+              f"{nstages['dream']:.2f} | {nstages['encode']:.2f} | - |",
+              "", f"speed-up over naive: {fps / nfps:.1f}x", ""]
+    dreamer = dreamer_for(preset, device)
+    w, h = size
+    x = torch.rand(batch, 3, h, w, device=device)
+    ms = step_ms(dreamer, x) / batch
+    bw = bandwidth(device)
+    floor = 5 * conv_output_bytes(dreamer, x) / bw * 1000
+    lines += [f"dream step at {w}x{h}: {ms:.2f} ms per frame (batch {batch}); memory floor "
+              f"{floor:.2f} ms (conv outputs x5 / {bw / 1e12:.2f} TB/s copy); "
+              f"{ms / floor:.2f}x the floor", ""]
+    if args.ablation:
+        lines += ["| dream step configuration | ms per frame | incl. warm-up s |", "|---|---|---|"]
+        lines += [f"| {name} | {v:.2f} | {s:.1f} |" for name, v, s in
+                  ablation(args.preset, size, batch, device)]
+        lines += ["", "| flow threads | ms per frame pair (fwd+bwd, DIS fast) |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in flow_workers(size, [1, 4, os.cpu_count()])]
+        if (copy := pinned_copy(size, batch, device)) is not None:
+            lines += ["", f"host->device copy of a batch: pageable {copy['pageable']:.2f} ms, "
+                          f"pinned {copy['pinned']:.2f} ms"]
+    if args.cap4k and device.type == "cuda":
+        peak, tile, sec = cap_4k(args.preset, device)
+        lines += ["", f"4K batch of 4 under a 16 GiB cap: peak {peak:.1f} GiB, tile size "
+                      f"{tile}, {sec:.1f} s, no OOM"]
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
