@@ -10,6 +10,7 @@ a writer thread, so the GPU only waits when the CPU side cannot keep up (`idle` 
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import threading
@@ -194,11 +195,12 @@ class _Writer(threading.Thread):
 
 def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tuple[int, int],
                   segments: list[Segment], writers: list[encode.SegmentWriter],
-                  times: StageTimes, progress=None, flow_workers: int = 4) -> None:
+                  times: StageTimes, progress=None) -> None:
     """Dream every frame of `segments` in lockstep batches and hand kept frames to `writers`."""
     settings, device = preset.flow, dreamer.device
     repeats = slot_counts(index)
-    producer = _Producer(index, segments, size, settings, times, flow_workers)
+    workers = max(1, min(os.cpu_count() or 1, len(segments)))
+    producer = _Producer(index, segments, size, settings, times, workers)
     advance = progress or (lambda stage, n=1: None)
     writer = _Writer(writers, times, lambda: advance("encoded"))
     fades = FrameStore()
@@ -267,7 +269,9 @@ def default_batch(device: torch.device, size: tuple[int, int]) -> int:
     if device.type != "cuda":
         return 2
     free, _ = torch.cuda.mem_get_info(device)
-    per_frame = size[0] * size[1] * 3 * 4 * 600  # activations + gradients, MobileNet-sized
+    # MobileNetV2 up to features.12 writes ~40x the input's fp32 bytes in conv outputs; bf16
+    # halves that, autograd keeps ~3 tensors per conv: ~80x the input, rounded up for safety
+    per_frame = size[0] * size[1] * 3 * 4 * 80
     return int(max(1, min(16, free * 0.25 // per_frame)))
 
 

@@ -12,9 +12,10 @@ import argparse
 import subprocess
 
 import cv2
-import imageio_ffmpeg
 import numpy as np
 from skimage import data
+
+from renderer.media import ffmpeg_exe
 
 
 def pan_frames(photo: np.ndarray, count: int, size: tuple[int, int], zoom: float = 1.15):
@@ -43,7 +44,7 @@ def main():
     total = round(args.seconds * fps)
     photos = [data.astronaut(), data.coffee(), data.chelsea()]
     per_scene = [total // 2, total - total // 2 - total // 4, total // 4]
-    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    ff = ffmpeg_exe()
     chord = "0.2*sin(2*PI*220*t)+0.15*sin(2*PI*277.18*t)+0.12*sin(2*PI*329.63*t)"
     cmd = [ff, "-hide_banner", "-loglevel", "error", "-y",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", args.fps, "-i", "-",
