@@ -255,10 +255,8 @@ class Dreamer:
             grad = laplacian_normalize(grad, s.lap_levels)
         grad = grad / (grad.abs().flatten(1).mean(1).view(-1, 1, 1, 1) + 1e-8)
         x = x + step_size * grad
-        if anchor is not None:
-            target = resize(anchor.target, x.shape[-2:])
-            mask = resize(anchor.mask, x.shape[-2:])
-            x = x - anchor.weight * mask * (x - target)
+        if anchor is not None:  # already at this octave's size
+            x = x - anchor.weight * anchor.mask * (x - anchor.target)
         return x.clamp(0.0, 1.0)
 
     def dream(self, images: torch.Tensor, seed: int | list[int] = 0, steps: int | None = None,
@@ -279,8 +277,10 @@ class Dreamer:
         for size in sizes:
             octave_base = resize(base, size)
             x = octave_base if detail is None else octave_base + resize(detail, size)
+            octave_anchor = None if anchor is None else Anchor(
+                resize(anchor.target, size), resize(anchor.mask, size), anchor.weight)
             for _ in range(steps):
-                x = self.step(x, s.step_size * step_scale, rng, anchor)
+                x = self.step(x, s.step_size * step_scale, rng, octave_anchor)
                 if progress is not None:
                     progress()
             detail = x - octave_base

@@ -29,7 +29,7 @@ from .accel import Compiled
 from .dream import Anchor, Dreamer
 from .framestore import FrameStore
 from .flow import FlowEstimator, consistency_mask, flow_to_tensor, warp
-from .images import to_tensor, to_uint8
+from .images import to_uint8
 from .presets import FlowSection, Preset
 
 
@@ -46,8 +46,9 @@ class Segment:
 
 
 def plan_segments(count: int, batch: int, warmup: int) -> list[Segment]:
-    """Split `count` frames into at most `batch` segments, each at least 2x warm-up long."""
-    n = max(1, min(batch, count // max(2, 2 * warmup)))
+    """Split `count` frames into at most `batch` segments, each at least 4x warm-up long
+    (so warm-up frames add at most a quarter to the work)."""
+    n = max(1, min(batch, count // max(4, 4 * warmup)))
     bounds = [round(i * count / n) for i in range(n + 1)]
     return [Segment(i, max(0, bounds[i] - warmup), bounds[i], bounds[i + 1]) for i in range(n)]
 
@@ -89,17 +90,17 @@ class StageTimes:
 class _Packet:
     step: int
     rows: list[int]  # which segments take part in this step
-    sources: list[np.ndarray]
-    flows: list[tuple[np.ndarray, np.ndarray] | None]
+    sources: torch.Tensor  # (N, H, W, 3) uint8, pinned when bound for a GPU
+    flows: tuple[torch.Tensor, torch.Tensor] | None  # backward, forward: (N, 2, H, W)
 
 
 class _Producer(threading.Thread):
     """Reads the next frame of every active segment and computes its flows, ahead of the GPU."""
 
     def __init__(self, index, segments, size, flow: FlowSection, times: StageTimes,
-                 workers: int, depth: int = 3):
+                 workers: int, pin: bool, depth: int = 3):
         super().__init__(daemon=True)
-        self.segments, self.flow_settings, self.times = segments, flow, times
+        self.segments, self.flow_settings, self.times, self.pin = segments, flow, times, pin
         self.readers = [FrameReader(index, s.start, s.length, size) for s in segments]
         self.out: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
@@ -124,18 +125,25 @@ class _Producer(threading.Thread):
                 sources = [next(self.readers[i]) for i in rows]
                 self.times.add("decode", time.perf_counter() - t)
                 t = time.perf_counter()
-                pairs = [(self.previous[i], src) for i, src in zip(rows, sources)]
-                flows = [None] * len(rows)
+                flows = None
                 if self.needs_flow and step > 0:
-                    flows = list(self.pool.map(self._flow, pairs))
+                    pairs = [(self.previous[i], src) for i, src in zip(rows, sources)]
+                    both = list(self.pool.map(self._flow, pairs))
+                    flows = tuple(self._staged(flow_to_tensor([f[k] for f in both]))
+                                  for k in (0, 1))
                 self.times.add("flow", time.perf_counter() - t)
                 for i, src in zip(rows, sources):
                     self.previous[i] = src
-                self.out.put(_Packet(step, rows, sources, flows))
+                self.out.put(_Packet(step, rows, self._staged(torch.from_numpy(
+                    np.stack(sources))), flows))
         except BaseException as exc:
             self.error = exc
         finally:
             self.out.put(None)
+
+    def _staged(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Page-locked host memory, so the copy to the GPU runs asynchronously."""
+        return tensor.pin_memory() if self.pin else tensor
 
     def packets(self):
         while (packet := self.out.get()) is not None:
@@ -155,38 +163,50 @@ class _Producer(threading.Thread):
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _Writer(threading.Thread):
-    """Feeds finished frames to the per-segment encoders off the dream loop's thread."""
+class _Writers:
+    """One thread per segment encoder, so a busy encoder never stalls the others; cross-fades
+    are blended here too, off the dream loop's thread."""
 
     def __init__(self, writers: list[encode.SegmentWriter], times: StageTimes, on_frame):
-        super().__init__(daemon=True)
         self.writers, self.times, self.on_frame = writers, times, on_frame
-        self.inbox: queue.Queue = queue.Queue(maxsize=8)
-        self.error: BaseException | None = None
+        self.inboxes = [queue.Queue(maxsize=4) for _ in writers]
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
+                        for k in range(len(writers))]
+        for thread in self.threads:
+            thread.start()
 
-    def run(self):
+    def _run(self, k: int) -> None:
+        inbox = self.inboxes[k]
         try:
-            while (item := self.inbox.get()) is not None:
-                segment, rgb, repeats = item
+            while (item := inbox.get()) is not None:
+                rgb, repeats, incoming, weight = item
                 t = time.perf_counter()
-                self.writers[segment].write(rgb, repeats)
+                if incoming is not None:
+                    rgb = ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
+                self.writers[k].write(rgb, repeats)
                 self.times.add("encode", time.perf_counter() - t)
                 self.on_frame()
         except BaseException as exc:
-            self.error = exc
-            while self.inbox.get() is not None:  # keep the producer side from blocking
+            self.errors.append(exc)
+            while inbox.get() is not None:  # keep the dream loop from blocking
                 pass
 
-    def put(self, item):
-        if self.error is not None:
-            raise self.error
-        self.inbox.put(item)
+    def put(self, k: int, rgb, repeats: int, incoming=None, weight: float = 0.0) -> None:
+        if self.errors:
+            raise self.errors[0]
+        self.inboxes[k].put((rgb, repeats, incoming, weight))
 
-    def finish(self):
-        self.inbox.put(None)
-        self.join()
-        if self.error is not None:
-            raise self.error
+    def stop(self) -> None:
+        for inbox in self.inboxes:
+            inbox.put(None)
+        for thread in self.threads:
+            thread.join()
+
+    def finish(self) -> None:
+        self.stop()
+        if self.errors:
+            raise self.errors[0]
         t = time.perf_counter()
         for writer in self.writers:
             writer.close()
@@ -200,12 +220,12 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
     settings, device = preset.flow, dreamer.device
     repeats = slot_counts(index)
     workers = max(1, min(os.cpu_count() or 1, len(segments)))
-    producer = _Producer(index, segments, size, settings, times, workers)
+    cuda = device.type == "cuda"
+    producer = _Producer(index, segments, size, settings, times, workers, pin=cuda)
     advance = progress or (lambda stage, n=1: None)
-    writer = _Writer(writers, times, lambda: advance("encoded"))
+    writer = _Writers(writers, times, lambda: advance("encoded"))
     fades = FrameStore()
     producer.start()
-    writer.start()
     prev_source: dict[int, torch.Tensor] = {}
     prev_dream: dict[int, torch.Tensor] = {}
     carried_steps = settings.steps if settings.steps is not None else preset.dream.steps
@@ -216,17 +236,14 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
             times.add("idle", time.perf_counter() - waited)
             advance("decoded", len(packet.rows))
             t = time.perf_counter()
-            source = to_tensor(packet.sources)
-            source = (source.pin_memory() if device.type == "cuda" else source).to(
-                device, non_blocking=True)
+            source = packet.sources.to(device, non_blocking=cuda).permute(0, 3, 1, 2).float() / 255
             start, anchor, first = source, None, packet.step == 0
             if not first:
                 prev_s = torch.stack([prev_source[i] for i in packet.rows])
                 prev_d = torch.stack([prev_dream[i] for i in packet.rows])
                 backward = forward = None
-                if packet.flows[0] is not None:
-                    backward = flow_to_tensor([f[0] for f in packet.flows]).to(device)
-                    forward = flow_to_tensor([f[1] for f in packet.flows]).to(device)
+                if packet.flows is not None:
+                    backward, forward = (f.to(device, non_blocking=cuda) for f in packet.flows)
                 start, anchor = carried_start(settings, source, prev_s, prev_d, backward, forward)
             steps = preset.dream.steps if first or settings.mode == "independent" else carried_steps
             pad = len(segments) - len(packet.rows) if static_shapes else 0
@@ -247,15 +264,13 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
                 if frame_no < segments[i].keep:  # warm-up: kept for the cross-fade
                     fades.put((i, frame_no), frames[row])
                     continue
-                rgb = frames[row]
-                if i + 1 < len(segments) and (incoming := fades.pop((i + 1, frame_no))) is not None:
-                    w = fade_weight(segments[i + 1], frame_no)
-                    rgb = ((1 - w) * rgb + w * incoming).round().astype(np.uint8)
-                writer.put((i, rgb, repeats[frame_no]))
+                incoming = fades.pop((i + 1, frame_no)) if i + 1 < len(segments) else None
+                weight = fade_weight(segments[i + 1], frame_no) if incoming is not None else 0.0
+                writer.put(i, frames[row], repeats[frame_no], incoming, weight)
             waited = time.perf_counter()
     except BaseException:
         producer.close()
-        writer.inbox.put(None)
+        writer.stop()
         for w in writers:
             w.abort()
         raise

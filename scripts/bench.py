@@ -224,10 +224,12 @@ def pinned_copy(size, batch, device):
 
 def cap_4k(preset_name, device, cap_gib=16.0):
     """Dream 4K frames under a GPU memory cap; report the peak and the tile size it ended at."""
+    device = torch.device("cuda", torch.cuda.current_device() if device.index is None
+                          else device.index)
     total = torch.cuda.get_device_properties(device).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2**30 / total), device)
     torch.cuda.reset_peak_memory_stats(device)
-    preset = load(preset_name, ["dream.octaves=1", "dream.steps=2"])
+    preset = load(preset_name, ["dream.octaves=1", "dream.steps=2", "dream.compile=false"])
     dreamer = dreamer_for(preset, device)
     x = torch.rand(4, 3, 2160, 3840, device=device)
     t = time.perf_counter()
@@ -259,53 +261,61 @@ def main():
     batch = args.batch or preset.video.batch or default_batch(device, size)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-    lines = [f"# bench {datetime.date.today()} on {card}, torch {torch.__version__}",
-             f"command: python {' '.join(sys.argv)}", ""]
+    report = Path(args.out) if args.out else None
+    if report:
+        report.write_text("")
+
+    def emit(*lines):  # print as we go: a run cut short still reports what it measured
+        text = "\n".join(lines)
+        print(text, flush=True)
+        if report:
+            with report.open("a") as f:
+                f.write(text + "\n")
+
+    emit(f"# bench {datetime.date.today()} on {card}, torch {torch.__version__}",
+         f"command: python {' '.join(sys.argv)}", "")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         n, wall, stages, warm = optimised(args.clip, preset, size, args.frames, batch, device,
                                           work)
+        fps = n / wall
+        emit(f"clip {args.clip} at {size[0]}x{size[1]}, preset {args.preset}, "
+             f"{len(plan_segments(n, batch, preset.video.warmup))} segments (batch {batch}), "
+             f"audio muxed; compile/warm-up {warm:.1f} s", "",
+             "| path | frames | fps | decode s | flow s | dream s | encode s | GPU idle s |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| optimised | {n} | {fps:.2f} | {stages.get('decode', 0):.2f} | "
+             f"{stages.get('flow', 0):.2f} | {stages.get('dream', 0):.2f} | "
+             f"{stages.get('encode', 0):.2f} | {stages.get('idle', 0):.2f} |")
         naive_preset = load(args.preset, [*args.overrides, *NAIVE])
         nn_, nwall, nstages = naive(args.clip, naive_preset, size, args.naive_frames or n,
                                     device, work)
-    fps, nfps = n / wall, nn_ / nwall
-    lines += [f"clip {args.clip} at {size[0]}x{size[1]}, preset {args.preset}, "
-              f"{len(plan_segments(n, batch, preset.video.warmup))} segments (batch {batch}), "
-              f"audio muxed; warm-up/compile render {warm:.1f} s", "",
-              "| path | frames | fps | decode s | flow s | dream s | encode s | GPU idle s |",
-              "|---|---|---|---|---|---|---|---|",
-              f"| optimised | {n} | {fps:.2f} | {stages.get('decode', 0):.2f} | "
-              f"{stages.get('flow', 0):.2f} | {stages.get('dream', 0):.2f} | "
-              f"{stages.get('encode', 0):.2f} | {stages.get('idle', 0):.2f} |",
-              f"| naive | {nn_} | {nfps:.2f} | {nstages['decode']:.2f} | {nstages['flow']:.2f} | "
-              f"{nstages['dream']:.2f} | {nstages['encode']:.2f} | - |",
-              "", f"speed-up over naive: {fps / nfps:.1f}x", ""]
+    nfps = nn_ / nwall
+    emit(f"| naive | {nn_} | {nfps:.2f} | {nstages['decode']:.2f} | {nstages['flow']:.2f} | "
+         f"{nstages['dream']:.2f} | {nstages['encode']:.2f} | - |",
+         "", f"speed-up over naive: {fps / nfps:.1f}x", "")
     dreamer = dreamer_for(preset, device)
     w, h = size
     x = torch.rand(batch, 3, h, w, device=device)
     ms = step_ms(dreamer, x) / batch
     bw = bandwidth(device)
     floor = 5 * conv_output_bytes(dreamer, x) / bw * 1000
-    lines += [f"dream step at {w}x{h}: {ms:.2f} ms per frame (batch {batch}); memory floor "
-              f"{floor:.2f} ms (conv outputs x5 / {bw / 1e12:.2f} TB/s copy); "
-              f"{ms / floor:.2f}x the floor", ""]
-    if args.ablation:
-        lines += ["| dream step configuration | ms per frame | incl. warm-up s |", "|---|---|---|"]
-        lines += [f"| {name} | {v:.2f} | {s:.1f} |" for name, v, s in
-                  ablation(args.preset, size, batch, device)]
-        lines += ["", "| flow threads | ms per frame pair (fwd+bwd, DIS fast) |", "|---|---|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in flow_workers(size, [1, 4, os.cpu_count()])]
-        if (copy := pinned_copy(size, batch, device)) is not None:
-            lines += ["", f"host->device copy of a batch: pageable {copy['pageable']:.2f} ms, "
-                          f"pinned {copy['pinned']:.2f} ms"]
+    emit(f"dream step at {w}x{h}: {ms:.2f} ms per frame (batch {batch}); memory floor "
+         f"{floor:.2f} ms (conv outputs x5 / {bw / 1e12:.2f} TB/s copy); "
+         f"{ms / floor:.2f}x the floor", "")
     if args.cap4k and device.type == "cuda":
         peak, tile, sec = cap_4k(args.preset, device)
-        lines += ["", f"4K batch of 4 under a 16 GiB cap: peak {peak:.1f} GiB, tile size "
-                      f"{tile}, {sec:.1f} s, no OOM"]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+        emit(f"4K batch of 4 under a 16 GiB cap: peak {peak:.1f} GiB, tile size {tile}, "
+             f"{sec:.1f} s, no OOM", "")
+    if args.ablation:
+        emit("| flow threads | ms per frame pair (fwd+bwd, DIS fast) |", "|---|---|",
+             *[f"| {k} | {v:.1f} |" for k, v in flow_workers(size, [1, 4, os.cpu_count()])])
+        if (copy := pinned_copy(size, batch, device)) is not None:
+            emit("", f"host->device copy of a batch: pageable {copy['pageable']:.2f} ms, "
+                     f"pinned {copy['pinned']:.2f} ms")
+        emit("", "| dream step configuration | ms per frame | incl. warm-up s |", "|---|---|---|")
+        for name, v, sec in ablation(args.preset, size, batch, device):
+            emit(f"| {name} | {v:.2f} | {sec:.1f} |")
 
 
 if __name__ == "__main__":
