@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def cmd_render(args) -> None:
     from .dream import dreamer_for
     from .encode import check_output
     from .progress import console, make_progress
-    from .video import plan_segments, render_video
+    from .video import default_batch, plan_segments, render_video
 
     if args.preview:
         args.overrides = PREVIEW + args.overrides
@@ -67,8 +66,6 @@ def cmd_render(args) -> None:
         console.print(f"[yellow]warning:[/yellow] {index.warning}")
     size = render_size(args, index.width, index.height)
     dreamer = dreamer_for(preset, args.device)
-    from .video import default_batch
-
     batch = args.batch or preset.video.batch or default_batch(dreamer.device, size)
     segments = plan_segments(index.count, batch, preset.video.warmup)
     dreamed_total = sum(s.length for s in segments)

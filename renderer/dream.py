@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from . import objectives as obj
 from .accel import Compiled, fold_batchnorm
-from .errors import UserError
 from .models import Network, load_network
 from .presets import DreamSection, ObjectiveTerm, Preset
 from .progress import console

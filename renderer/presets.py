@@ -9,7 +9,7 @@ import copy
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,6 +70,7 @@ class DreamSection(Section):
 class FlowSection(Section):
     mode: Literal["independent", "blend", "warp", "consistent"] = "consistent"
     quality: Literal["ultrafast", "fast", "medium"] = "fast"
+    max_width: int = Field(960, ge=0, le=8192)  # flow of wider frames at this width (0: full)
     persistence: float = Field(0.9, ge=0.0, le=1.0)  # share of the warped dream carried over
     blend: float = Field(0.5, ge=0.0, le=1.0)  # 'blend' mode: weight of the previous dream
     temporal_weight: float = Field(0.0, ge=0.0, le=1.0)  # pull towards the warped dream per step
@@ -100,6 +101,7 @@ class Keyframe(Section):
     center: tuple[float, float] = (0.5, 0.5)  # zoom centre, fractions of width and height
     strength: float = Field(1.0, ge=0.0, le=10.0)  # multiplies dream.step_size
     layer_mix: Optional[float] = Field(None, ge=0.0, le=1.0)  # 0: first objective, 1: second
+    steps: Optional[int] = Field(None, ge=0, le=100)  # dream steps per frame (default zoom.steps)
 
 
 class ZoomSection(Section):

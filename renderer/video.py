@@ -112,7 +112,8 @@ class _Producer(threading.Thread):
 
     def _flow(self, pair):
         if not hasattr(self.local, "estimator"):
-            self.local.estimator = FlowEstimator(self.flow_settings.quality)
+            self.local.estimator = FlowEstimator(self.flow_settings.quality,
+                                                 self.flow_settings.max_width)
         return self.local.estimator.pair(*pair)
 
     def run(self):

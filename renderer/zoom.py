@@ -28,6 +28,7 @@ class Motion:
     center: tuple[float, float]
     strength: float
     layer_mix: float | None
+    steps: float | None
 
 
 def _ease(x: float, easing: str) -> float:
@@ -50,13 +51,16 @@ def motion_at(t: float, keyframes: list[Keyframe], easing: str = "smooth") -> Mo
     def lerp(u, v):
         return u + (v - u) * w
 
-    mix = None if a.layer_mix is None and b.layer_mix is None else lerp(
-        a.layer_mix if a.layer_mix is not None else 0.0,
-        b.layer_mix if b.layer_mix is not None else 0.0)
+    def optional(u, v):  # a value set on one side only holds on the other
+        if u is None and v is None:
+            return None
+        return lerp(u if u is not None else v, v if v is not None else u)
+
     return Motion(math.exp(lerp(math.log(a.zoom), math.log(b.zoom))), lerp(a.rotate, b.rotate),
                   (lerp(a.pan[0], b.pan[0]), lerp(a.pan[1], b.pan[1])),
                   (lerp(a.center[0], b.center[0]), lerp(a.center[1], b.center[1])),
-                  lerp(a.strength, b.strength), mix)
+                  lerp(a.strength, b.strength), optional(a.layer_mix, b.layer_mix),
+                  optional(a.steps, b.steps))
 
 
 def frame_motion(frame: int, fps: float, keyframes, easing) -> tuple[Motion, float]:
@@ -181,7 +185,9 @@ class ZoomRenderer:
             if self.mixed is not None and motion.layer_mix is not None:
                 self.mixed.set_mix(motion.layer_mix)
             seeds = [seed * 1_000_003 + frame for seed in self.seeds]
-            steps = s.steps if frame > 0 else max(s.steps, self.dreamer.settings.steps)
+            steps = s.steps if motion.steps is None else round(motion.steps)
+            if frame == 0:  # the first frame grows a full dream out of the init
+                steps = max(steps, self.dreamer.settings.steps)
             current = self.dreamer.dream(current, seed=seeds, steps=steps, octaves=s.octaves,
                                          step_scale=motion.strength)
             current = hold_colour(current, reference, self.hold)

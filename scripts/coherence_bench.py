@@ -40,16 +40,19 @@ def main():
     parser.add_argument("--size", default=None, help="WxH (default: the clip's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     index = index_video(args.clip)
+    if args.frames and args.frames < index.count:
+        index.pts = index.pts[:args.frames]
     size = parse_size(args.size) if args.size else (index.width, index.height)
     sources = list(FrameReader(index, 0, index.count, size))
     segments = plan_segments(index.count, args.batch, load(args.preset, args.overrides).video.warmup)
     print(f"clip {args.clip}: {index.count} frames {size[0]}x{size[1]}, preset {args.preset}, "
           f"{len(segments)} segments (--batch {args.batch})")
-    print(f"| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | s |")
-    print(f"|---|---|---|---|---|---|")
+    print("| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | s |")
+    print("|---|---|---|---|---|---|")
     base = None
     for mode in args.modes.split(","):
         outputs, seams, seconds = run_mode(index, args.preset, mode, size, args.batch,

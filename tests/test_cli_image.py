@@ -1,6 +1,7 @@
 """`dream image`, `dream layers`, `models`, `presets` from the command line, bad input included."""
 
 import cv2
+import pytest
 
 from conftest import ROOT, assert_user_error, run_cli
 
@@ -60,21 +61,16 @@ def test_unknown_layer(tmp_path):
     assert not out.exists()
 
 
-def test_preset_with_syntax_error(tmp_path):
+@pytest.mark.parametrize("text,needles", [
+    ("dream: {octaves: 3\n", ("bad.yaml", "invalid YAML")),
+    ("dream:\n  steps: lots\n", ("bad.yaml:2", "dream.steps")),
+])
+def test_bad_preset_file(tmp_path, text, needles):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("dream: {octaves: 3\n")
+    bad.write_text(text)
     out = tmp_path / "o.png"
     assert_user_error(run_cli("image", ROOT / "samples/astronaut.jpg", "-p", bad, "-o", out),
-                      "bad.yaml", "invalid YAML")
-    assert not out.exists()
-
-
-def test_preset_with_wrong_type(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("dream:\n  steps: lots\n")
-    out = tmp_path / "o.png"
-    assert_user_error(run_cli("image", ROOT / "samples/astronaut.jpg", "-p", bad, "-o", out),
-                      "bad.yaml:2", "dream.steps")
+                      *needles)
     assert not out.exists()
 
 

@@ -90,3 +90,18 @@ def test_flow_mode_flickers_less_than_independent(tmp_path):
                       StageTimes())
         ratios[mode] = measure(sources, collector.frames, []).ratio
     assert ratios["consistent"] < 0.75 * ratios["independent"]
+
+
+def test_reduced_size_flow_is_scaled_back_to_full_size():
+    """Flow estimated at half width comes back at full size with full-size displacements."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    texture = cv2.GaussianBlur((rng.random((120, 240)) * 255).astype(np.uint8), (0, 0), 2.0)
+    rgb = np.dstack([texture] * 3)
+    shifted = np.roll(rgb, 6, axis=1)
+    backward, forward = FlowEstimator("medium", max_width=120).pair(rgb, shifted)
+    assert backward.shape == (120, 240, 2)
+    inner = (slice(20, -20), slice(30, -30))
+    assert abs(np.median(forward[inner][..., 0]) - 6) < 0.6
+    assert abs(np.median(backward[inner][..., 0]) + 6) < 0.6

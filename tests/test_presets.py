@@ -19,28 +19,15 @@ def test_builtin_presets_validate():
         assert presets.load(name).name == name
 
 
-def test_yaml_syntax_error_names_file_and_line(tmp_path):
-    path = write(tmp_path, "dream:\n  octaves: 4\n  steps: [1, 2\n")
-    with pytest.raises(UserError, match=r"p\.yaml:\d+: invalid YAML"):
-        presets.load(path)
-
-
-def test_wrong_type_names_line_and_key(tmp_path):
-    path = write(tmp_path, "name: x\ndream:\n  octaves: many\n")
-    with pytest.raises(UserError, match=r"p\.yaml:3: dream\.octaves: .*integer.*'many'"):
-        presets.load(path)
-
-
-def test_out_of_range_value(tmp_path):
-    path = write(tmp_path, "dream:\n  step_size: 5\n")
-    with pytest.raises(UserError, match=r":2: dream\.step_size: .*less than or equal to 1"):
-        presets.load(path)
-
-
-def test_unknown_key_suggests_the_right_one(tmp_path):
-    path = write(tmp_path, "dream:\n  octavs: 3\n")
-    with pytest.raises(UserError, match=r":2: unknown key 'dream\.octavs' \(did you mean: octaves"):
-        presets.load(path)
+@pytest.mark.parametrize("text,message", [
+    ("dream:\n  octaves: 4\n  steps: [1, 2\n", r"p\.yaml:\d+: invalid YAML"),
+    ("name: x\ndream:\n  octaves: many\n", r"p\.yaml:3: dream\.octaves: .*integer.*'many'"),
+    ("dream:\n  step_size: 5\n", r":2: dream\.step_size: .*less than or equal to 1"),
+    ("dream:\n  octavs: 3\n", r":2: unknown key 'dream\.octavs' \(did you mean: octaves"),
+])
+def test_bad_preset_names_file_line_and_key(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        presets.load(write(tmp_path, text))
 
 
 def test_overrides_beat_preset_beat_defaults(tmp_path):

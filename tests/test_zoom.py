@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, assert_user_error, run_cli
+from conftest import assert_user_error, run_cli
 from media import ffmpeg, info, video_durations
 from renderer.dream import Dreamer, build_objective
 from renderer.framestore import FrameStore
@@ -34,6 +34,16 @@ def test_keyframes_interpolate_and_ease():
     assert math.isclose(mid.zoom, 2.0) and math.isclose(mid.rotate, 5.0)
     assert motion_at(0.5, keys, "smooth").rotate < motion_at(0.5, keys, "linear").rotate
     assert motion_at(5.0, keys, "linear").zoom == 4.0
+    assert motion_at(1.0, keys, "linear").steps is None
+
+
+def test_dream_parameters_keyframe_too():
+    keys = [Keyframe(t=0, steps=2, layer_mix=0.0, strength=1.0),
+            Keyframe(t=4, steps=6, layer_mix=1.0, strength=3.0)]
+    mid = motion_at(2.0, keys, "linear")
+    assert (mid.steps, mid.layer_mix, mid.strength) == (4.0, 0.5, 2.0)
+    one_sided = [Keyframe(t=0), Keyframe(t=4, steps=6)]
+    assert motion_at(2.0, one_sided, "linear").steps == 6
 
 
 def test_zoom_centre_does_not_drift():
