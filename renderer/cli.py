@@ -27,7 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("image", help="dream one image", description="Dream a still image.")
     p.add_argument("input", help="input image file")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
-    p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
     _add_common(p)
     p.set_defaults(run=cmd_image)
 

@@ -146,26 +146,28 @@ class FrameReader:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _seek(self, cap: cv2.VideoCapture, file_frame: int) -> None:
-        if file_frame == 0:
-            return
-        cap.set(cv2.CAP_PROP_POS_FRAMES, file_frame)
+    def _first_frame(self, cap: cv2.VideoCapture, file_frame: int):
+        """Seek to `file_frame` and decode it; if the seek lands elsewhere (some codecs only
+        seek to keyframes), walk there from the start instead. Checked by timestamp."""
         expected = self.index.pts[file_frame - self.index.first]
-        if abs(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 - expected) > 1e-3 and \
-                cap.get(cv2.CAP_PROP_POS_FRAMES) != file_frame:
-            cap.open(str(self.index.path), cv2.CAP_FFMPEG)  # inexact seek: walk there instead
+        if file_frame > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, file_frame)
+            if cap.grab() and abs(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 - expected) < 1e-3:
+                return cap.retrieve()
+            cap.open(str(self.index.path), cv2.CAP_FFMPEG)
             for _ in range(file_frame):
                 cap.grab()
+        return cap.read()
 
     def _run(self) -> None:
         try:
             cap = open_capture(self.index.path)
-            self._seek(cap, self.index.first + self.first)
             w, h = self.size
-            for _ in range(self.count):
+            for n in range(self.count):
                 if self.stop.is_set():
                     break
-                ok, bgr = cap.read()
+                ok, bgr = self._first_frame(cap, self.index.first + self.first) if n == 0 \
+                    else cap.read()
                 if not ok:
                     raise UserError(f"'{self.index.path}' stopped decoding early")
                 if (bgr.shape[1], bgr.shape[0]) != (w, h):

@@ -109,20 +109,9 @@ def _resnet_stages(m) -> Stages:
     return stages + [("logits", Head(m.fc))]
 
 
-class _EfficientNetStage(nn.Module):
-    """Calls an EfficientNet-Lite block without drop-connect (inference)."""
-
-    def __init__(self, block):
-        super().__init__()
-        self.block = block
-
-    def forward(self, x):
-        return self.block(x)
-
-
 def _efficientnet_stages(m) -> Stages:
     stem = nn.Sequential(m._conv_stem, m._bn0, m._swish)
-    blocks = [(f"blocks.{i}", _EfficientNetStage(b)) for i, b in enumerate(m._blocks)]
+    blocks = [(f"blocks.{i}", b) for i, b in enumerate(m._blocks)]  # no drop-connect in eval
     head = nn.Sequential(m._conv_head, m._bn1, m._swish)
     return [("stem", stem)] + blocks + [("head", head), ("logits", Head(m._fc))]
 

@@ -272,7 +272,7 @@ def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _explain(error: dict, source: str, lines: dict, overridden: set) -> str:
-    loc = tuple(p for p in error["loc"] if p not in ("function-after[_one_target(), ObjectiveTerm]",))
+    loc = tuple(error["loc"])
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     origin = "--set" if any(loc[:len(o)] == o for o in overridden) else None
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)

@@ -153,3 +153,15 @@ def test_codec_the_container_cannot_hold(tmp_path):
     result, out = bad(tmp_path, ROOT / "samples/pan.mp4", "--set", "encode.codec=prores")
     assert_user_error(result, "cannot hold codec prores", ".mov")
     assert not out.exists()
+
+
+def test_segment_readers_start_exactly_where_asked(tmp_path):
+    """Each segment decodes from its own first frame: the same pixels a full pass gives."""
+    from renderer.decode import FrameReader, index_video
+
+    index = index_video(vfr_webm(tmp_path / "vfr.webm"))
+    full = list(FrameReader(index, 0, index.count, (80, 60)))
+    for start in (17, 40, index.count - 1):
+        part = list(FrameReader(index, start, index.count - start, (80, 60)))
+        assert len(part) == index.count - start
+        assert all(np.array_equal(a, b) for a, b in zip(part, full[start:]))
