@@ -24,6 +24,9 @@ def register(sub, add_common) -> None:
                    help="fast low-resolution pass (320 px, fewer octaves)")
     p.add_argument("--batch", type=int, default=None, help="segments per GPU batch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed or interrupted render from its last checkpoint "
+                        "(kept in a hidden .OUTPUT.parts folder beside the output)")
     add_common(p)
     p.set_defaults(run=cmd_render)
     register_zoom(sub, add_common)
@@ -75,7 +78,7 @@ def cmd_render(args) -> None:
                  (("decoded", dreamed_total), ("dreamed", dreamed_total),
                   ("encoded", index.count))}
         render_video(index, preset, dreamer, output, size, batch,
-                     lambda stage, n=1: progress.advance(tasks[stage], n))
+                     lambda stage, n=1: progress.advance(tasks[stage], n), resume=args.resume)
     elapsed = time.perf_counter() - started
     print(f"wrote {output} ({index.count} frames at {size[0]}x{size[1]}, "
           f"{index.duration:.2f}s, {index.count / elapsed:.2f} fps, {len(segments)} segments)")

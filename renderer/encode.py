@@ -77,10 +77,14 @@ class SegmentWriter:
         self.slot = first_slot
         self.frames = 0
         self.proc = None
+        self.rate = rate
         if settings.codec == "png":
             path.mkdir(parents=True, exist_ok=True)
-            return
-        w, h = size
+
+    def _start(self) -> None:
+        """Start ffmpeg at the first frame, so a writer that gets no frames leaves no file."""
+        settings, path, rate = self.settings, self.path, self.rate
+        w, h = self.size
         stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
                               framerate=f"{rate.numerator}/{rate.denominator}")
         if CODECS[settings.codec].even and (w % 2 or h % 2):
@@ -96,8 +100,10 @@ class SegmentWriter:
 
     def write(self, rgb: np.ndarray, repeats: int = 1) -> None:
         """Write one frame `repeats` times (0 drops it: timing comes from timestamps)."""
+        if self.settings.codec != "png" and self.proc is None and repeats:
+            self._start()
         for _ in range(repeats):
-            if self.proc is None:
+            if self.settings.codec == "png":
                 name = self.path / f"frame_{self.slot:06d}.png"
                 cv2.imwrite(str(name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             else:

@@ -9,22 +9,31 @@ import numpy as np
 
 
 class FrameStore:
-    def __init__(self):
-        self.folder = tempfile.TemporaryDirectory(prefix="dream-frames-")
+    """npy files keyed by tuples; in `folder` (kept for a resumed render) or a temporary one."""
+
+    def __init__(self, folder: Path | None = None):
+        self._temp = None if folder else tempfile.TemporaryDirectory(prefix="dream-frames-")
+        self.folder = Path(folder) if folder else Path(self._temp.name)
+        self.folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key) -> Path:
-        return Path(self.folder.name) / f"{'_'.join(map(str, key))}.npy"
+        return self.folder / f"{'_'.join(map(str, key))}.npy"
 
     def put(self, key: tuple, rgb: np.ndarray) -> None:
-        np.save(self._path(key), rgb)
+        tmp = self._path(key).with_suffix(".part.npy")
+        np.save(tmp, rgb)
+        tmp.replace(self._path(key))  # a kill never leaves a half-written frame
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        path = self._path(key)
+        return np.load(path) if path.exists() else None
 
     def pop(self, key: tuple) -> np.ndarray | None:
-        path = self._path(key)
-        if not path.exists():
-            return None
-        rgb = np.load(path)
-        path.unlink()
+        rgb = self.get(key)
+        if rgb is not None:
+            self._path(key).unlink()
         return rgb
 
     def close(self) -> None:
-        self.folder.cleanup()
+        if self._temp is not None:
+            self._temp.cleanup()

@@ -80,7 +80,8 @@ class FlowSection(Section):
 
 class VideoSection(Section):
     batch: Optional[int] = Field(None, ge=1, le=256)  # segments per GPU batch; None: from memory
-    warmup: int = Field(8, ge=0, le=500)  # frames dreamed and discarded before a segment starts
+    warmup: int = Field(8, ge=0, le=500)  # frames dreamed before a segment, faded into the last
+    checkpoint_every: int = Field(48, ge=1, le=100000)  # lockstep steps between checkpoints
 
 
 class EncodeSection(Section):

@@ -27,6 +27,7 @@ from . import encode
 from .decode import FrameReader, VideoIndex, slot_counts
 from .accel import Compiled
 from .dream import Anchor, Dreamer
+from .errors import UserError
 from .framestore import FrameStore
 from .flow import FlowEstimator, consistency_mask, flow_to_tensor, warp
 from .images import to_uint8
@@ -57,6 +58,15 @@ def fade_weight(segment: Segment, frame: int) -> float:
     """Weight of `segment`'s warm-up frame in the cross-fade with the previous segment."""
     x = (frame - segment.start + 1) / (segment.keep - segment.start + 1)
     return x * x * (3 - 2 * x)
+
+
+@dataclass
+class RenderState:
+    """What a render needs to continue after `step` lockstep steps (on the CPU, lossless)."""
+    step: int = 0
+    prev_source: dict = field(default_factory=dict)  # segment -> (3, H, W) float tensor
+    prev_dream: dict = field(default_factory=dict)
+    prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 (for the next flow)
 
 
 def carried_start(settings: FlowSection, source, prev_source, prev_dream, backward, forward):
@@ -98,15 +108,17 @@ class _Producer(threading.Thread):
     """Reads the next frame of every active segment and computes its flows, ahead of the GPU."""
 
     def __init__(self, index, segments, size, flow: FlowSection, times: StageTimes,
-                 workers: int, pin: bool, depth: int = 3):
+                 workers: int, pin: bool, first_step: int = 0, previous=None, depth: int = 3):
         super().__init__(daemon=True)
         self.segments, self.flow_settings, self.times, self.pin = segments, flow, times, pin
-        self.readers = [FrameReader(index, s.start, s.length, size) for s in segments]
+        self.first_step = first_step
+        self.readers = [FrameReader(index, s.start + min(first_step, s.length),
+                                    max(0, s.length - first_step), size) for s in segments]
         self.out: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.local = threading.local()
-        self.previous: list[np.ndarray | None] = [None] * len(segments)
+        self.previous = [(previous or {}).get(i) for i in range(len(segments))]
         self.stop = threading.Event()
         self.needs_flow = flow.mode in ("warp", "consistent")
 
@@ -118,7 +130,7 @@ class _Producer(threading.Thread):
 
     def run(self):
         try:
-            for step in range(max(s.length for s in self.segments)):
+            for step in range(self.first_step, max(s.length for s in self.segments)):
                 if self.stop.is_set():
                     return
                 rows = [i for i, s in enumerate(self.segments) if step < s.length]
@@ -216,19 +228,29 @@ class _Writers:
 
 def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tuple[int, int],
                   segments: list[Segment], writers: list[encode.SegmentWriter],
-                  times: StageTimes, progress=None) -> None:
-    """Dream every frame of `segments` in lockstep batches and hand kept frames to `writers`."""
+                  times: StageTimes, progress=None, state: RenderState | None = None,
+                  checkpoint=None, every: int = 0, fades: FrameStore | None = None) -> None:
+    """Dream every frame of `segments` in lockstep batches and hand kept frames to `writers`.
+
+    With `checkpoint`, every `every` steps the encoders are closed and checkpoint(state) is
+    called; it returns the writers for the next stretch. `state` continues an earlier render.
+    """
     settings, device = preset.flow, dreamer.device
+    state = state or RenderState()
     repeats = slot_counts(index)
     workers = max(1, min(os.cpu_count() or 1, len(segments)))
     cuda = device.type == "cuda"
-    producer = _Producer(index, segments, size, settings, times, workers, pin=cuda)
+    producer = _Producer(index, segments, size, settings, times, workers, pin=cuda,
+                         first_step=state.step, previous=state.prev_rgb)
     advance = progress or (lambda stage, n=1: None)
     writer = _Writers(writers, times, lambda: advance("encoded"))
-    fades = FrameStore()
+    own_fades = fades is None
+    fades = fades or FrameStore()
     producer.start()
-    prev_source: dict[int, torch.Tensor] = {}
-    prev_dream: dict[int, torch.Tensor] = {}
+    prev_source = {i: t.to(device) for i, t in state.prev_source.items()}
+    prev_dream = {i: t.to(device) for i, t in state.prev_dream.items()}
+    prev_rgb = dict(state.prev_rgb)
+    total = max(s.length for s in segments)
     carried_steps = settings.steps if settings.steps is not None else preset.dream.steps
     static_shapes = isinstance(dreamer.loss, Compiled)
     try:
@@ -257,6 +279,7 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
                                     anchor=anchor)[:len(packet.rows)]
             for row, i in enumerate(packet.rows):
                 prev_source[i], prev_dream[i] = source[row], dreamed[row]
+                prev_rgb[i] = packet.sources[row].numpy()
             frames = to_uint8(dreamed)
             times.add("dream", time.perf_counter() - t)
             advance("dreamed", len(packet.rows))
@@ -265,18 +288,26 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
                 if frame_no < segments[i].keep:  # warm-up: kept for the cross-fade
                     fades.put((i, frame_no), frames[row])
                     continue
-                incoming = fades.pop((i + 1, frame_no)) if i + 1 < len(segments) else None
+                incoming = fades.get((i + 1, frame_no)) if i + 1 < len(segments) else None
                 weight = fade_weight(segments[i + 1], frame_no) if incoming is not None else 0.0
                 writer.put(i, frames[row], repeats[frame_no], incoming, weight)
+            done = packet.step + 1
+            if checkpoint is not None and every and done % every == 0 and done < total:
+                writer.finish()
+                writers = checkpoint(RenderState(
+                    done, {i: t.cpu() for i, t in prev_source.items()},
+                    {i: t.cpu() for i, t in prev_dream.items()}, dict(prev_rgb)))
+                writer = _Writers(writers, times, lambda: advance("encoded"))
             waited = time.perf_counter()
     except BaseException:
         producer.close()
         writer.stop()
-        for w in writers:
+        for w in writer.writers:
             w.abort()
         raise
     finally:
-        fades.close()
+        if own_fades:
+            fades.close()
     writer.finish()
 
 
@@ -295,32 +326,87 @@ def parts_dir(output: Path) -> Path:
     return output.parent / f".{output.name}.parts"
 
 
+class Checkpoints:
+    """The parts folder beside an output: finished encoder chunks, parked cross-fade frames and
+    checkpoint.pt (written atomically), enough to resume a killed render exactly."""
+
+    def __init__(self, output: Path, fingerprint: str):
+        self.folder = parts_dir(output)
+        self.file = self.folder / "checkpoint.pt"
+        self.fingerprint = fingerprint
+
+    def load(self) -> tuple[RenderState, list[str]] | None:
+        if not self.file.exists():
+            return None
+        saved = torch.load(self.file, weights_only=False)
+        if saved["fingerprint"] != self.fingerprint:
+            raise UserError(f"the checkpoint in '{self.folder}' belongs to a different render "
+                            "(input, preset, size or seed changed): run without --resume")
+        return saved["state"], saved["chunks"]
+
+    def save(self, state: RenderState, chunks: list[str]) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        torch.save({"fingerprint": self.fingerprint, "state": state, "chunks": chunks}, tmp)
+        os.replace(tmp, self.file)
+
+
+def fingerprint(index: VideoIndex, preset: Preset, size, segments) -> str:
+    import hashlib
+    import json
+
+    key = json.dumps([str(index.path.resolve()), index.pts[0], index.count, list(size),
+                      preset.model_dump(mode="json"), [vars(s) for s in segments]],
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
                  size: tuple[int, int], batch: int | None = None, progress=None,
-                 times: StageTimes | None = None) -> StageTimes:
-    """Render the indexed clip into `output` (a temporary parts folder, then one rename)."""
+                 times: StageTimes | None = None, resume: bool = False) -> StageTimes:
+    """Render the indexed clip into `output`, checkpointing every `video.checkpoint_every`
+    steps into a parts folder; `resume` continues from its last checkpoint."""
     times = times or StageTimes()
     batch = batch or preset.video.batch or default_batch(dreamer.device, size)
     segments = plan_segments(index.count, batch, preset.video.warmup)
     repeats = slot_counts(index)
-    parts = parts_dir(output)
-    if parts.exists():
-        shutil.rmtree(parts)
-    parts.mkdir()
-    try:
-        suffix = encode.segment_suffix(preset.encode)
-        png = preset.encode.codec == "png"
-        paths = [parts / "frames" if png else parts / f"segment_{s.index:04d}{suffix}"
-                 for s in segments]
-        writers = [encode.SegmentWriter(p, size, index.rate, preset.encode,
-                                        first_slot=sum(repeats[:s.keep]))
-                   for p, s in zip(paths, segments)]
-        render_frames(index, preset, dreamer, size, segments, writers, times, progress)
-        t = time.perf_counter()
-        written = sorted({w.path for w in writers if w.frames})  # VFR drops can empty a segment
-        encode.finalize(written, output, preset.encode, index.path, index.pts[0],
-                        sum(repeats) / float(index.rate), index.info.audio_codec)
-        times.add("encode", time.perf_counter() - t)
-    finally:
-        shutil.rmtree(parts, ignore_errors=True)
+    store = Checkpoints(output, fingerprint(index, preset, size, segments))
+    restored = store.load() if resume else None
+    if restored is None and store.folder.exists():
+        shutil.rmtree(store.folder)
+    store.folder.mkdir(exist_ok=True)
+    state, chunks = restored or (RenderState(), [])
+    if restored is not None:
+        from .progress import console
+
+        console.print(f"resuming from step {state.step} of "
+                      f"{max(s.length for s in segments)} ({len(chunks)} finished chunks)")
+    png = preset.encode.codec == "png"
+    suffix = encode.segment_suffix(preset.encode)
+    open_writers: list[encode.SegmentWriter] = []
+
+    def chunk_writers(step: int) -> list[encode.SegmentWriter]:
+        """Encoders for the stretch that starts at lockstep `step`."""
+        open_writers[:] = [encode.SegmentWriter(
+            store.folder / "frames" if png else
+            store.folder / f"segment_{s.index:04d}_{step:06d}{suffix}", size, index.rate,
+            preset.encode, first_slot=sum(repeats[:max(s.keep, min(s.end, s.start + step))]))
+            for s in segments]
+        return open_writers
+
+    def checkpoint(new_state: RenderState) -> list[encode.SegmentWriter]:
+        chunks.extend(str(w.path.name) for w in open_writers if w.frames and not png)
+        store.save(new_state, chunks)
+        return chunk_writers(new_state.step)
+
+    render_frames(index, preset, dreamer, size, segments, chunk_writers(state.step), times,
+                  progress, state, checkpoint, preset.video.checkpoint_every,
+                  FrameStore(store.folder / "fades"))
+    chunks.extend(str(w.path.name) for w in open_writers if w.frames and not png)
+    t = time.perf_counter()
+    # chunks in output order: by segment, then by step (names sort that way)
+    parts = [store.folder / "frames"] if png else sorted(store.folder / c for c in chunks)
+    encode.finalize(parts, output, preset.encode, index.path, index.pts[0],
+                    sum(repeats) / float(index.rate), index.info.audio_codec)
+    times.add("encode", time.perf_counter() - t)
+    shutil.rmtree(store.folder, ignore_errors=True)
     return times

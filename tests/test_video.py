@@ -165,3 +165,54 @@ def test_segment_readers_start_exactly_where_asked(tmp_path):
         part = list(FrameReader(index, start, index.count - start, (80, 60)))
         assert len(part) == index.count - start
         assert all(np.array_equal(a, b) for a, b in zip(part, full[start:]))
+
+
+def test_killed_render_resumes_to_identical_frames(tmp_path):
+    """SIGKILL at random points after a checkpoint, --resume, and get the same PNG frames."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=5, size="96x64")
+    args = [*FAST, "--set", "encode.codec=png", "--set", "video.checkpoint_every=4",
+            "--set", "dream.steps=4", "--set", "flow.steps=4"]
+    assert run_cli("render", src, "-o", tmp_path / "ref", *args).returncode == 0
+    reference = sorted((tmp_path / "ref").glob("frame_*.png"))
+    assert len(reference) == 125
+    rng = random.Random(7)
+    for trial in range(3):
+        out = tmp_path / f"run{trial}"
+        checkpoint = tmp_path / f".run{trial}.parts" / "checkpoint.pt"
+        proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "render", str(src), "-o",
+                                 str(out), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not out.exists(), "the render finished before it could be killed"
+        resumed = run_cli("render", src, "-o", out, *args, "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "resuming from step" in resumed.stderr
+        frames = sorted(out.glob("frame_*.png"))
+        assert [f.name for f in frames] == [f.name for f in reference]
+        assert all(a.read_bytes() == b.read_bytes() for a, b in zip(frames, reference))
+        assert not checkpoint.parent.exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_render(tmp_path):
+    src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=3, size="96x64")
+    out = tmp_path / "o.mkv"
+    parts = tmp_path / ".o.mkv.parts"
+    parts.mkdir()
+    import torch
+
+    torch.save({"fingerprint": "another render", "state": None, "chunks": []},
+               parts / "checkpoint.pt")
+    result = run_cli("render", src, "-o", out, *FAST, "--resume")
+    assert_user_error(result, "different render", "without --resume")
+    assert not out.exists()
