@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(run=cmd_presets)
 
-    from . import commands_video
+    from . import commands_queue, commands_video
 
     commands_video.register(sub, _add_common)
+    commands_queue.register(sub)
     return parser
 
 

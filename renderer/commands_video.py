@@ -53,6 +53,7 @@ def cmd_render(args) -> None:
     from .decode import index_video
     from .dream import dreamer_for
     from .encode import check_output
+    from .jobs import report_progress
     from .progress import console, make_progress
     from .video import default_batch, plan_segments, render_video
 
@@ -73,12 +74,22 @@ def cmd_render(args) -> None:
     segments = plan_segments(index.count, batch, preset.video.warmup)
     dreamed_total = sum(s.length for s in segments)
     started = time.perf_counter()
+    encoded = [0, 0.0]  # frames, time of the last report to a queue worker
+
+    def advance(progress, tasks, stage, n=1):
+        progress.advance(tasks[stage], n)
+        if stage == "encoded":
+            encoded[0] += n
+            if time.perf_counter() - encoded[1] > 1.0 or encoded[0] == index.count:
+                encoded[1] = time.perf_counter()
+                report_progress(encoded[0], index.count, started)
+
     with make_progress() as progress:
         tasks = {name: progress.add_task(name, total=total, unit="fps") for name, total in
                  (("decoded", dreamed_total), ("dreamed", dreamed_total),
                   ("encoded", index.count))}
         render_video(index, preset, dreamer, output, size, batch,
-                     lambda stage, n=1: progress.advance(tasks[stage], n), resume=args.resume)
+                     lambda stage, n=1: advance(progress, tasks, stage, n), resume=args.resume)
     elapsed = time.perf_counter() - started
     print(f"wrote {output} ({index.count} frames at {size[0]}x{size[1]}, "
           f"{index.duration:.2f}s, {index.count / elapsed:.2f} fps, {len(segments)} segments)")

@@ -345,9 +345,16 @@ class Checkpoints:
         return saved["state"], saved["chunks"]
 
     def save(self, state: RenderState, chunks: list[str]) -> None:
+        """Write beside, then rename: a full disk or a kill keeps the previous checkpoint."""
         tmp = self.file.with_suffix(".tmp")
-        torch.save({"fingerprint": self.fingerprint, "state": state, "chunks": chunks}, tmp)
-        os.replace(tmp, self.file)
+        try:
+            torch.save({"fingerprint": self.fingerprint, "state": state, "chunks": chunks}, tmp)
+            os.replace(tmp, self.file)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            reason = exc.strerror or str(exc)
+            raise UserError(f"could not write the checkpoint in '{self.folder}' ({reason}): "
+                            "free some disk space, then run again with --resume") from None
 
 
 def fingerprint(index: VideoIndex, preset: Preset, size, segments) -> str:

@@ -1,0 +1,284 @@
+"""The job queue: render and zoom jobs in SQLite (WAL), claimed atomically under a lease.
+
+A worker claims the best runnable job in one UPDATE ... RETURNING inside BEGIN IMMEDIATE, so two
+workers can never take the same job. While it runs, a heartbeat extends the lease and copies the
+render's progress into the row; a job whose worker died keeps its expired lease and is claimed
+again by the next worker, which runs the render with --resume and continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    args TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    after INTEGER,
+    state TEXT NOT NULL DEFAULT 'queued',
+    worker TEXT,
+    lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    frames_done INTEGER NOT NULL DEFAULT 0,
+    frames_total INTEGER,
+    fps REAL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    error TEXT,
+    log TEXT
+);
+"""
+FINISHED = ("done", "failed", "cancelled")
+
+
+def default_db() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(os.environ.get("DREAM_QUEUE") or Path(base) / "dream" / "queue.db")
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    args: list[str]
+    cwd: str
+    priority: int
+    state: str
+    attempts: int
+    frames_done: int
+    frames_total: int | None
+    fps: float | None
+    worker: str | None
+    error: str | None
+    log: str | None
+    after: int | None
+    not_before: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        return cls(row["id"], row["kind"], json.loads(row["args"]), row["cwd"], row["priority"],
+                   row["state"], row["attempts"], row["frames_done"], row["frames_total"],
+                   row["fps"], row["worker"], row["error"], row["log"], row["after"],
+                   row["not_before"])
+
+    @property
+    def eta(self) -> float | None:
+        if self.fps and self.frames_total:
+            return max(0.0, (self.frames_total - self.frames_done) / self.fps)
+        return None
+
+
+class Queue:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_db()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._errors():
+            self.db = sqlite3.connect(self.path, timeout=0.1, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            busy_ms = int(os.environ.get("DREAM_QUEUE_BUSY_MS", "10000"))
+            self.db.execute(f"PRAGMA busy_timeout={busy_ms}")
+            self.db.executescript(SCHEMA)
+
+    @contextmanager
+    def _errors(self):
+        """SQLite failures as one-line errors that say what to do; the file is never touched."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise UserError(f"queue database '{self.path}' is locked by another process: "
+                                "try again in a moment") from None
+            raise UserError(f"queue database '{self.path}' cannot be used: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"queue database '{self.path}' is damaged ({exc}): move it aside "
+                            "and the queue starts empty") from None
+
+    @contextmanager
+    def transaction(self):
+        with self._errors():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------ user commands
+    def add(self, kind: str, args: list[str], cwd: str, priority: int = 0,
+            not_before: float = 0.0, after: int | None = None) -> int:
+        with self.transaction() as db:
+            if after is not None and db.execute("SELECT 1 FROM jobs WHERE id=?",
+                                                (after,)).fetchone() is None:
+                raise UserError(f"--after {after}: no such job ('dream queue list' shows them)")
+            cur = db.execute("INSERT INTO jobs (kind, args, cwd, priority, not_before, after, "
+                             "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (kind, json.dumps(args), cwd, priority, not_before, after,
+                              time.time()))
+            return cur.lastrowid
+
+    def get(self, job_id: int) -> Job:
+        with self._errors():
+            row = self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise UserError(f"no job {job_id} in the queue ('dream queue list' shows them)")
+        return Job.from_row(row)
+
+    def jobs(self) -> list[Job]:
+        with self._errors():
+            rows = self.db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def cancel(self, job_id: int) -> None:
+        job = self.get(job_id)
+        if job.state in FINISHED:
+            raise UserError(f"job {job_id} is already {job.state}: nothing to cancel")
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET state='cancelled', finished=? WHERE id=?",
+                       (time.time(), job_id))
+
+    def retry(self, job_id: int) -> None:
+        job = self.get(job_id)
+        if job.state not in ("failed", "cancelled"):
+            raise UserError(f"job {job_id} is {job.state}: only failed or cancelled jobs are "
+                            "retried")
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET state='queued', error=NULL, worker=NULL, "
+                       "lease_until=NULL, finished=NULL WHERE id=?", (job_id,))
+
+    # ------------------------------------------------------------ worker side
+    def claim(self, worker: str, lease: float) -> Job | None:
+        """Atomically take the best runnable job (or one whose worker's lease ran out)."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(
+                "UPDATE jobs SET state='running', worker=?, lease_until=?, "
+                "attempts=attempts+1, started=coalesce(started, ?) WHERE id = ("
+                " SELECT j.id FROM jobs j WHERE (j.state='queued' OR (j.state='running'"
+                " AND j.lease_until < ?)) AND j.not_before <= ? AND (j.after IS NULL OR"
+                " (SELECT state FROM jobs p WHERE p.id = j.after) = 'done')"
+                " ORDER BY j.priority DESC, j.id LIMIT 1) RETURNING *",
+                (worker, now + lease, now, now, now)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def heartbeat(self, job_id: int, worker: str, lease: float, progress: dict) -> bool:
+        """Extend the lease and record progress; False if the job is no longer ours."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE jobs SET lease_until=?, frames_done=coalesce(?, frames_done), "
+                "frames_total=coalesce(?, frames_total), fps=coalesce(?, fps) "
+                "WHERE id=? AND worker=? AND state='running'",
+                (time.time() + lease, progress.get("done"), progress.get("total"),
+                 progress.get("fps"), job_id, worker))
+            return cur.rowcount == 1
+
+    def finish(self, job_id: int, worker: str, state: str, error: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET state=?, error=?, finished=?, lease_until=NULL "
+                       "WHERE id=? AND worker=? AND state='running'",
+                       (state, error, time.time(), job_id, worker))
+
+    def set_log(self, job_id: int, log: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET log=? WHERE id=?", (log, job_id))
+
+
+def _die_with_parent() -> None:
+    """Linux: the render dies with its worker, so a reclaimed job never runs twice."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None = None) -> str:
+    """Run one claimed job to its end with --resume; returns its final state."""
+    logs = queue.path.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    log = logs / f"job_{job.id}.log"
+    progress_file = logs / f"job_{job.id}.progress.json"
+    queue.set_log(job.id, str(log))
+    args = [sys.executable, "-m", "renderer.cli", job.kind, *job.args]
+    if job.kind == "render" and "--resume" not in job.args:
+        args.append("--resume")
+    child_env = dict(os.environ, **(env or {}), DREAM_PROGRESS_FILE=str(progress_file))
+    with log.open("a") as out:
+        out.write(f"--- attempt {job.attempts} on {worker}\n")
+        out.flush()
+        proc = subprocess.Popen(args, cwd=job.cwd, stdout=out, stderr=subprocess.STDOUT,
+                                env=child_env, preexec_fn=_die_with_parent)
+        while proc.poll() is None:
+            time.sleep(min(1.0, lease / 4))
+            progress = {}
+            try:
+                progress = json.loads(progress_file.read_text())
+            except (OSError, ValueError):
+                pass
+            if not queue.heartbeat(job.id, worker, lease, progress):
+                proc.kill()  # cancelled, or our lease was taken over
+                proc.wait()
+                return "cancelled"
+    if proc.returncode == 0:
+        queue.finish(job.id, worker, "done")
+        return "done"
+    last = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["?"]
+    queue.finish(job.id, worker, "failed", f"exit {proc.returncode}: {last[0]}")
+    return "failed"
+
+
+def work(queue: Queue, slots: int = 1, lease: float = 30.0, drain: bool = False,
+         poll: float = 2.0, say=print) -> None:
+    """Run jobs until interrupted (or, with `drain`, until no job is runnable)."""
+    name = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def slot(k: int) -> None:
+        own = Queue(queue.path)
+        env = {"CUDA_VISIBLE_DEVICES": str(k)} if slots > 1 else {}
+        while True:
+            job = own.claim(f"{name}/{k}", lease)
+            if job is None:
+                if drain:
+                    return
+                time.sleep(poll)
+                continue
+            say(f"job {job.id}: {job.kind} (attempt {job.attempts}) on slot {k}")
+            state = run_job(own, job, f"{name}/{k}", lease, env)
+            say(f"job {job.id}: {state}")
+
+    threads = [threading.Thread(target=slot, args=(k,), daemon=True) for k in range(slots)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
+
+
+def report_progress(done: int, total: int, started: float) -> None:
+    """Called by a render: leave progress where the worker's heartbeat reads it."""
+    path = os.environ.get("DREAM_PROGRESS_FILE")
+    if not path:
+        return
+    elapsed = max(1e-6, time.perf_counter() - started)
+    tmp = f"{path}.tmp"
+    Path(tmp).write_text(json.dumps({"done": done, "total": total, "fps": done / elapsed}))
+    os.replace(tmp, path)
