@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime
 import io
+import json
 import os
 
 from .errors import UserError
@@ -37,6 +38,12 @@ def register(sub) -> None:
     w.add_argument("--lease", type=float, default=30.0,
                    help="seconds before a silent worker's job is taken over")
     w.add_argument("--drain", action="store_true", help="exit when no job is runnable")
+    w.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="dispatch jobs to a Ray cluster (pip install .[ray]), one GPU each")
+    w.add_argument("--gpus-per-task", type=float, default=1.0,
+                   help="with --ray: GPUs per job (0 runs on CPU nodes)")
+    w.add_argument("--ray-resources", default=None, metavar="JSON",
+                   help='with --ray: custom resources each job needs, e.g. \'{"studio": 1}\'')
     w.set_defaults(run=cmd_worker)
 
 
@@ -118,4 +125,18 @@ def cmd_worker(args) -> None:
     if args.lease < 2:
         raise UserError("--lease must be at least 2 seconds")
     queue = Queue(args.db)
-    work(queue, args.gpus, args.lease, args.drain, say=lambda text: console.print(text))
+    def say(text):
+        console.print(text)
+
+    if args.ray:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("--ray needs Ray: pip install '.[ray]'")
+        from .distributed import work_on_ray
+
+        resources = json.loads(args.ray_resources) if args.ray_resources else None
+        work_on_ray(queue, args.ray, args.gpus_per_task, args.lease, args.drain,
+                    resources=resources, say=say)
+        return
+    work(queue, args.gpus, args.lease, args.drain, say=say)

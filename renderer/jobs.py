@@ -203,7 +203,7 @@ class Queue:
             db.execute("UPDATE jobs SET log=? WHERE id=?", (log, job_id))
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the render dies with its worker, so a reclaimed job never runs twice."""
     try:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -226,7 +226,7 @@ def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None 
         out.write(f"--- attempt {job.attempts} on {worker}\n")
         out.flush()
         proc = subprocess.Popen(args, cwd=job.cwd, stdout=out, stderr=subprocess.STDOUT,
-                                env=child_env, preexec_fn=_die_with_parent)
+                                env=child_env, preexec_fn=die_with_parent)
         while proc.poll() is None:
             time.sleep(min(1.0, lease / 4))
             progress = {}
