@@ -110,8 +110,20 @@ def register_zoom(sub, add_common) -> None:
     p.add_argument("--variants", type=int, default=1,
                    help="render N seeds as one batch (OUT_v0, OUT_v1, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed or interrupted zoom from its last checkpoint")
     add_common(p)
     p.set_defaults(run=cmd_zoom)
+
+
+def zoom_fingerprint(preset, args, size, count, variant) -> str:
+    """What must match for a zoom checkpoint to be continued."""
+    import hashlib
+    import json
+
+    key = json.dumps([preset.model_dump(mode="json"), args.init, args.variants, list(size),
+                      count, args.fps, variant], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
@@ -138,7 +150,11 @@ def cmd_zoom(args) -> None:
     from .media import as_rate, probe
     from .models import load_network
     from .progress import make_progress
+    from .progress import console
+    from .video import Checkpoints, RenderState
     from .zoom import MixedObjective, ZoomRenderer, noise_image, render_zoom
+
+    import torch
 
     if not 1 <= args.variants <= 64:
         raise UserError(f"--variants {args.variants} is out of range: use 1..64")
@@ -155,6 +171,8 @@ def cmd_zoom(args) -> None:
     preset = load_preset(args)
     outputs = [Path(args.output)] if args.variants == 1 else [
         Path(args.output).with_stem(f"{Path(args.output).stem}_v{i}") for i in range(args.variants)]
+    if preset.encode.codec == "png":
+        raise UserError("dream zoom writes video files: use encode.codec h264, h265 or prores")
     for out in outputs:
         encode.check_output(out, preset.encode, args.overwrite)
     if args.init != "noise" and not Path(args.init).is_file():
@@ -181,35 +199,60 @@ def cmd_zoom(args) -> None:
     renderer = ZoomRenderer(dreamer, preset.zoom, fps, seeds, mixed)
     h, w = init.shape[-2:]
     rate = as_rate(fps)
-    parts = [out.parent / f".{out.name}.parts" for out in outputs]
-    for folder in parts:
-        folder.mkdir(exist_ok=True)
-    writers = [encode.SegmentWriter(folder / f"zoom{encode.segment_suffix(preset.encode)}",
-                                    (w, h), rate, preset.encode) for folder in parts]
-    store = FrameStore()
+    suffix = encode.segment_suffix(preset.encode)
+    stores = [Checkpoints(out, zoom_fingerprint(preset, args, (w, h), count, i))
+              for i, out in enumerate(outputs)]
+    restored = stores[0].load() if args.resume else None
+    for store in stores:
+        if restored is None and store.folder.exists():
+            shutil.rmtree(store.folder)
+        store.folder.mkdir(exist_ok=True)
+    start, current, chunks = 0, None, [[] for _ in outputs]
+    if restored is not None:
+        saved, chunks = restored
+        start, current = saved.step, torch.stack([saved.prev_dream[i]
+                                                  for i in range(len(outputs))])
+        console.print(f"resuming from frame {start}")
+    writers: list = []
+
+    def open_chunks(frame: int) -> None:
+        writers[:] = [encode.SegmentWriter(store.folder / f"zoom_{frame:06d}{suffix}", (w, h),
+                                           rate, preset.encode) for store in stores]
+
+    def checkpoint(frame: int, batch) -> None:
+        for k, writer in enumerate(writers):
+            writer.close()
+            if writer.frames:
+                chunks[k].append(writer.path.name)
+        state = RenderState(frame, prev_dream={k: t.cpu() for k, t in enumerate(batch)})
+        stores[0].save(state, chunks)  # the first output's folder holds the shared state
+        open_chunks(frame)
+
+    open_chunks(start)
+    fades = FrameStore(stores[0].folder / "loop")
     try:
         with make_progress() as progress:
-            task = progress.add_task("zoom", total=count, unit="fps")
+            task = progress.add_task("zoom", total=count, unit="fps", completed=min(start, count))
 
             def emit(frame, batch):
                 for writer, rgb in zip(writers, batch):
                     writer.write(rgb)
                 progress.advance(task)
 
-            render_zoom(renderer, init, count, emit, store)
+            render_zoom(renderer, init, count, emit, fades, start, current, checkpoint,
+                        preset.zoom.checkpoint_every)
         duration = count / float(rate)
-        for writer, out in zip(writers, outputs):
+        for k, (writer, out, store) in enumerate(zip(writers, outputs, stores)):
             writer.close()
-            encode.finalize([writer.path], out, preset.encode,
+            names = chunks[k] + ([writer.path.name] if writer.frames else [])
+            encode.finalize([store.folder / n for n in names], out, preset.encode,
                             Path(args.audio) if args.audio else None, 0.0, duration, audio_codec)
     except BaseException:
         for writer in writers:
             writer.abort()
         raise
-    finally:
-        store.close()
-        for folder in parts:
-            shutil.rmtree(folder, ignore_errors=True)
+    for store in stores:
+        shutil.rmtree(store.folder, ignore_errors=True)
     names = ", ".join(str(o) for o in outputs)
     print(f"wrote {names} ({count} frames at {w}x{h}, {fps:g} fps"
           f"{', loop' if preset.zoom.loop else ''})")

@@ -113,6 +113,7 @@ class ZoomSection(Section):
     color_hold: float = Field(0.5, ge=0.0, le=1.0)  # per second: pull back to the start colours
     loop: bool = False
     loop_blend: float = Field(1.0, gt=0.0, le=60.0)  # seconds of cross-fade that close the loop
+    checkpoint_every: int = Field(120, ge=1, le=100000)  # frames between checkpoints
 
     @field_validator("keyframes")
     @classmethod

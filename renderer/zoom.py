@@ -168,16 +168,18 @@ class ZoomRenderer:
         self.mixed = mixed
         self.hold = per_frame(settings.color_hold, fps)
 
-    def frames(self, init: torch.Tensor, count: int, period: int | None = None):
-        """Yield (frame number, batch) for frames 0 .. count - 1; frame 0 is the first dream.
+    def frames(self, init: torch.Tensor, count: int, period: int | None = None,
+               start: int = 0, current: torch.Tensor | None = None):
+        """Yield (frame number, batch) for frames start .. count - 1; frame 0 is the first dream.
 
         With a `period` (loops) the keyframes repeat after `period` frames, so frames past the
-        end move exactly like the frames they will be faded into.
+        end move exactly like the frames they will be faded into. To resume, pass the frame to
+        start at and `current`, the dream of the frame before it.
         """
         s = self.settings
-        current = init.to(self.dreamer.device)
-        reference = channel_stats(current)
-        for frame in range(count):
+        reference = channel_stats(init.to(self.dreamer.device))
+        current = (init if current is None else current).to(self.dreamer.device)
+        for frame in range(start, count):
             motion, dt = frame_motion(frame % period if period else frame, self.fps,
                                       s.keyframes, s.easing)
             if frame > 0:
@@ -200,19 +202,23 @@ def loop_weight(j: int, blend_frames: int) -> float:
     return x * x * (3 - 2 * x)
 
 
-def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, count: int, emit, store) -> None:
+def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, count: int, emit, store,
+                start: int = 0, current: torch.Tensor | None = None, checkpoint=None,
+                every: int = 0) -> None:
     """Call emit(frame, uint8 batch) for frames 0 .. count - 1 in order, closing loops.
 
     For a loop, frames count .. count + L - 1 continue the motion; the first L frames are held
     back (in `store`) and emitted last as a cross-fade from the continuation into themselves,
     so the final frame flows into frame 0. Output order: L .. count - 1, then 0 .. L - 1, and
     the player starts at the faded frames - the clip is a rotation of a seamless loop.
+    Every `every` frames checkpoint(frames done, current dream) is called (see resume).
     """
     from .images import to_uint8
 
     blend = min(count - 1, max(1, round(renderer.settings.loop_blend * renderer.fps))) \
         if renderer.settings.loop else 0
-    for frame, batch in renderer.frames(init, count + blend, count if blend else None):
+    total = count + blend
+    for frame, batch in renderer.frames(init, total, count if blend else None, start, current):
         rgb = to_uint8(batch)
         if frame < blend:
             store.put((frame,), rgb)
@@ -221,5 +227,7 @@ def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, count: int, emit, st
         else:
             j = frame - count
             w = loop_weight(j, blend)
-            original = store.pop((j,))
+            original = store.get((j,))
             emit(j, ((1 - w) * rgb + w * original).round().astype(np.uint8))
+        if checkpoint is not None and every and (frame + 1) % every == 0 and frame + 1 < total:
+            checkpoint(frame + 1, batch)
