@@ -117,13 +117,10 @@ def register_zoom(sub, add_common) -> None:
 
 
 def zoom_fingerprint(preset, args, size, count, variant) -> str:
-    """What must match for a zoom checkpoint to be continued."""
-    import hashlib
-    import json
+    from .video import digest
 
-    key = json.dumps([preset.model_dump(mode="json"), args.init, args.variants, list(size),
-                      count, args.fps, variant], sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()
+    return digest(preset.model_dump(mode="json"), args.init, args.variants, list(size), count,
+                  args.fps, variant)
 
 
 def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 
-from .jobs import Queue, die_with_parent
+from .jobs import Queue, die_with_parent, job_command
 
 
 def _run_render(kind: str, args: list[str], cwd: str, log: str) -> int:
     """The Ray task body: run one job's render in a child process, return its exit code."""
-    command = [sys.executable, "-m", "renderer.cli", kind, *args]
-    if kind == "render" and "--resume" not in args:
-        command.append("--resume")
+    command = job_command(kind, args)
     with open(log, "a") as out:
         out.write(f"--- ray task on {os.uname().nodename} pid {os.getpid()}\n")
         out.flush()

@@ -211,6 +211,13 @@ def die_with_parent() -> None:
         pass
 
 
+def job_command(kind: str, args: list[str]) -> list[str]:
+    """The render or zoom command of a job, always with --resume: a job taken over from a dead
+    worker continues from its checkpoint (a fresh job has none and starts at the beginning)."""
+    return [sys.executable, "-m", "renderer.cli", kind, *args,
+            *([] if "--resume" in args else ["--resume"])]
+
+
 def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None = None) -> str:
     """Run one claimed job to its end with --resume; returns its final state."""
     logs = queue.path.parent / "logs"
@@ -218,9 +225,7 @@ def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None 
     log = logs / f"job_{job.id}.log"
     progress_file = logs / f"job_{job.id}.progress.json"
     queue.set_log(job.id, str(log))
-    args = [sys.executable, "-m", "renderer.cli", job.kind, *job.args]
-    if job.kind == "render" and "--resume" not in job.args:
-        args.append("--resume")
+    args = job_command(job.kind, job.args)
     child_env = dict(os.environ, **(env or {}), DREAM_PROGRESS_FILE=str(progress_file))
     with log.open("a") as out:
         out.write(f"--- attempt {job.attempts} on {worker}\n")

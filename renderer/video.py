@@ -357,14 +357,17 @@ class Checkpoints:
                             "free some disk space, then run again with --resume") from None
 
 
-def fingerprint(index: VideoIndex, preset: Preset, size, segments) -> str:
+def digest(*parts) -> str:
+    """A stable hash of JSON-able parts: what must match for a checkpoint to be continued."""
     import hashlib
     import json
 
-    key = json.dumps([str(index.path.resolve()), index.pts[0], index.count, list(size),
-                      preset.model_dump(mode="json"), [vars(s) for s in segments]],
-                     sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(index: VideoIndex, preset: Preset, size, segments) -> str:
+    return digest(str(index.path.resolve()), index.pts[0], index.count, list(size),
+                  preset.model_dump(mode="json"), [vars(s) for s in segments])
 
 
 def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
