@@ -139,6 +139,8 @@ def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
 def cmd_zoom(args) -> None:
     import shutil
 
+    import torch
+
     from . import encode
     from .cli import load_preset
     from .dream import Dreamer, build_objective, pick_device
@@ -146,12 +148,9 @@ def cmd_zoom(args) -> None:
     from .images import load_image, parse_size
     from .media import as_rate, probe
     from .models import load_network
-    from .progress import make_progress
-    from .progress import console
+    from .progress import console, make_progress
     from .video import Checkpoints, RenderState
     from .zoom import MixedObjective, ZoomRenderer, noise_image, render_zoom
-
-    import torch
 
     if not 1 <= args.variants <= 64:
         raise UserError(f"--variants {args.variants} is out of range: use 1..64")
@@ -183,7 +182,6 @@ def cmd_zoom(args) -> None:
         init = init.expand(args.variants, -1, -1, -1).contiguous()
     device = pick_device(args.device)
     network = load_network(preset.model.name, preset.model.weights)
-    objective = build_objective(preset, network, device)
     mixed = None
     if any(k.layer_mix is not None for k in preset.zoom.keyframes):
         if len(preset.objective) != 2:
@@ -192,6 +190,8 @@ def cmd_zoom(args) -> None:
         first, second = (build_objective(preset.model_copy(update={"objective": [t]}), network,
                                          device) for t in preset.objective)
         objective = mixed = MixedObjective(first, second)
+    else:
+        objective = build_objective(preset, network, device)
     dreamer = Dreamer(network, objective, preset.dream, device)
     renderer = ZoomRenderer(dreamer, preset.zoom, fps, seeds, mixed)
     h, w = init.shape[-2:]

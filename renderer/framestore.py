@@ -1,4 +1,5 @@
-"""Frames parked on disk until they are needed (cross-fades), so memory stays flat."""
+"""Frames parked on disk until they are needed (cross-fades), so memory stays flat, and the
+weight curve every cross-fade uses."""
 
 from __future__ import annotations
 
@@ -6,6 +7,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+
+def smoothstep(x: float) -> float:
+    """0 -> 1 with zero slope at both ends: fades and eases start and stop without a kink."""
+    return x * x * (3 - 2 * x)
+
+
+def crossfade_weight(k: int, length: int) -> float:
+    """Weight of the incoming picture at frame k (0-based) of a `length`-frame cross-fade."""
+    return smoothstep((k + 1) / (length + 1))
 
 
 class FrameStore:

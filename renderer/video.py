@@ -28,7 +28,7 @@ from .decode import FrameReader, VideoIndex, slot_counts
 from .accel import Compiled
 from .dream import Anchor, Dreamer
 from .errors import UserError
-from .framestore import FrameStore
+from .framestore import FrameStore, crossfade_weight
 from .flow import FlowEstimator, consistency_mask, flow_to_tensor, warp
 from .images import to_uint8
 from .presets import FlowSection, Preset
@@ -56,8 +56,7 @@ def plan_segments(count: int, batch: int, warmup: int) -> list[Segment]:
 
 def fade_weight(segment: Segment, frame: int) -> float:
     """Weight of `segment`'s warm-up frame in the cross-fade with the previous segment."""
-    x = (frame - segment.start + 1) / (segment.keep - segment.start + 1)
-    return x * x * (3 - 2 * x)
+    return crossfade_weight(frame - segment.start, segment.keep - segment.start)
 
 
 @dataclass

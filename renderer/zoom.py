@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .dream import Dreamer
+from .framestore import crossfade_weight, smoothstep
 from .objectives import Objective
 from .presets import Keyframe, ZoomSection
 
@@ -32,7 +33,7 @@ class Motion:
 
 
 def _ease(x: float, easing: str) -> float:
-    return x if easing == "linear" else x * x * (3 - 2 * x)
+    return x if easing == "linear" else smoothstep(x)
 
 
 def motion_at(t: float, keyframes: list[Keyframe], easing: str = "smooth") -> Motion:
@@ -196,12 +197,6 @@ class ZoomRenderer:
             yield frame, current
 
 
-def loop_weight(j: int, blend_frames: int) -> float:
-    """Weight of the original frame j when the continuation is faded into the loop's start."""
-    x = (j + 1) / (blend_frames + 1)
-    return x * x * (3 - 2 * x)
-
-
 def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, count: int, emit, store,
                 start: int = 0, current: torch.Tensor | None = None, checkpoint=None,
                 every: int = 0) -> None:
@@ -226,7 +221,7 @@ def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, count: int, emit, st
             emit(frame, rgb)
         else:
             j = frame - count
-            w = loop_weight(j, blend)
+            w = crossfade_weight(j, blend)  # the original frame j fades in
             original = store.get((j,))
             emit(j, ((1 - w) * rgb + w * original).round().astype(np.uint8))
         if checkpoint is not None and every and (frame + 1) % every == 0 and frame + 1 < total:
