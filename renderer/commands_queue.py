@@ -44,6 +44,9 @@ def register(sub) -> None:
                    help="with --ray: GPUs per job (0 runs on CPU nodes)")
     w.add_argument("--ray-resources", default=None, metavar="JSON",
                    help='with --ray: custom resources each job needs, e.g. \'{"studio": 1}\'')
+    w.add_argument("--split", type=int, default=None, metavar="N",
+                   help="with --ray: render each video job as N parts on N GPUs at once "
+                        "(default: as many as the cluster runs; 1 keeps jobs whole)")
     w.set_defaults(run=cmd_worker)
 
 
@@ -116,6 +119,21 @@ def cmd_queue(args) -> None:
         print(open(job.log).read(), end="")
 
 
+def parse_resources(text: str | None) -> dict:
+    """--ray-resources: a JSON object of resource names and positive amounts."""
+    if not text:
+        return {}
+    try:
+        resources = json.loads(text)
+    except ValueError:
+        resources = None
+    if not isinstance(resources, dict) or not all(
+            isinstance(v, (int, float)) and v > 0 for v in resources.values()):
+        raise UserError(f"--ray-resources '{text}' is not a JSON object of positive amounts: "
+                        'write e.g. \'{"studio": 1}\'')
+    return resources
+
+
 def cmd_worker(args) -> None:
     from .jobs import Queue, work
     from .progress import console
@@ -135,8 +153,10 @@ def cmd_worker(args) -> None:
             raise UserError("--ray needs Ray: pip install '.[ray]'")
         from .distributed import work_on_ray
 
-        resources = json.loads(args.ray_resources) if args.ray_resources else None
+        if args.split is not None and not 1 <= args.split <= 256:
+            raise UserError(f"--split {args.split} is out of range: use 1..256")
+        resources = parse_resources(args.ray_resources)
         work_on_ray(queue, args.ray, args.gpus_per_task, args.lease, args.drain,
-                    resources=resources, say=say)
+                    resources=resources, split=args.split, say=say)
         return
     work(queue, args.gpus, args.lease, args.drain, say=say)

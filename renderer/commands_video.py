@@ -27,6 +27,12 @@ def register(sub, add_common) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue a killed or interrupted render from its last checkpoint "
                         "(kept in a hidden .OUTPUT.parts folder beside the output)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="render only part K of N (a run of consecutive segments), to split one "
+                        "render over machines that share the output folder; then --assemble N")
+    p.add_argument("--assemble", type=int, default=None, metavar="N",
+                   help="join the N finished parts of a render split with --shard (same "
+                        "arguments otherwise)")
     add_common(p)
     p.set_defaults(run=cmd_render)
     register_zoom(sub, add_common)
@@ -48,6 +54,28 @@ def render_size(args, width: int, height: int) -> tuple[int, int]:
     return width, height
 
 
+def parse_shard(text: str | None, assemble: int | None):
+    """--shard K/N as a 0-based Shard; --assemble N checked; None for a whole render."""
+    from .video import Shard
+
+    if text is not None and assemble is not None:
+        raise UserError("give either --shard or --assemble, not both")
+    if assemble is not None:
+        if not 1 <= assemble <= 256:
+            raise UserError(f"--assemble {assemble} is out of range: use 1..256")
+        return None
+    if text is None:
+        return None
+    try:
+        number, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        number = count = 0
+    if not 1 <= number <= count <= 256:
+        raise UserError(f"--shard '{text}' is not a part: use K/N with 1 <= K <= N <= 256, "
+                        "e.g. --shard 2/4")
+    return Shard(number - 1, count)
+
+
 def cmd_render(args) -> None:
     from .cli import load_preset
     from .decode import index_video
@@ -55,7 +83,7 @@ def cmd_render(args) -> None:
     from .encode import check_output
     from .jobs import report_progress
     from .progress import console, make_progress
-    from .video import default_batch, plan_segments, render_video
+    from .video import SHARD_BATCH, Shard, assemble_shards, default_batch, render_video, shard_plan
 
     if args.preview:
         args.overrides = PREVIEW + args.overrides
@@ -63,16 +91,27 @@ def cmd_render(args) -> None:
         raise UserError("--start must be >= 0 and --end greater than --start")
     if args.batch is not None and not 1 <= args.batch <= 256:
         raise UserError(f"--batch {args.batch} is out of range: use 1..256")
+    shard = parse_shard(args.shard, args.assemble)
     preset = load_preset(args)
     output = check_output(args.output, preset.encode, args.overwrite)
     index = index_video(args.input, args.start, args.end)
     if index.warning:
         console.print(f"[yellow]warning:[/yellow] {index.warning}")
     size = render_size(args, index.width, index.height)
+    split_batch = args.batch or preset.video.batch or SHARD_BATCH  # every part must agree
+    if args.assemble:
+        assemble_shards(index, preset, output, size, split_batch, args.assemble)
+        print(f"wrote {output} ({index.count} frames at {size[0]}x{size[1]}, "
+              f"{args.assemble} parts joined)")
+        return
     dreamer = dreamer_for(preset, args.device)
-    batch = args.batch or preset.video.batch or default_batch(dreamer.device, size)
-    segments = plan_segments(index.count, batch, preset.video.warmup)
-    dreamed_total = sum(s.length for s in segments)
+    batch = split_batch if shard else (
+        args.batch or preset.video.batch or default_batch(dreamer.device, size))
+    segments, mine, tail_from = shard_plan(index.count, batch, preset.video.warmup,
+                                           shard or Shard(0, 1))
+    dreamed_total = sum(s.length for s in mine)
+    kept_total = sum(s.end - s.keep for s in mine) - (mine[-1].end - tail_from
+                                                      if mine and tail_from is not None else 0)
     started = time.perf_counter()
     encoded = [0, 0.0]  # frames, time of the last report to a queue worker
 
@@ -80,19 +119,21 @@ def cmd_render(args) -> None:
         progress.advance(tasks[stage], n)
         if stage == "encoded":
             encoded[0] += n
-            if time.perf_counter() - encoded[1] > 1.0 or encoded[0] == index.count:
+            if time.perf_counter() - encoded[1] > 1.0 or encoded[0] == kept_total:
                 encoded[1] = time.perf_counter()
-                report_progress(encoded[0], index.count, started)
+                report_progress(encoded[0], kept_total, started)
 
     with make_progress() as progress:
         tasks = {name: progress.add_task(name, total=total, unit="fps") for name, total in
                  (("decoded", dreamed_total), ("dreamed", dreamed_total),
-                  ("encoded", index.count))}
+                  ("encoded", kept_total))}
         render_video(index, preset, dreamer, output, size, batch,
-                     lambda stage, n=1: advance(progress, tasks, stage, n), resume=args.resume)
+                     lambda stage, n=1: advance(progress, tasks, stage, n), resume=args.resume,
+                     shard=shard)
     elapsed = time.perf_counter() - started
-    print(f"wrote {output} ({index.count} frames at {size[0]}x{size[1]}, "
-          f"{index.duration:.2f}s, {index.count / elapsed:.2f} fps, {len(segments)} segments)")
+    what = f"part {shard} of {output}" if shard else str(output)
+    print(f"wrote {what} ({kept_total} frames at {size[0]}x{size[1]}, "
+          f"{kept_total / elapsed:.2f} fps, {len(mine)} of {len(segments)} segments)")
 
 
 def register_zoom(sub, add_common) -> None:

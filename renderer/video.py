@@ -10,6 +10,7 @@ a writer thread, so the GPU only waits when the CPU side cannot keep up (`idle` 
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -32,6 +33,7 @@ from .framestore import FrameStore, crossfade_weight
 from .flow import FlowEstimator, consistency_mask, flow_to_tensor, warp
 from .images import to_uint8
 from .presets import FlowSection, Preset
+from .progress import console
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,40 @@ def plan_segments(count: int, batch: int, warmup: int) -> list[Segment]:
     return [Segment(i, max(0, bounds[i] - warmup), bounds[i], bounds[i + 1]) for i in range(n)]
 
 
+def shard_plan(count: int, batch: int, warmup: int, shard: "Shard"):
+    """(all segments, this part's segments, the frame its tail hands over from or None)."""
+    segments = plan_segments(count, batch * shard.count, warmup)
+    first, last = shard.span(len(segments))
+    return segments, segments[first:last], segments[last].start if last < len(segments) else None
+
+
 def fade_weight(segment: Segment, frame: int) -> float:
     """Weight of `segment`'s warm-up frame in the cross-fade with the previous segment."""
     return crossfade_weight(frame - segment.start, segment.keep - segment.start)
+
+
+def crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
+    return ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part `number` (0-based) of a render split into `count` parts, each a run of consecutive
+    segments that one machine renders alone; `assemble_shards` joins them."""
+    number: int
+    count: int
+
+    def span(self, segments: int) -> tuple[int, int]:
+        """The segments [first, last) this part renders (empty when there are fewer segments
+        than parts)."""
+        return (round(self.number * segments / self.count),
+                round((self.number + 1) * segments / self.count))
+
+    def folder(self, output: Path) -> Path:
+        return parts_dir(output) / f"shard_{self.number + 1}of{self.count}"
+
+    def __str__(self) -> str:
+        return f"{self.number + 1}/{self.count}"
 
 
 @dataclass
@@ -195,7 +228,7 @@ class _Writers:
                 rgb, repeats, incoming, weight = item
                 t = time.perf_counter()
                 if incoming is not None:
-                    rgb = ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
+                    rgb = crossfade(rgb, incoming, weight)
                 self.writers[k].write(rgb, repeats)
                 self.times.add("encode", time.perf_counter() - t)
                 self.on_frame()
@@ -228,11 +261,14 @@ class _Writers:
 def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tuple[int, int],
                   segments: list[Segment], writers: list[encode.SegmentWriter],
                   times: StageTimes, progress=None, state: RenderState | None = None,
-                  checkpoint=None, every: int = 0, fades: FrameStore | None = None) -> None:
+                  checkpoint=None, every: int = 0, fades: FrameStore | None = None,
+                  tail_from: int | None = None) -> None:
     """Dream every frame of `segments` in lockstep batches and hand kept frames to `writers`.
 
     With `checkpoint`, every `every` steps the encoders are closed and checkpoint(state) is
     called; it returns the writers for the next stretch. `state` continues an earlier render.
+    Frames of the last segment from `tail_from` on are parked in `fades` as ("tail", frame)
+    instead of written: another shard's warm-up is cross-faded into them at assembly.
     """
     settings, device = preset.flow, dreamer.device
     state = state or RenderState()
@@ -287,6 +323,9 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
                 if frame_no < segments[i].keep:  # warm-up: kept for the cross-fade
                     fades.put((i, frame_no), frames[row])
                     continue
+                if tail_from is not None and i == len(segments) - 1 and frame_no >= tail_from:
+                    fades.put(("tail", frame_no), frames[row])
+                    continue
                 incoming = fades.get((i + 1, frame_no)) if i + 1 < len(segments) else None
                 weight = fade_weight(segments[i + 1], frame_no) if incoming is not None else 0.0
                 writer.put(i, frames[row], repeats[frame_no], incoming, weight)
@@ -310,6 +349,9 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
     writer.finish()
 
 
+SHARD_BATCH = 8  # segments per part of a split render unless --batch says otherwise
+
+
 def default_batch(device: torch.device, size: tuple[int, int]) -> int:
     """Segments per batch: 2 on the CPU; on CUDA what a quarter of free memory holds."""
     if device.type != "cuda":
@@ -329,9 +371,10 @@ class Checkpoints:
     """The parts folder beside an output: finished encoder chunks, parked cross-fade frames and
     checkpoint.pt (written atomically), enough to resume a killed render exactly."""
 
-    def __init__(self, output: Path, fingerprint: str):
-        self.folder = parts_dir(output)
+    def __init__(self, output: Path, fingerprint: str, folder: Path | None = None):
+        self.folder = folder or parts_dir(output)
         self.file = self.folder / "checkpoint.pt"
+        self.manifest = self.folder / "done.json"
         self.fingerprint = fingerprint
 
     def load(self) -> tuple[RenderState, list[str]] | None:
@@ -355,11 +398,23 @@ class Checkpoints:
             raise UserError(f"could not write the checkpoint in '{self.folder}' ({reason}): "
                             "free some disk space, then run again with --resume") from None
 
+    def finish(self, chunks: list[str]) -> None:
+        """Mark a shard finished: its chunks, in output order, for `assemble_shards`."""
+        tmp = self.manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "chunks": chunks}))
+        os.replace(tmp, self.manifest)
+
+    def finished(self) -> list[str] | None:
+        """The chunks of a finished shard of this render, or None."""
+        if not self.manifest.exists():
+            return None
+        saved = json.loads(self.manifest.read_text())
+        return saved["chunks"] if saved["fingerprint"] == self.fingerprint else None
+
 
 def digest(*parts) -> str:
     """A stable hash of JSON-able parts: what must match for a checkpoint to be continued."""
     import hashlib
-    import json
 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -371,24 +426,36 @@ def fingerprint(index: VideoIndex, preset: Preset, size, segments) -> str:
 
 def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
                  size: tuple[int, int], batch: int | None = None, progress=None,
-                 times: StageTimes | None = None, resume: bool = False) -> StageTimes:
+                 times: StageTimes | None = None, resume: bool = False,
+                 shard: Shard | None = None) -> StageTimes:
     """Render the indexed clip into `output`, checkpointing every `video.checkpoint_every`
-    steps into a parts folder; `resume` continues from its last checkpoint."""
+    steps into a parts folder; `resume` continues from its last checkpoint.
+
+    With `shard`, only that part's segments are rendered (`batch` segments per part), into its
+    own folder, and left there for `assemble_shards`.
+    """
     times = times or StageTimes()
     batch = batch or preset.video.batch or default_batch(dreamer.device, size)
-    segments = plan_segments(index.count, batch, preset.video.warmup)
+    shard = shard or Shard(0, 1)
+    segments, mine, tail_from = shard_plan(index.count, batch, preset.video.warmup, shard)
     repeats = slot_counts(index)
-    store = Checkpoints(output, fingerprint(index, preset, size, segments))
+    whole = shard.count == 1
+    store = Checkpoints(output, fingerprint(index, preset, size, segments) + str(shard),
+                        None if whole else shard.folder(output))
+    if resume and not whole and store.finished() is not None:
+        console.print(f"part {shard} is already rendered")
+        return times
     restored = store.load() if resume else None
     if restored is None and store.folder.exists():
         shutil.rmtree(store.folder)
-    store.folder.mkdir(exist_ok=True)
+    store.folder.mkdir(parents=True, exist_ok=True)
+    if not mine:  # more parts than segments: nothing to do
+        store.finish([])
+        return times
     state, chunks = restored or (RenderState(), [])
     if restored is not None:
-        from .progress import console
-
         console.print(f"resuming from step {state.step} of "
-                      f"{max(s.length for s in segments)} ({len(chunks)} finished chunks)")
+                      f"{max(s.length for s in mine)} ({len(chunks)} finished chunks)")
     png = preset.encode.codec == "png"
     suffix = encode.segment_suffix(preset.encode)
     open_writers: list[encode.SegmentWriter] = []
@@ -399,7 +466,7 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
             store.folder / "frames" if png else
             store.folder / f"segment_{s.index:04d}_{step:06d}{suffix}", size, index.rate,
             preset.encode, first_slot=sum(repeats[:max(s.keep, min(s.end, s.start + step))]))
-            for s in segments]
+            for s in mine]
         return open_writers
 
     def checkpoint(new_state: RenderState) -> list[encode.SegmentWriter]:
@@ -407,15 +474,65 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
         store.save(new_state, chunks)
         return chunk_writers(new_state.step)
 
-    render_frames(index, preset, dreamer, size, segments, chunk_writers(state.step), times,
+    render_frames(index, preset, dreamer, size, mine, chunk_writers(state.step), times,
                   progress, state, checkpoint, preset.video.checkpoint_every,
-                  FrameStore(store.folder / "fades"))
+                  FrameStore(store.folder / "fades"), tail_from)
     chunks.extend(str(w.path.name) for w in open_writers if w.frames and not png)
-    t = time.perf_counter()
     # chunks in output order: by segment, then by step (names sort that way)
-    parts = [store.folder / "frames"] if png else sorted(store.folder / c for c in chunks)
-    encode.finalize(parts, output, preset.encode, index.path, index.pts[0],
-                    sum(repeats) / float(index.rate), index.info.audio_codec)
+    ordered = ["frames"] if png else sorted(chunks)
+    if not whole:
+        store.finish(ordered)
+        return times
+    t = time.perf_counter()
+    encode.finalize([store.folder / c for c in ordered], output, preset.encode, index.path,
+                    index.pts[0], sum(repeats) / float(index.rate), index.info.audio_codec)
     times.add("encode", time.perf_counter() - t)
     shutil.rmtree(store.folder, ignore_errors=True)
     return times
+
+
+def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, int],
+                    batch: int, count: int) -> None:
+    """Join the `count` finished parts of a split render: the tail of each part is cross-faded
+    with the next part's warm-up (as one render does between its segments) and encoded, then
+    every chunk is concatenated in order with the audio."""
+    segments = plan_segments(index.count, batch * count, preset.video.warmup)
+    repeats = slot_counts(index)
+    base = fingerprint(index, preset, size, segments)
+    shards = [Shard(k, count) for k in range(count)]
+    stores = [Checkpoints(output, base + str(s), s.folder(output)) for s in shards]
+    manifests = [store.finished() for store in stores]
+    for shard, manifest in zip(shards, manifests):
+        if manifest is None:
+            raise UserError(f"part {shard} of '{output}' is not rendered (or was rendered with "
+                            f"other settings): run the same render with --shard {shard} first")
+    png = preset.encode.codec == "png"
+    merged = parts_dir(output) / "frames"
+    if png:
+        merged.mkdir(parents=True, exist_ok=True)
+    parts: list[Path] = []
+    filled = [(s, st, m) for s, st, m in zip(shards, stores, manifests)
+              if len(set(s.span(len(segments)))) == 2]
+    for (shard, store, manifest), following in zip(filled, filled[1:] + [None]):
+        if png:
+            for frame in (store.folder / "frames").glob("*.png"):
+                os.replace(frame, merged / frame.name)
+        else:
+            parts.extend(store.folder / c for c in manifest)
+        if following is None:
+            continue
+        incoming = segments[following[0].span(len(segments))[0]]
+        last = segments[shard.span(len(segments))[1] - 1]
+        tails, warmups = (FrameStore(s.folder / "fades") for s in (store, following[1]))
+        seam = encode.SegmentWriter(
+            merged if png else parts_dir(output) / f"seam_{shard.number:04d}.mkv", size,
+            index.rate, preset.encode, first_slot=sum(repeats[:incoming.start]))
+        for frame in range(incoming.start, last.end):
+            seam.write(crossfade(tails.get(("tail", frame)), warmups.get((0, frame)),
+                                 fade_weight(incoming, frame)), repeats[frame])
+        seam.close()
+        if not png and seam.frames:
+            parts.append(seam.path)
+    encode.finalize([merged] if png else parts, output, preset.encode, index.path,
+                    index.pts[0], sum(repeats) / float(index.rate), index.info.audio_codec)
+    shutil.rmtree(parts_dir(output), ignore_errors=True)

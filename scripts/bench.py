@@ -1,7 +1,7 @@
 """End-to-end speed: the optimised renderer against the naive loop, and the memory floor.
 
     python scripts/bench.py CLIP [-p video] [--size 1920x1080] [--frames 240] [--naive-frames 48]
-                            [--ablation] [--cap4k] [--out table.md]
+                            [--ablation] [--cap4k] [--profile] [--out table.md]
 
 Prints fps with a per-stage breakdown (decode, flow, dream, encode, GPU idle) for the optimised
 pipeline (lockstep segments, bf16, channels_last, folded batch-norm, torch.compile, threads for
@@ -180,7 +180,8 @@ def ablation(preset_name, size, batch, device):
     return rows
 
 
-def flow_workers(size, workers_list, pairs=16):
+def flow_workers(size, workers_list, max_width=0, pairs=16):
+    """ms per frame pair (both directions, DIS fast) with a pool of `workers` threads."""
     rng = np.random.default_rng(0)
     frames = [(rng.random((size[1], size[0], 3)) * 255).astype(np.uint8) for _ in range(2)]
     import cv2
@@ -192,7 +193,7 @@ def flow_workers(size, workers_list, pairs=16):
 
         def one(_):
             if not hasattr(local, "e"):
-                local.e = FlowEstimator("fast")
+                local.e = FlowEstimator("fast", max_width)
             return local.e.pair(*frames)
 
         with ThreadPoolExecutor(workers) as pool:
@@ -220,6 +221,23 @@ def pinned_copy(size, batch, device):
         sync(device)
         res[name] = (time.perf_counter() - t) * 100
     return res
+
+
+def profile_render(clip, preset, size, batch, device, frames=48):
+    """Where the dream loop's time goes, as torch.profiler's table (device time on CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                            else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        index = trimmed(index_video(clip), frames)
+        dreamer = dreamer_for(preset, device)
+        render_video(index, preset, dreamer, Path(tmp) / "warm.mp4", size, batch)  # compile
+        with profile(activities=activities) as prof:
+            render_video(index, preset, dreamer, Path(tmp) / "prof.mp4", size, batch)
+            sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60)
 
 
 def cap_4k(preset_name, device, cap_gib=16.0):
@@ -252,6 +270,8 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--ablation", action="store_true", help="time each optimisation")
     parser.add_argument("--cap4k", action="store_true", help="4K under a 16 GiB cap (CUDA)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile a short render: the ops that take the most device time")
     parser.add_argument("--out", default=None, help="also write the report here")
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -303,13 +323,21 @@ def main():
     emit(f"dream step at {w}x{h}: {ms:.2f} ms per frame (batch {batch}); memory floor "
          f"{floor:.2f} ms (conv outputs x5 / {bw / 1e12:.2f} TB/s copy); "
          f"{ms / floor:.2f}x the floor", "")
+    if args.profile:
+        emit("top ops by self time, rendering the first 48 frames (compiled, warm):", "```",
+             profile_render(args.clip, preset, size, batch, device), "```", "")
     if args.cap4k and device.type == "cuda":
         peak, tile, sec = cap_4k(args.preset, device)
         emit(f"4K batch of 4 under a 16 GiB cap: peak {peak:.1f} GiB, tile size {tile}, "
              f"{sec:.1f} s, no OOM", "")
     if args.ablation:
-        emit("| flow threads | ms per frame pair (fwd+bwd, DIS fast) |", "|---|---|",
-             *[f"| {k} | {v:.1f} |" for k, v in flow_workers(size, [1, 4, os.cpu_count()])])
+        threads = sorted({1, 4, os.cpu_count()})
+        reduced = preset.flow.max_width
+        full = flow_workers(size, threads)
+        small = flow_workers(size, threads, reduced) if reduced and reduced < w else full
+        emit(f"| flow threads | ms per frame pair (fwd+bwd, DIS fast), {w} px | "
+             f"at flow.max_width {reduced} px |", "|---|---|---|",
+             *[f"| {k} | {a:.1f} | {b:.1f} |" for (k, a), (_, b) in zip(full, small)])
         if (copy := pinned_copy(size, batch, device)) is not None:
             emit("", f"host->device copy of a batch: pageable {copy['pageable']:.2f} ms, "
                      f"pinned {copy['pinned']:.2f} ms")

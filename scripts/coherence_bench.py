@@ -1,42 +1,67 @@
 """Compare temporal-coherence modes on a clip: warping-error ratio, dream strength, seam ratio.
 
     python scripts/coherence_bench.py samples/pan.mp4 -p video [--batch 4] [--size 320x180]
+                                      [--split N]
 
 For each mode (independent, blend, warp, consistent) the clip is dreamed in `--batch` segments
 advanced in lockstep, then measured against the source as in shared/research/coherence.md:
 ratio = E(output) / E(source) (1.0 = no flicker added), strength = mean |output - source|, and
-seam = error at segment boundaries / median consecutive error.
+seam = error at segment boundaries / median consecutive error. With `--split N` the render is
+done as N parts of `--batch` segments each (`dream render --shard`), joined as `--assemble` does.
 """
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
+
+import cv2
 
 from renderer.decode import FrameReader, index_video
 from renderer.dream import dreamer_for
 from renderer.images import parse_size
 from renderer.metrics import FrameCollector, measure, seam_ranges
 from renderer.presets import load
-from renderer.video import StageTimes, plan_segments, render_frames
+from renderer.video import (Shard, StageTimes, assemble_shards, plan_segments, render_frames,
+                            render_video)
 
 MODES = ("independent", "blend", "warp", "consistent")
 
 
-def run_mode(index, preset_name, mode, size, batch, overrides, device):
+def run_mode(index, preset_name, mode, size, batch, overrides, device, split=1):
     preset = load(preset_name, [f"flow.mode={mode}", *overrides])
     dreamer = dreamer_for(preset, device)
-    segments = plan_segments(index.count, batch, preset.video.warmup)
-    writers = [FrameCollector() for _ in segments]
+    segments = plan_segments(index.count, batch * split, preset.video.warmup)
     started = time.perf_counter()
-    render_frames(index, preset, dreamer, size, segments, writers, StageTimes())
-    outputs = [f for w in writers for f in w.frames]
+    if split == 1:
+        writers = [FrameCollector() for _ in segments]
+        render_frames(index, preset, dreamer, size, segments, writers, StageTimes())
+        outputs = [f for w in writers for f in w.frames]
+    else:
+        outputs = render_split(index, preset, dreamer, size, batch, split)
     return outputs, seam_ranges(segments), time.perf_counter() - started
+
+
+def render_split(index, preset, dreamer, size, batch, split):
+    """The parts one after another, joined into PNG frames, read back."""
+    preset = preset.model_copy(deep=True)
+    preset.encode.codec = "png"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "frames"
+        for k in range(split):
+            render_video(index, preset, dreamer, out, size, batch, shard=Shard(k, split))
+        assemble_shards(index, preset, out, size, batch, split)
+        return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+                for p in sorted(out.glob("frame_*.png"))]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clip")
     parser.add_argument("-p", "--preset", default="video")
-    parser.add_argument("--batch", type=int, default=4, help="segments (seams = batch - 1)")
+    parser.add_argument("--batch", type=int, default=4,
+                        help="segments (per part with --split; seams = segments - 1)")
+    parser.add_argument("--split", type=int, default=1, help="render as N parts, then join them")
     parser.add_argument("--size", default=None, help="WxH (default: the clip's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--modes", default=",".join(MODES))
@@ -48,15 +73,16 @@ def main():
         index.pts = index.pts[:args.frames]
     size = parse_size(args.size) if args.size else (index.width, index.height)
     sources = list(FrameReader(index, 0, index.count, size))
-    segments = plan_segments(index.count, args.batch, load(args.preset, args.overrides).video.warmup)
+    segments = plan_segments(index.count, args.batch * args.split,
+                             load(args.preset, args.overrides).video.warmup)
     print(f"clip {args.clip}: {index.count} frames {size[0]}x{size[1]}, preset {args.preset}, "
-          f"{len(segments)} segments (--batch {args.batch})")
+          f"{len(segments)} segments (--batch {args.batch}, --split {args.split})")
     print("| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | s |")
     print("|---|---|---|---|---|---|")
     base = None
     for mode in args.modes.split(","):
         outputs, seams, seconds = run_mode(index, args.preset, mode, size, args.batch,
-                                           args.overrides, args.device)
+                                           args.overrides, args.device, args.split)
         c = measure(sources, outputs, seams)
         base = base or (c.strength if mode == "independent" else None)
         rel = f"{c.strength / base:.2f}x" if base else "-"

@@ -1,4 +1,5 @@
-"""Queued jobs on a local multi-node Ray cluster (127.0.0.1 only), including a lost node."""
+"""Queued jobs on a local multi-node Ray cluster (127.0.0.1 only): a render split over nodes,
+including a lost node, and a zoom job run whole."""
 
 import os
 import subprocess
@@ -17,7 +18,9 @@ from ray.cluster_utils import Cluster  # noqa: E402
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ARGS = ["-p", "preview", "--size", "96x64", "--set", "dream.octaves=1", "--set",
         "dream.steps=4", "--set", "flow.steps=4", "--set", "video.warmup=2", "--set",
-        "video.checkpoint_every=4", "--set", "encode.codec=png", "--batch", "2"]
+        "video.checkpoint_every=4", "--set", "encode.codec=png", "--batch", "1"]
+ZOOM = ["-p", "zoom-classic", "--size", "64x48", "--set", "dream.octaves=1", "--set",
+        "dream.steps=2"]
 
 
 @pytest.fixture
@@ -34,32 +37,45 @@ def driver(db, address, *extra):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_jobs_spread_over_nodes_and_survive_a_lost_node(tmp_path, cluster):
-    """Jobs need a 'render' resource that only worker nodes have; the node running the job is
-    removed mid-render, a replacement joins, Ray retries the task and it resumes."""
-    node = cluster.add_node(num_cpus=1, resources={"render": 1}, node_ip_address="127.0.0.1")
+def test_split_render_survives_a_lost_node_and_zoom_runs_whole(tmp_path, cluster):
+    """A render job split over two worker nodes (tasks need a 'render' resource only they
+    have): once both parts have checkpointed, both nodes are removed (the part that started
+    last is surely mid-render), replacements join, Ray retries the parts and they resume; the
+    joined frames equal the same parts rendered here. A zoom job in the queue runs whole."""
+    nodes = [cluster.add_node(num_cpus=1, resources={"render": 1}, node_ip_address="127.0.0.1")
+             for _ in range(2)]
     cluster.wait_for_nodes()
     db = tmp_path / "q.db"
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=5, size="96x64")
     # Ray runs one-CPU tasks with OMP_NUM_THREADS=1; the same thread count gives the same floats
-    assert run_cli("render", src, "-o", tmp_path / "ref", *ARGS,
-                   env={"OMP_NUM_THREADS": "1"}).returncode == 0
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    for part in ("--shard", "1/2"), ("--shard", "2/2"), ("--assemble", "2"):
+        assert run_cli("render", src, "-o", tmp_path / "ref", *ARGS, *part,
+                       env=one_thread).returncode == 0
     assert run_cli("queue", "--db", db, "add", "render", src, "-o", tmp_path / "out",
                    *ARGS).returncode == 0
+    assert run_cli("queue", "--db", db, "add", "zoom", "-o", tmp_path / "zoom.mp4",
+                   "--seconds", "1", "--fps", "8", *ZOOM).returncode == 0
     proc = driver(db, cluster.address, "--drain", "--ray-resources", '{"render": 1}')
-    checkpoint = tmp_path / ".out.parts" / "checkpoint.pt"
+    checkpoints = [tmp_path / ".out.parts" / f"shard_{k}of2" / "checkpoint.pt" for k in (1, 2)]
     deadline = time.time() + 300
-    while not checkpoint.exists() and time.time() < deadline:
+    while not all(c.exists() for c in checkpoints) and time.time() < deadline:
         time.sleep(0.05)
-    assert checkpoint.exists(), proc.stdout.read() if proc.poll() is not None else "timeout"
-    cluster.remove_node(node)
-    cluster.add_node(num_cpus=1, resources={"render": 1}, node_ip_address="127.0.0.1")
+    assert all(c.exists() for c in checkpoints), (
+        proc.stdout.read() if proc.poll() is not None else "timeout")
+    for node in nodes:
+        cluster.remove_node(node)
+    for node in nodes:
+        cluster.add_node(num_cpus=1, resources={"render": 1}, node_ip_address="127.0.0.1")
     out, _ = proc.communicate(timeout=600)
-    job = Queue(db).get(1)
-    assert job.state == "done", out
-    log = open(job.log).read()
-    assert log.count("--- ray task") == 2 and "resuming from step" in log
+    render, zoom = Queue(db).get(1), Queue(db).get(2)
+    assert render.state == "done" and zoom.state == "done", out
+    assert "job 1: dispatched to Ray in 2 parts" in out
+    log = open(render.log).read()
+    assert log.count("(part 1/2)") + log.count("(part 2/2)") in (3, 4), log
+    assert log.count("(assemble)") == 1 and "resuming from step" in log
     ref = sorted((tmp_path / "ref").glob("frame_*.png"))
     got = sorted((tmp_path / "out").glob("frame_*.png"))
-    assert [p.name for p in got] == [p.name for p in ref]
+    assert len(ref) == 125 and [p.name for p in got] == [p.name for p in ref]
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(got, ref))
+    assert "(zoom)" in open(zoom.log).read() and (tmp_path / "zoom.mp4").stat().st_size > 0

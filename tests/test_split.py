@@ -1,0 +1,85 @@
+"""One render split into parts (`--shard K/N`) rendered on their own, then joined (`--assemble N`)."""
+
+import cv2
+import numpy as np
+
+from conftest import assert_user_error, run_cli
+from media import audio_onset, brightness_per_frame, flash_clip, info
+
+FAST = ["-p", "preview", "--set", "dream.octaves=1", "--set", "dream.steps=1",
+        "--set", "flow.steps=1", "--set", "video.warmup=2", "--batch", "1"]
+
+
+def test_parts_join_in_order_with_cross_faded_hand_overs(tmp_path):
+    """Every frame a part wrote lands unchanged at its place; each hand-over frame is the
+    smoothstep blend of one part's tail and the next part's warm-up, as in a single render."""
+    from renderer.video import crossfade, fade_weight, plan_segments
+
+    src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=5, size="96x64")
+    out, parts = tmp_path / "out", tmp_path / ".out.parts"
+    args = [*FAST, "--set", "encode.codec=png", "--set", "video.checkpoint_every=8"]
+    for k in (1, 2):
+        assert run_cli("render", src, "-o", out, *args, "--shard", f"{k}/3").returncode == 0
+    early = run_cli("render", src, "-o", out, *args, "--assemble", "3")
+    assert_user_error(early, "part 3/3", "--shard 3/3")
+    assert run_cli("render", src, "-o", out, *args, "--shard", "3/3").returncode == 0
+
+    own = {p.name: p.read_bytes() for p in parts.glob("shard_*/frames/*.png")}
+    segments = plan_segments(125, 3, 2)
+    expected = {}
+    for k, incoming in enumerate(segments[1:], start=1):
+        for frame in range(incoming.start, incoming.keep):
+            tail = np.load(parts / f"shard_{k}of3" / "fades" / f"tail_{frame}.npy")
+            warm = np.load(parts / f"shard_{k + 1}of3" / "fades" / f"0_{frame}.npy")
+            expected[f"frame_{frame:06d}.png"] = crossfade(tail, warm,
+                                                           fade_weight(incoming, frame))
+    assert len(own) == 125 - 4 and len(expected) == 4 and not set(own) & set(expected)
+
+    joined = run_cli("render", src, "-o", out, *args, "--assemble", "3")
+    assert joined.returncode == 0, joined.stderr
+    frames = sorted(p.name for p in out.glob("frame_*.png"))
+    assert frames == [f"frame_{i:06d}.png" for i in range(125)]
+    assert all((out / name).read_bytes() == data for name, data in own.items())
+    for name, rgb in expected.items():
+        written = cv2.cvtColor(cv2.imread(str(out / name)), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(written, rgb), name
+    assert (out / "audio.flac").exists() and not parts.exists()
+
+
+def test_more_parts_than_segments_and_audio_in_sync(tmp_path):
+    """8 parts of a 48-frame clip that holds 6 segments: two parts are empty; the joined h264
+    file has every frame, and the flash still lands on the beep after --start."""
+    from renderer import presets
+    from renderer.decode import index_video
+    from renderer.dream import dreamer_for
+    from renderer.video import Shard, assemble_shards, render_video, shard_plan
+
+    src = flash_clip(tmp_path / "flash.mp4")
+    out = tmp_path / "out.mkv"
+    preset = presets.load("preview", [a for p, a in zip(FAST, FAST[1:]) if p == "--set"])
+    index = index_video(src, 0.5, None)
+    size = (index.width, index.height)
+    dreamer = dreamer_for(preset, "cpu")
+    empty = 0
+    for k in range(8):
+        empty += not shard_plan(index.count, 1, 2, Shard(k, 8))[1]
+        render_video(index, preset, dreamer, out, size, 1, shard=Shard(k, 8))
+    assert empty == 2 and not out.exists()
+    assemble_shards(index, preset, out, size, 1, 8)
+    rate = 24000 / 1001
+    written = info(out)
+    assert written["frames"] == index.count == round(2.0 * rate) and written["acodec"]
+    flash_frame = int(np.argmax(brightness_per_frame(out)))
+    assert abs(flash_frame / rate - 1.0) <= 1 / rate + 1e-6
+    assert abs(audio_onset(out) - flash_frame / rate) <= 1 / rate + 0.01
+
+
+def test_bad_part_arguments(tmp_path):
+    src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=1, size="96x64")
+    for extra, needles in ((["--shard", "3/2"], ["--shard '3/2'", "K/N"]),
+                           (["--shard", "two"], ["--shard 'two'", "e.g. --shard 2/4"]),
+                           (["--shard", "1/2", "--assemble", "2"], ["either --shard or"]),
+                           (["--assemble", "0"], ["--assemble 0", "1..256"])):
+        result = run_cli("render", src, "-o", tmp_path / "o.mkv", *FAST, *extra)
+        assert_user_error(result, *needles)
+    assert not (tmp_path / "o.mkv").exists()
