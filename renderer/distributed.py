@@ -10,28 +10,58 @@ retries after its node died continues from its last checkpoint instead of starti
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
 import time
+from dataclasses import dataclass, field
 
-from .jobs import Queue, die_with_parent, job_command
+from .jobs import Job, Queue, die_with_parent, job_command
 
 
-def _run_command(kind: str, args: list[str], cwd: str, log: str, label: str, *parts: int) -> int:
+def _run_command(kind: str, args: list[str], cwd: str, log: str, label: str,
+                 progress: str | None, *parts: int) -> int:
     """The Ray task body: run one render command in a child process, return its exit code.
 
-    `parts` are the exit codes of the tasks this one waits for (Ray passes their results in);
-    if one of them failed there is nothing to join and this task fails too.
+    The render reports its progress into the file `progress`. `parts` are the exit codes of
+    the tasks this one waits for (Ray passes their results in); if one of them failed there is
+    nothing to join and this task fails too.
     """
     if any(parts):
         return next(code for code in parts if code)
     command = job_command(kind, args)
+    env = dict(os.environ, **({"DREAM_PROGRESS_FILE": progress} if progress else {}))
     with open(log, "a") as out:
         out.write(f"--- ray task ({label}) on {os.uname().nodename} pid {os.getpid()}\n")
         out.flush()
-        return subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
                               preexec_fn=die_with_parent).returncode
+
+
+@dataclass
+class _Dispatched:
+    """A job on Ray: all its tasks (the last one's result is the job's), the task slots it
+    holds and the progress files of its renders."""
+    job: Job
+    tasks: list
+    slots: int
+    progress: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def combined_progress(paths: list[str]) -> dict:
+    """Frames done and total and fps summed over the parts of a job (the parts run at once)."""
+    reports = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                reports.append(json.load(f))
+        except (OSError, ValueError):
+            continue
+    if not reports:
+        return {}
+    return {key: sum(r[key] for r in reports) for key in ("done", "total", "fps")}
 
 
 def task_slots(totals: dict, gpus_per_task: float, resources: dict) -> int:
@@ -55,16 +85,17 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
     task = ray.remote(max_retries=max_retries, retry_exceptions=False)(_run_command)
     resources = resources or {}
     name = f"ray:{address}:{os.getpid()}"
-    running: dict = {}  # ObjectRef of the job's last task -> (job, task slots it holds)
+    running: dict[object, _Dispatched] = {}  # ObjectRef of the job's last task -> job
     logs = queue.path.parent / "logs"
     logs.mkdir(exist_ok=True)
     stop = threading.Event()
 
-    def beat():  # keep the leases of dispatched jobs alive
+    def beat():  # keep the leases of dispatched jobs alive, record progress, notice cancels
         own = Queue(queue.path)
         while not stop.wait(min(1.0, lease / 4)):
-            for job, _ in list(running.values()):
-                own.heartbeat(job.id, name, lease, {})
+            for item in list(running.values()):
+                if not own.heartbeat(item.job.id, name, lease, combined_progress(item.progress)):
+                    item.cancelled = True
 
     threading.Thread(target=beat, daemon=True).start()
     capacity = task_slots(ray.cluster_resources(), gpus_per_task, resources)
@@ -72,24 +103,36 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
     render_task = task.options(num_gpus=gpus_per_task, resources=resources)
     join_task = task.options(num_gpus=0, resources=resources)
 
-    def dispatch(job) -> tuple:
+    def dispatch(job: Job) -> _Dispatched:
         log = str(logs / f"job_{job.id}.log")
         queue.set_log(job.id, log)
         if job.kind != "render" or parts == 1:
-            return render_task.remote(job.kind, job.args, job.cwd, log, job.kind), 1
+            progress = str(logs / f"job_{job.id}.progress.json")
+            task = render_task.remote(job.kind, job.args, job.cwd, log, job.kind, progress)
+            return _Dispatched(job, [task], 1, [progress])
+        progress = [str(logs / f"job_{job.id}.part{k}.progress.json")
+                    for k in range(1, parts + 1)]
         shards = [render_task.remote(job.kind, [*job.args, "--shard", f"{k}/{parts}"], job.cwd,
-                                     log, f"part {k}/{parts}") for k in range(1, parts + 1)]
-        return join_task.remote(job.kind, [*job.args, "--assemble", str(parts)], job.cwd, log,
-                                "assemble", *shards), parts
+                                     log, f"part {k}/{parts}", progress[k - 1])
+                  for k in range(1, parts + 1)]
+        join = join_task.remote(job.kind, [*job.args, "--assemble", str(parts)], job.cwd, log,
+                                "assemble", None, *shards)
+        return _Dispatched(job, [*shards, join], parts, progress)
 
     try:
         while True:
-            while sum(n for _, n in running.values()) < capacity and (
+            for ref, item in list(running.items()):
+                if item.cancelled:  # `dream queue cancel`, or the lease was lost
+                    for task in item.tasks:
+                        ray.cancel(task, force=True)
+                    del running[ref]
+                    say(f"job {item.job.id}: cancelled, its Ray tasks stopped")
+            while sum(item.slots for item in running.values()) < capacity and (
                     job := queue.claim(name, lease)) is not None:
-                ref, slots = dispatch(job)
-                running[ref] = (job, slots)
-                say(f"job {job.id}: dispatched to Ray" + (f" in {slots} parts" if slots > 1
-                                                          else ""))
+                item = dispatch(job)
+                running[item.tasks[-1]] = item
+                say(f"job {job.id}: dispatched to Ray" + (f" in {item.slots} parts"
+                                                          if item.slots > 1 else ""))
             if not running:
                 if drain:
                     return
@@ -97,7 +140,7 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
                 continue
             done, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
             for ref in done:
-                job, _ = running.pop(ref)
+                job = running.pop(ref).job
                 try:
                     code = ray.get(ref)
                 except Exception as exc:  # retries exhausted (node lost for good)

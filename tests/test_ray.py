@@ -41,7 +41,8 @@ def test_split_render_survives_a_lost_node_and_zoom_runs_whole(tmp_path, cluster
     """A render job split over two worker nodes (tasks need a 'render' resource only they
     have): once both parts have checkpointed, both nodes are removed (the part that started
     last is surely mid-render), replacements join, Ray retries the parts and they resume; the
-    joined frames equal the same parts rendered here. A zoom job in the queue runs whole."""
+    joined frames equal the same parts rendered here, and the job's row shows the parts'
+    progress. A second render is cancelled while it runs; a zoom job runs whole."""
     nodes = [cluster.add_node(num_cpus=1, resources={"render": 1}, node_ip_address="127.0.0.1")
              for _ in range(2)]
     cluster.wait_for_nodes()
@@ -54,8 +55,10 @@ def test_split_render_survives_a_lost_node_and_zoom_runs_whole(tmp_path, cluster
                        env=one_thread).returncode == 0
     assert run_cli("queue", "--db", db, "add", "render", src, "-o", tmp_path / "out",
                    *ARGS).returncode == 0
+    assert run_cli("queue", "--db", db, "add", "render", src, "-o", tmp_path / "out2",
+                   *ARGS).returncode == 0
     assert run_cli("queue", "--db", db, "add", "zoom", "-o", tmp_path / "zoom.mp4",
-                   "--seconds", "1", "--fps", "8", *ZOOM).returncode == 0
+                   "--seconds", "3", "--fps", "8", *ZOOM).returncode == 0
     proc = driver(db, cluster.address, "--drain", "--ray-resources", '{"render": 1}')
     checkpoints = [tmp_path / ".out.parts" / f"shard_{k}of2" / "checkpoint.pt" for k in (1, 2)]
     deadline = time.time() + 300
@@ -67,10 +70,26 @@ def test_split_render_survives_a_lost_node_and_zoom_runs_whole(tmp_path, cluster
         cluster.remove_node(node)
     for node in nodes:
         cluster.add_node(num_cpus=1, resources={"render": 1}, node_ip_address="127.0.0.1")
+
+    # job 2 holds both nodes; cancelled while it renders, its tasks must stop at once (the
+    # driver lives on: the zoom job waits for the nodes)
+    progress = db.parent / "logs" / "job_2.part1.progress.json"
+    while not progress.exists() and proc.poll() is None and time.time() < deadline + 300:
+        time.sleep(0.05)
+    assert run_cli("queue", "--db", db, "cancel", "2").returncode == 0
+    time.sleep(4)  # the driver's heartbeat notices within a second, its loop within two
+    reports = sorted(progress.parent.glob("job_2.part*.progress.json"))
+    stopped = [p.read_text() for p in reports]
+    time.sleep(3)  # a render still running would report within a second
+    assert [p.read_text() for p in reports] == stopped and proc.poll() is None
+
     out, _ = proc.communicate(timeout=600)
-    render, zoom = Queue(db).get(1), Queue(db).get(2)
+    render, cancelled, zoom = (Queue(db).get(k) for k in (1, 2, 3))
     assert render.state == "done" and zoom.state == "done", out
+    assert cancelled.state == "cancelled" and "job 2: cancelled" in out, out
+    assert not (tmp_path / "out2").exists()
     assert "job 1: dispatched to Ray in 2 parts" in out
+    assert render.frames_total == 125 - 2 and render.frames_done > 0  # 2 hand-over frames
     log = open(render.log).read()
     assert log.count("(part 1/2)") + log.count("(part 2/2)") in (3, 4), log
     assert log.count("(assemble)") == 1 and "resuming from step" in log
