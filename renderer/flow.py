@@ -1,8 +1,8 @@
 """Optical flow and temporal coherence: DIS flow on source frames, warping, reliability masks.
 
-Flow estimation is OpenCV on the CPU (numpy in, numpy out); warping and the forward-backward
-consistency mask are pure batched tensor functions (Kornia-style), so they run wherever the
-dreams live. Conventions follow Ruder et al. 2016: the backward flow w_b maps frame t to t-1,
+Flow estimation is OpenCV on the CPU (numpy in, numpy out, at a reduced size for wide frames);
+scaling it back to full size, warping and the forward-backward consistency mask are pure
+batched tensor functions (Kornia-style), so they run wherever the dreams live. Conventions follow Ruder et al. 2016: the backward flow w_b maps frame t to t-1,
 W(x)(p) = x(p + w_b(p)).
 """
 
@@ -21,8 +21,9 @@ _DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
 class FlowEstimator:
     """Backward and forward DIS flow between two RGB frames. One instance per thread.
 
-    Frames wider than `max_width` are estimated at reduced size and the flow is scaled back up:
-    at 1080p this quarters the cost, and the smooth motion that carries a dream loses little.
+    Frames wider than `max_width` are estimated at reduced size: at 1080p this cuts the cost
+    3x, and the smooth motion that carries a dream loses little. The flow stays at that size
+    (a quarter of the bytes to stage and copy); `resize_flow` scales it up on the device.
     """
 
     def __init__(self, quality: str = "fast", max_width: int = 0):
@@ -37,24 +38,25 @@ class FlowEstimator:
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         return gray
 
-    def _full_size(self, flow: np.ndarray, shape) -> np.ndarray:
-        h, w = shape[:2]
-        if flow.shape[:2] == (h, w):
-            return flow
-        scale = np.array([w / flow.shape[1], h / flow.shape[0]], np.float32)
-        return cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) * scale
-
     def pair(self, previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(w_b, w_f): flow current -> previous and previous -> current, each HxWx2 float32."""
+        """(w_b, w_f): flow current -> previous and previous -> current, each hxwx2 float32 at
+        the estimation size, in pixels of that size."""
         prev_gray, cur_gray = self._gray(previous), self._gray(current)
-        backward = self.dis.calc(cur_gray, prev_gray, None)
-        forward = self.dis.calc(prev_gray, cur_gray, None)
-        return self._full_size(backward, current.shape), self._full_size(forward, current.shape)
+        return self.dis.calc(cur_gray, prev_gray, None), self.dis.calc(prev_gray, cur_gray, None)
 
 
 def flow_to_tensor(flows: list[np.ndarray]) -> torch.Tensor:
     """N HxWx2 numpy flows -> (N, 2, H, W) tensor."""
     return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()
+
+
+def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 2, h, w) flow in pixels of that size -> (N, 2, H, W) in full-size pixels."""
+    h, w = flow.shape[-2:]
+    if (h, w) == tuple(size):
+        return flow
+    scale = torch.tensor([size[1] / w, size[0] / h], device=flow.device).view(1, 2, 1, 1)
+    return F.interpolate(flow, size=size, mode="bilinear", align_corners=False) * scale
 
 
 def _base_grid(n: int, h: int, w: int, device) -> torch.Tensor:

@@ -32,7 +32,7 @@ def consecutive_errors(sources: list[np.ndarray], outputs: list[np.ndarray],
                        quality: str = "medium") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """E(t) for t >= 1 for the source and the output (the source's flow and mask), and the
     share of reliable pixels (near 0 at a scene cut)."""
-    estimator = FlowEstimator(quality)
+    estimator = FlowEstimator(quality)  # full size: the reference flow
     src_err, out_err, coverage = [], [], []
     for t in range(1, len(sources)):
         backward, forward = estimator.pair(sources[t - 1], sources[t])

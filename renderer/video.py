@@ -30,7 +30,7 @@ from .accel import Compiled
 from .dream import Anchor, Dreamer
 from .errors import UserError
 from .framestore import FrameStore, crossfade_weight
-from .flow import FlowEstimator, consistency_mask, flow_to_tensor, warp
+from .flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, warp
 from .images import to_uint8
 from .presets import FlowSection, Preset
 from .progress import console
@@ -301,7 +301,8 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
                 prev_d = torch.stack([prev_dream[i] for i in packet.rows])
                 backward = forward = None
                 if packet.flows is not None:
-                    backward, forward = (f.to(device, non_blocking=cuda) for f in packet.flows)
+                    backward, forward = (resize_flow(f.to(device, non_blocking=cuda),
+                                                     source.shape[-2:]) for f in packet.flows)
                 start, anchor = carried_start(settings, source, prev_s, prev_d, backward, forward)
             steps = preset.dream.steps if first or settings.mode == "independent" else carried_steps
             pad = len(segments) - len(packet.rows) if static_shapes else 0

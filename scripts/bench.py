@@ -31,7 +31,7 @@ import torch
 from renderer import encode
 from renderer.decode import FrameReader, index_video, slot_counts
 from renderer.dream import Dreamer, build_objective, dreamer_for, pick_device
-from renderer.flow import FlowEstimator, flow_to_tensor
+from renderer.flow import FlowEstimator, flow_to_tensor, resize_flow
 from renderer.images import parse_size, to_tensor, to_uint8
 from renderer.models import load_network
 from renderer.presets import load
@@ -91,9 +91,10 @@ def naive(clip, preset, size, frames, device, workdir):
         src = to_tensor(rgb).to(device)
         start, anchor = src, None
         if flows is not None:
-            start, anchor = carried_start(preset.flow, src, prev_src, prev_dream,
-                                          flow_to_tensor([flows[0]]).to(device),
-                                          flow_to_tensor([flows[1]]).to(device))
+            backward, forward = (resize_flow(flow_to_tensor([f]).to(device), src.shape[-2:])
+                                 for f in flows)
+            start, anchor = carried_start(preset.flow, src, prev_src, prev_dream, backward,
+                                          forward)
         dreamed = dreamer.dream(start, seed=preset.seed,
                                 steps=preset.dream.steps if i == 0 else carried, anchor=anchor)
         out = to_uint8(dreamed)[0]  # the round trip

@@ -21,4 +21,4 @@ python3 -c "import torch, cv2; print('torch', torch.__version__, 'cv2', cv2.__ve
 nproc | tee -a "$OUT/gpu.txt"
 time python3 scripts/make_sample_clip.py --out /tmp/clip1080.mp4 --seconds ${SECONDS_CLIP:-30} --size 1920x1080
 python3 scripts/bench.py /tmp/clip1080.mp4 -p video --set video.warmup=24 \
-  --naive-frames 48 ${BENCH_ARGS:---ablation --cap4k} --out "$OUT/bench_1080p.md" 2>&1 | tee "$OUT/bench_log.txt"
+  --naive-frames 48 ${BENCH_ARGS:---ablation --cap4k --profile} --out "$OUT/bench_1080p.md" 2>&1 | tee "$OUT/bench_log.txt"

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from renderer.flow import FlowEstimator, consistency_mask, flow_to_tensor, warp
+from renderer.flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, warp
 from renderer.images import to_tensor
 
 
@@ -81,15 +81,17 @@ def test_flow_mode_flickers_less_than_independent(tmp_path):
     sources = list(FrameReader(index, 0, 12, size))
     index.pts = index.pts[:12]
     ratios = {}
-    for mode in ("independent", "consistent"):
-        preset = load("video", [f"flow.mode={mode}", "dream.octaves=2", "dream.steps=4",
-                                "flow.steps=2"])
+    runs = {"independent": ["flow.mode=independent"], "consistent": ["flow.mode=consistent"],
+            "half-size flow": ["flow.mode=consistent", "flow.max_width=48"]}
+    for mode, overrides in runs.items():
+        preset = load("video", [*overrides, "dream.octaves=2", "dream.steps=4", "flow.steps=2"])
         collector = FrameCollector()
         segments = plan_segments(index.count, 1, 0)
         render_frames(index, preset, dreamer_for(preset, "cpu"), size, segments, [collector],
                       StageTimes())
         ratios[mode] = measure(sources, collector.frames, []).ratio
     assert ratios["consistent"] < 0.75 * ratios["independent"]
+    assert ratios["half-size flow"] < 0.75 * ratios["independent"]
 
 
 def test_reduced_size_flow_is_scaled_back_to_full_size():
@@ -100,8 +102,10 @@ def test_reduced_size_flow_is_scaled_back_to_full_size():
     texture = cv2.GaussianBlur((rng.random((120, 240)) * 255).astype(np.uint8), (0, 0), 2.0)
     rgb = np.dstack([texture] * 3)
     shifted = np.roll(rgb, 6, axis=1)
-    backward, forward = FlowEstimator("medium", max_width=120).pair(rgb, shifted)
-    assert backward.shape == (120, 240, 2)
+    small = FlowEstimator("medium", max_width=120).pair(rgb, shifted)
+    assert small[0].shape == (60, 120, 2)
+    backward, forward = (resize_flow(flow_to_tensor([f]), (120, 240))[0] for f in small)
+    assert backward.shape == (2, 120, 240)
     inner = (slice(20, -20), slice(30, -30))
-    assert abs(np.median(forward[inner][..., 0]) - 6) < 0.6
-    assert abs(np.median(backward[inner][..., 0]) + 6) < 0.6
+    assert abs(forward[0][inner].median() - 6) < 0.6 and abs(forward[1][inner].median()) < 0.3
+    assert abs(backward[0][inner].median() + 6) < 0.6
