@@ -195,7 +195,7 @@ class Dreamer:
         self.dtype = {"auto": torch.bfloat16 if cuda else None, "fp32": None,
                       "bf16": torch.bfloat16}[settings.precision]
         self.channels_last = settings.channels_last is True or (
-            settings.channels_last == "auto" and cuda)
+            settings.channels_last == "auto" and self.device.type in ("cuda", "cpu"))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         mode = {"auto": "on" if cuda else "off", True: "on", False: "off"}.get(
