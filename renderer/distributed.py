@@ -106,7 +106,8 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
     def dispatch(job: Job) -> _Dispatched:
         log = str(logs / f"job_{job.id}.log")
         queue.set_log(job.id, log)
-        if job.kind != "render" or parts == 1:
+        whole = job.kind != "render" or parts == 1 or {"--shard", "--assemble"} & set(job.args)
+        if whole:  # a zoom, or a job that is already one part (or the joining) of a render
             progress = str(logs / f"job_{job.id}.progress.json")
             task = render_task.remote(job.kind, job.args, job.cwd, log, job.kind, progress)
             return _Dispatched(job, [task], 1, [progress])

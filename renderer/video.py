@@ -529,8 +529,13 @@ def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple
             merged if png else parts_dir(output) / f"seam_{shard.number:04d}.mkv", size,
             index.rate, preset.encode, first_slot=sum(repeats[:incoming.start]))
         for frame in range(incoming.start, last.end):
-            seam.write(crossfade(tails.get(("tail", frame)), warmups.get((0, frame)),
-                                 fade_weight(incoming, frame)), repeats[frame])
+            tail, warm = tails.get(("tail", frame)), warmups.get((0, frame))
+            if tail is None or warm is None:
+                seam.abort()
+                raise UserError(f"frame {frame} of the hand-over after part {shard} is missing "
+                                f"from '{parts_dir(output)}': render parts {shard} and "
+                                f"{following[0]} again without --resume")
+            seam.write(crossfade(tail, warm, fade_weight(incoming, frame)), repeats[frame])
         seam.close()
         if not png and seam.frames:
             parts.append(seam.path)

@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import assert_user_error, run_cli
 from media import audio_onset, brightness_per_frame, flash_clip, info
@@ -52,6 +53,7 @@ def test_more_parts_than_segments_and_audio_in_sync(tmp_path):
     from renderer import presets
     from renderer.decode import index_video
     from renderer.dream import dreamer_for
+    from renderer.errors import UserError
     from renderer.video import Shard, assemble_shards, render_video, shard_plan
 
     src = flash_clip(tmp_path / "flash.mp4")
@@ -65,6 +67,11 @@ def test_more_parts_than_segments_and_audio_in_sync(tmp_path):
         empty += not shard_plan(index.count, 1, 2, Shard(k, 8))[1]
         render_video(index, preset, dreamer, out, size, 1, shard=Shard(k, 8))
     assert empty == 2 and not out.exists()
+    tail = next((tmp_path / ".out.mkv.parts" / "shard_1of8" / "fades").glob("tail_*.npy"))
+    tail.unlink()  # a lost hand-over frame: a clear error, then render that part again
+    with pytest.raises(UserError, match="render parts 1/8 and 2/8 again"):
+        assemble_shards(index, preset, out, size, 1, 8)
+    render_video(index, preset, dreamer, out, size, 1, shard=Shard(0, 8))
     assemble_shards(index, preset, out, size, 1, 8)
     rate = 24000 / 1001
     written = info(out)
