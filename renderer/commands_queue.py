@@ -39,7 +39,7 @@ def register(sub) -> None:
                    help="seconds before a silent worker's job is taken over")
     w.add_argument("--drain", action="store_true", help="exit when no job is runnable")
     w.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="dispatch jobs to a Ray cluster (pip install .[ray]), one GPU each")
+                   help="dispatch jobs to a Ray cluster (pip install .[ray]), one GPU per task")
     w.add_argument("--gpus-per-task", type=float, default=1.0,
                    help="with --ray: GPUs per job (0 runs on CPU nodes)")
     w.add_argument("--ray-resources", default=None, metavar="JSON",

@@ -22,7 +22,9 @@ def register(sub, add_common) -> None:
     p.add_argument("--scale", type=float, default=None, help="scale factor for the frame size")
     p.add_argument("--preview", action="store_true",
                    help="fast low-resolution pass (320 px, fewer octaves)")
-    p.add_argument("--batch", type=int, default=None, help="segments per GPU batch")
+    p.add_argument("--batch", type=int, default=None,
+                   help="segments per GPU batch (default: what GPU memory holds; with --shard "
+                        "or --assemble: per part, default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed or interrupted render from its last checkpoint "
