@@ -100,20 +100,17 @@ def cmd_render(args) -> None:
     if index.warning:
         console.print(f"[yellow]warning:[/yellow] {index.warning}")
     size = render_size(args, index.width, index.height)
-    split_batch = args.batch or preset.video.batch or SHARD_BATCH  # every part must agree
-    if args.assemble:
-        assemble_shards(index, preset, output, size, split_batch, args.assemble)
+    chosen = args.batch or preset.video.batch
+    if args.assemble:  # parts default to SHARD_BATCH segments: every part must agree
+        assemble_shards(index, preset, output, size, chosen or SHARD_BATCH, args.assemble)
         print(f"wrote {output} ({index.count} frames at {size[0]}x{size[1]}, "
               f"{args.assemble} parts joined)")
         return
     dreamer = dreamer_for(preset, args.device)
-    batch = split_batch if shard else (
-        args.batch or preset.video.batch or default_batch(dreamer.device, size))
-    segments, mine, tail_from = shard_plan(index.count, batch, preset.video.warmup,
-                                           shard or Shard(0, 1))
-    dreamed_total = sum(s.length for s in mine)
-    kept_total = sum(s.end - s.keep for s in mine) - (mine[-1].end - tail_from
-                                                      if mine and tail_from is not None else 0)
+    batch = chosen or (SHARD_BATCH if shard else default_batch(dreamer.device, size))
+    plan = shard_plan(index.count, batch, preset.video.warmup, shard or Shard(0, 1))
+    dreamed_total = sum(s.length for s in plan.mine)
+    kept_total = plan.kept
     started = time.perf_counter()
     encoded = [0, 0.0]  # frames, time of the last report to a queue worker
 
@@ -135,7 +132,7 @@ def cmd_render(args) -> None:
     elapsed = time.perf_counter() - started
     what = f"part {shard} of {output}" if shard else str(output)
     print(f"wrote {what} ({kept_total} frames at {size[0]}x{size[1]}, "
-          f"{kept_total / elapsed:.2f} fps, {len(mine)} of {len(segments)} segments)")
+          f"{kept_total / elapsed:.2f} fps, {len(plan.mine)} of {len(plan.segments)} segments)")
 
 
 def register_zoom(sub, add_common) -> None:

@@ -56,11 +56,27 @@ def plan_segments(count: int, batch: int, warmup: int) -> list[Segment]:
     return [Segment(i, max(0, bounds[i] - warmup), bounds[i], bounds[i + 1]) for i in range(n)]
 
 
-def shard_plan(count: int, batch: int, warmup: int, shard: "Shard"):
-    """(all segments, this part's segments, the frame its tail hands over from or None)."""
+@dataclass(frozen=True)
+class ShardPlan:
+    """One part's share of a split render (a whole render is part 1 of 1)."""
+    segments: list[Segment]  # the whole render's
+    mine: list[Segment]  # the ones this part dreams
+    tail_from: int | None  # where this part's last frames start to hand over to the next part
+
+    @property
+    def kept(self) -> int:
+        """Frames this part writes itself (its hand-over tail is written at assembly)."""
+        if not self.mine:
+            return 0
+        handed_over = 0 if self.tail_from is None else self.mine[-1].end - self.tail_from
+        return sum(s.end - s.keep for s in self.mine) - handed_over
+
+
+def shard_plan(count: int, batch: int, warmup: int, shard: "Shard") -> ShardPlan:
     segments = plan_segments(count, batch * shard.count, warmup)
     first, last = shard.span(len(segments))
-    return segments, segments[first:last], segments[last].start if last < len(segments) else None
+    return ShardPlan(segments, segments[first:last],
+                     segments[last].start if last < len(segments) else None)
 
 
 def fade_weight(segment: Segment, frame: int) -> float:
@@ -438,10 +454,11 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
     times = times or StageTimes()
     batch = batch or preset.video.batch or default_batch(dreamer.device, size)
     shard = shard or Shard(0, 1)
-    segments, mine, tail_from = shard_plan(index.count, batch, preset.video.warmup, shard)
+    plan = shard_plan(index.count, batch, preset.video.warmup, shard)
+    mine = plan.mine
     repeats = slot_counts(index)
     whole = shard.count == 1
-    store = Checkpoints(output, fingerprint(index, preset, size, segments) + str(shard),
+    store = Checkpoints(output, fingerprint(index, preset, size, plan.segments) + str(shard),
                         None if whole else shard.folder(output))
     if resume and not whole and store.finished() is not None:
         console.print(f"part {shard} is already rendered")
@@ -477,7 +494,7 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
 
     render_frames(index, preset, dreamer, size, mine, chunk_writers(state.step), times,
                   progress, state, checkpoint, preset.video.checkpoint_every,
-                  FrameStore(store.folder / "fades"), tail_from)
+                  FrameStore(store.folder / "fades"), plan.tail_from)
     chunks.extend(str(w.path.name) for w in open_writers if w.frames and not png)
     # chunks in output order: by segment, then by step (names sort that way)
     ordered = ["frames"] if png else sorted(chunks)
@@ -497,10 +514,10 @@ def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple
     """Join the `count` finished parts of a split render: the tail of each part is cross-faded
     with the next part's warm-up (as one render does between its segments) and encoded, then
     every chunk is concatenated in order with the audio."""
-    segments = plan_segments(index.count, batch * count, preset.video.warmup)
-    repeats = slot_counts(index)
-    base = fingerprint(index, preset, size, segments)
     shards = [Shard(k, count) for k in range(count)]
+    plans = [shard_plan(index.count, batch, preset.video.warmup, s) for s in shards]
+    repeats = slot_counts(index)
+    base = fingerprint(index, preset, size, plans[0].segments)
     stores = [Checkpoints(output, base + str(s), s.folder(output)) for s in shards]
     manifests = [store.finished() for store in stores]
     for shard, manifest in zip(shards, manifests):
@@ -512,9 +529,8 @@ def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple
     if png:
         merged.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
-    filled = [(s, st, m) for s, st, m in zip(shards, stores, manifests)
-              if len(set(s.span(len(segments)))) == 2]
-    for (shard, store, manifest), following in zip(filled, filled[1:] + [None]):
+    filled = [(s, st, m, p) for s, st, m, p in zip(shards, stores, manifests, plans) if p.mine]
+    for (shard, store, manifest, plan), following in zip(filled, filled[1:] + [None]):
         if png:
             for frame in (store.folder / "frames").glob("*.png"):
                 os.replace(frame, merged / frame.name)
@@ -522,8 +538,7 @@ def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple
             parts.extend(store.folder / c for c in manifest)
         if following is None:
             continue
-        incoming = segments[following[0].span(len(segments))[0]]
-        last = segments[shard.span(len(segments))[1] - 1]
+        incoming, last = following[3].mine[0], plan.mine[-1]
         tails, warmups = (FrameStore(s.folder / "fades") for s in (store, following[1]))
         seam = encode.SegmentWriter(
             merged if png else parts_dir(output) / f"seam_{shard.number:04d}.mkv", size,

@@ -64,7 +64,7 @@ def test_more_parts_than_segments_and_audio_in_sync(tmp_path):
     dreamer = dreamer_for(preset, "cpu")
     empty = 0
     for k in range(8):
-        empty += not shard_plan(index.count, 1, 2, Shard(k, 8))[1]
+        empty += not shard_plan(index.count, 1, 2, Shard(k, 8)).mine
         render_video(index, preset, dreamer, out, size, 1, shard=Shard(k, 8))
     assert empty == 2 and not out.exists()
     tail = next((tmp_path / ".out.mkv.parts" / "shard_1of8" / "fades").glob("tail_*.npy"))
