@@ -10,14 +10,13 @@ retries after its node died continues from its last checkpoint instead of starti
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 
-from .jobs import Job, Queue, die_with_parent, job_command
+from .jobs import Job, Queue, die_with_parent, job_command, read_progress
 
 
 def _run_command(kind: str, args: list[str], cwd: str, log: str, label: str,
@@ -50,20 +49,6 @@ class _Dispatched:
     cancelled: bool = False
 
 
-def combined_progress(paths: list[str]) -> dict:
-    """Frames done and total and fps summed over the parts of a job (the parts run at once)."""
-    reports = []
-    for path in paths:
-        try:
-            with open(path) as f:
-                reports.append(json.load(f))
-        except (OSError, ValueError):
-            continue
-    if not reports:
-        return {}
-    return {key: sum(r[key] for r in reports) for key in ("done", "total", "fps")}
-
-
 def task_slots(totals: dict, gpus_per_task: float, resources: dict) -> int:
     """How many tasks the cluster runs at once: the scarcest resource a task needs decides."""
     needs = {"GPU": gpus_per_task} if gpus_per_task else {"CPU": 1.0}
@@ -94,7 +79,7 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
         own = Queue(queue.path)
         while not stop.wait(min(1.0, lease / 4)):
             for item in list(running.values()):
-                if not own.heartbeat(item.job.id, name, lease, combined_progress(item.progress)):
+                if not own.heartbeat(item.job.id, name, lease, read_progress(item.progress)):
                     item.cancelled = True
 
     threading.Thread(target=beat, daemon=True).start()

@@ -234,12 +234,7 @@ def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None 
                                 env=child_env, preexec_fn=die_with_parent)
         while proc.poll() is None:
             time.sleep(min(1.0, lease / 4))
-            progress = {}
-            try:
-                progress = json.loads(progress_file.read_text())
-            except (OSError, ValueError):
-                pass
-            if not queue.heartbeat(job.id, worker, lease, progress):
+            if not queue.heartbeat(job.id, worker, lease, read_progress([progress_file])):
                 proc.kill()  # cancelled, or our lease was taken over
                 proc.wait()
                 return "cancelled"
@@ -276,6 +271,20 @@ def work(queue: Queue, slots: int = 1, lease: float = 30.0, drain: bool = False,
     for t in threads:
         while t.is_alive():
             t.join(0.5)
+
+
+def read_progress(paths: list) -> dict:
+    """What renders left with `report_progress`: frames done and total and fps, summed over
+    the files (the parts of a split job run at once); {} before any report."""
+    reports = []
+    for path in paths:
+        try:
+            reports.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError):
+            continue
+    if not reports:
+        return {}
+    return {key: sum(r[key] for r in reports) for key in ("done", "total", "fps")}
 
 
 def report_progress(done: int, total: int, started: float) -> None:
