@@ -31,10 +31,13 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def use_compile_cache() -> None:
-    """Keep Inductor's compiled kernels across runs, so only the first render pays."""
+    """Keep Inductor's compiled kernels across runs, so only the first render pays; and let a
+    long-lived worker compile for many frame sizes (Dynamo's default stops at 8 per function
+    and silently runs the rest uncompiled)."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
                           str(Path.home() / ".cache" / "dream" / "inductor"))
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
 
 class Compiled:
@@ -43,7 +46,8 @@ class Compiled:
     def __init__(self, fn, mode: str):
         use_compile_cache()
         self.eager = fn
-        options = {"mode": "reduce-overhead"} if mode == "graphs" else {}
+        options = {"graphs": {"mode": "reduce-overhead"},
+                   "max-autotune": {"mode": "max-autotune-no-cudagraphs"}}.get(mode, {})
         self.compiled = torch.compile(fn, dynamic=False, **options)
         self.failed = False
 

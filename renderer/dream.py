@@ -163,13 +163,45 @@ class StepRandomness:
                 for g in self.jitter]
 
 
-def roll_each(images: torch.Tensor, shifts: list[tuple[int, int]], sign: int = 1):
-    """Roll every image of the batch by its own (dy, dx)."""
-    if len(set(shifts)) == 1:
-        dy, dx = shifts[0]
-        return torch.roll(images, (sign * dy, sign * dx), (2, 3))
-    return torch.stack([torch.roll(img, (sign * dy, sign * dx), (1, 2))
-                        for img, (dy, dx) in zip(images, shifts)])
+def roll_indices(shifts: list[tuple[int, int]], height: int, width: int, device, sign: int = 1):
+    """Gather indices that roll every image of a batch by its own (dy, dx): rows (N, H) and
+    cols (N, W). Shifts as data rather than Python ints, so a compiled step never recompiles
+    for a new jitter."""
+    shifts = torch.tensor(shifts, dtype=torch.long).T.mul(sign).view(2, -1, 1)
+    if torch.device(device).type == "cuda":  # a pageable copy would wait for the GPU to drain
+        shifts = shifts.pin_memory()
+    dy, dx = shifts.to(device, non_blocking=True)
+    rows = (torch.arange(height, device=device) - dy) % height
+    cols = (torch.arange(width, device=device) - dx) % width
+    return rows, cols
+
+
+def roll_each(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """images[n, :, rows[n], cols[n]], i.e. torch.roll per image (as two gathers: a quarter
+    of the time of one advanced-index lookup on the CPU; Inductor fuses them on the GPU)."""
+    n, c, h, w = images.shape
+    images = images.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, w))
+    return images.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+
+
+def device_scalar(value: float, device) -> torch.Tensor:
+    """A 0-d tensor made on the device (a fill, no host copy): a compiled function takes it as
+    data, so it neither syncs nor recompiles when the value changes."""
+    return torch.full((), value, device=device)
+
+
+def ascend(x, grad, rows, cols, step_size, lap_levels: int, target=None, mask=None, weight=None):
+    """One gradient-ascent update from the gradient at the jittered image: roll the gradient
+    back, normalise it (Laplacian bands, then mean |g| = 1), step, pull towards the temporal
+    anchor, clamp. All element-wise, so torch.compile fuses it into a few kernels."""
+    grad = roll_each(grad, rows, cols)
+    if lap_levels:
+        grad = laplacian_normalize(grad, lap_levels)
+    grad = grad / (grad.abs().flatten(1).mean(1).view(-1, 1, 1, 1) + 1e-8)
+    x = x + step_size * grad
+    if target is not None:
+        x = x - weight * mask * (x - target)
+    return x.clamp(0.0, 1.0)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -201,6 +233,7 @@ class Dreamer:
         mode = {"auto": "on" if cuda else "off", True: "on", False: "off"}.get(
             settings.compile, settings.compile)
         self.loss = self._loss if mode == "off" else Compiled(self._loss, mode)
+        self.ascend = ascend if mode == "off" else Compiled(ascend, "on")
 
     def _autocast(self):
         if self.dtype is None:
@@ -218,7 +251,8 @@ class Dreamer:
 
     def _gradient(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().requires_grad_(True)
-        inp = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        inp = x.contiguous(memory_format=torch.channels_last if self.channels_last
+                           else torch.contiguous_format)
         (grad,) = torch.autograd.grad(self.loss(inp), x)
         return grad
 
@@ -249,14 +283,12 @@ class Dreamer:
         shifts = rng.shifts(s.jitter) if s.jitter else [(0, 0)] * x.shape[0]
         # a fresh random tile grid every step, so no tile seam stays in one place
         offset = tuple(torch.rand(2, generator=rng.tiles).tolist())
-        grad = roll_each(self.gradient(roll_each(x, shifts), offset), shifts, -1)
-        if s.lap_levels:
-            grad = laplacian_normalize(grad, s.lap_levels)
-        grad = grad / (grad.abs().flatten(1).mean(1).view(-1, 1, 1, 1) + 1e-8)
-        x = x + step_size * grad
-        if anchor is not None:  # already at this octave's size
-            x = x - anchor.weight * anchor.mask * (x - anchor.target)
-        return x.clamp(0.0, 1.0)
+        h, w = x.shape[-2:]
+        grad = self.gradient(roll_each(x, *roll_indices(shifts, h, w, x.device)), offset)
+        pull = () if anchor is None else (anchor.target, anchor.mask,
+                                          device_scalar(anchor.weight, x.device))
+        return self.ascend(x, grad, *roll_indices(shifts, h, w, x.device, -1),
+                           device_scalar(step_size, x.device), s.lap_levels, *pull)
 
     def dream(self, images: torch.Tensor, seed: int | list[int] = 0, steps: int | None = None,
               octaves: int | None = None, step_scale: float = 1.0, anchor: Anchor | None = None,

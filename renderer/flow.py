@@ -55,8 +55,10 @@ def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     h, w = flow.shape[-2:]
     if (h, w) == tuple(size):
         return flow
-    scale = torch.tensor([size[1] / w, size[0] / h], device=flow.device).view(1, 2, 1, 1)
-    return F.interpolate(flow, size=size, mode="bilinear", align_corners=False) * scale
+    out = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
+    out[:, 0] *= size[1] / w  # Python scalars: no host-to-device copy, so no wait on the GPU
+    out[:, 1] *= size[0] / h
+    return out
 
 
 def _base_grid(n: int, h: int, w: int, device) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 
 from renderer import encode
 from renderer.decode import FrameReader, index_video, slot_counts
-from renderer.dream import Dreamer, build_objective, dreamer_for, pick_device
+from renderer.dream import Anchor, Dreamer, build_objective, dreamer_for, pick_device
 from renderer.flow import FlowEstimator, flow_to_tensor, resize_flow
 from renderer.images import parse_size, to_tensor, to_uint8
 from renderer.models import load_network
@@ -57,15 +57,19 @@ def optimised(clip, preset, size, frames, batch, device, workdir):
     index = trimmed(index_video(clip), frames)
     dreamer = dreamer_for(preset, device)
     rows = len(plan_segments(index.count, batch, preset.video.warmup))
-    t = time.perf_counter()  # compile every octave's shape once, outside the timed render
-    dreamer.dream(torch.rand(rows, 3, size[1], size[0]), steps=1)
+    t = time.perf_counter()  # compile every octave's shape once, outside the timed render:
+    shape = (rows, 3, size[1], size[0])  # first frames (no anchor), then carried ones
+    dreamer.dream(torch.rand(shape), steps=2)
+    mask = torch.ones(rows, 1, size[1], size[0], device=dreamer.device)
+    dreamer.dream(torch.rand(shape), steps=2,
+                  anchor=Anchor(torch.rand(shape, device=dreamer.device), mask, 0.5))
     sync(device)
     warm_s = time.perf_counter() - t
     times = StageTimes()
     t = time.perf_counter()
     render_video(index, preset, dreamer, workdir / "fast.mp4", size, batch, times=times)
     wall = time.perf_counter() - t
-    return index.count, wall, dict(times.seconds), warm_s
+    return index.count, wall, dict(times.seconds), warm_s, dreamer, rows
 
 
 def naive(clip, preset, size, frames, device, workdir):
@@ -163,7 +167,8 @@ def ablation(preset_name, size, batch, device):
                 ["dream.compile=false", "dream.fold_bn=false"]),
                ("+ folded batch-norm", batch, ["dream.compile=false"]),
                ("+ torch.compile", batch, ["dream.compile=true"]),
-               ("+ CUDA graphs", batch, ["dream.compile=graphs"])]
+               ("+ max-autotune (Triton convolutions), no CUDA graphs", batch,
+                ["dream.compile=max-autotune"])]
     if device.type != "cuda":
         configs = configs[:1] + [c for c in configs[3:4]]
     for name, b, overrides in configs:
@@ -224,21 +229,25 @@ def pinned_copy(size, batch, device):
     return res
 
 
-def profile_render(clip, preset, size, batch, device, frames=48):
-    """Where the dream loop's time goes, as torch.profiler's table (device time on CUDA)."""
+def profile_render(clip, preset, size, dreamer, rows):
+    """Where the dream loop's time goes, as torch.profiler's table (device time on CUDA).
+
+    A short render with as many segments as the timed one (4-frame segments, 1-frame warm-up),
+    so the batch shape, and the already compiled code, are the same.
+    """
     from torch.profiler import ProfilerActivity, profile
 
+    device = dreamer.device
+    preset = preset.model_copy(update={"video": preset.video.model_copy(update={"warmup": 1})})
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
                                             else [])
     with tempfile.TemporaryDirectory() as tmp:
-        index = trimmed(index_video(clip), frames)
-        dreamer = dreamer_for(preset, device)
-        render_video(index, preset, dreamer, Path(tmp) / "warm.mp4", size, batch)  # compile
+        index = trimmed(index_video(clip), 4 * rows)
         with profile(activities=activities) as prof:
-            render_video(index, preset, dreamer, Path(tmp) / "prof.mp4", size, batch)
+            render_video(index, preset, dreamer, Path(tmp) / "prof.mp4", size, rows)
             sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60)
+    return prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60)
 
 
 def cap_4k(preset_name, device, cap_gib=16.0):
@@ -297,8 +306,8 @@ def main():
          f"command: python {' '.join(sys.argv)}", "")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        n, wall, stages, warm = optimised(args.clip, preset, size, args.frames, batch, device,
-                                          work)
+        n, wall, stages, warm, dreamer, rows = optimised(args.clip, preset, size, args.frames,
+                                                         batch, device, work)
         fps = n / wall
         emit(f"clip {args.clip} at {size[0]}x{size[1]}, preset {args.preset}, "
              f"{len(plan_segments(n, batch, preset.video.warmup))} segments (batch {batch}), "
@@ -315,7 +324,6 @@ def main():
     emit(f"| naive | {nn_} | {nfps:.2f} | {nstages['decode']:.2f} | {nstages['flow']:.2f} | "
          f"{nstages['dream']:.2f} | {nstages['encode']:.2f} | - |",
          "", f"speed-up over naive: {fps / nfps:.1f}x", "")
-    dreamer = dreamer_for(preset, device)
     w, h = size
     x = torch.rand(batch, 3, h, w, device=device)
     ms = step_ms(dreamer, x) / batch
@@ -325,8 +333,9 @@ def main():
          f"{floor:.2f} ms (conv outputs x5 / {bw / 1e12:.2f} TB/s copy); "
          f"{ms / floor:.2f}x the floor", "")
     if args.profile:
-        emit("top ops by self time, rendering the first 48 frames (compiled, warm):", "```",
-             profile_render(args.clip, preset, size, batch, device), "```", "")
+        emit(f"top ops by self time, rendering {4 * rows} frames in {rows} segments "
+             "(compiled, warm):", "```", profile_render(args.clip, preset, size, dreamer, rows),
+             "```", "")
     if args.cap4k and device.type == "cuda":
         peak, tile, sec = cap_4k(args.preset, device)
         emit(f"4K batch of 4 under a 16 GiB cap: peak {peak:.1f} GiB, tile size {tile}, "
