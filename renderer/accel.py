@@ -46,8 +46,7 @@ class Compiled:
     def __init__(self, fn, mode: str):
         use_compile_cache()
         self.eager = fn
-        options = {"graphs": {"mode": "reduce-overhead"},
-                   "max-autotune": {"mode": "max-autotune-no-cudagraphs"}}.get(mode, {})
+        options = {"mode": "reduce-overhead"} if mode == "graphs" else {}
         self.compiled = torch.compile(fn, dynamic=False, **options)
         self.failed = False
 

@@ -301,7 +301,11 @@ class Dreamer:
         seeds = [int(seed)] * images.shape[0] if isinstance(seed, int) else [int(v) for v in seed]
         rng = StepRandomness(seeds)
         steps = s.steps if steps is None else steps
-        base = images.to(self.device, torch.float32)
+        # one memory layout for every call (decoded frames arrive channels-last): a compiled
+        # update is specialised on strides and would recompile for each new layout
+        base = images.to(self.device, torch.float32).contiguous()
+        if anchor is not None:
+            anchor = Anchor(anchor.target.contiguous(), anchor.mask.contiguous(), anchor.weight)
         sizes = octave_sizes(*base.shape[-2:], octaves or s.octaves, s.octave_scale,
                              s.min_octave_size)
         detail = None

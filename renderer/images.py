@@ -35,7 +35,14 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) float -> N x H x W x 3 uint8 (rounded, so 8-bit round trips are exact)."""
-    return images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    frames = images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).contiguous()
+    if frames.device.type != "cuda":
+        return frames.cpu().numpy()
+    # into page-locked memory: a pageable copy of a 1080p batch crawls at ~1.4 GB/s
+    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(frames, non_blocking=True)
+    torch.cuda.current_stream(frames.device).synchronize()
+    return host.numpy()
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -58,9 +58,7 @@ class DreamSection(Section):
     # auto: on for CUDA and the CPU (oneDNN convolutions run 1.2-1.5x faster in NHWC there)
     channels_last: Literal["auto"] | bool = "auto"
     fold_bn: bool = True  # fold batch-norm into the convolutions (same result, fewer bytes)
-    # auto: torch.compile on CUDA only; graphs: plus CUDA graphs; max-autotune: also try Triton
-    # convolution kernels (minutes of autotuning on the first run, cached after)
-    compile: Literal["auto", "graphs", "max-autotune"] | bool = "auto"
+    compile: Literal["auto", "graphs"] | bool = "auto"  # auto: torch.compile on CUDA only
 
     @model_validator(mode="after")
     def _tile_core(self):
