@@ -1,9 +1,11 @@
-"""Frames parked on disk until they are needed (cross-fades), so memory stays flat, and the
-weight curve every cross-fade uses."""
+"""Frames parked on disk until they are needed (cross-fades), so memory stays flat, written and
+read off the dream loop's thread, and the weight curve every cross-fade uses."""
 
 from __future__ import annotations
 
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +50,30 @@ class FrameStore:
     def close(self) -> None:
         if self._temp is not None:
             self._temp.cleanup()
+
+
+class AsyncFrameStore:
+    """A FrameStore's reads and writes on one background thread, in submission order, so the
+    dream loop never waits on the disk (a 1080p frame is 6 MB) and a read submitted after a
+    write of the same key sees it. `get` hands back a Future for the thread that needs it."""
+
+    def __init__(self, store: FrameStore, backlog: int = 16):
+        self.store, self.backlog = store, backlog
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-store")
+        self.writes: deque[Future] = deque()
+
+    def put(self, key: tuple, rgb: np.ndarray) -> None:
+        while len(self.writes) >= self.backlog:  # a slow disk holds the loop, not the memory
+            self.writes.popleft().result()
+        self.writes.append(self.pool.submit(self.store.put, key, rgb))
+
+    def get(self, key: tuple) -> Future:
+        return self.pool.submit(self.store.get, key)
+
+    def flush(self) -> None:
+        """Wait for every write so far; raises the first one that failed (a full disk)."""
+        while self.writes:
+            self.writes.popleft().result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -29,7 +29,7 @@ from .decode import FrameReader, VideoIndex, slot_counts
 from .accel import Compiled
 from .dream import Anchor, Dreamer
 from .errors import UserError
-from .framestore import FrameStore, crossfade_weight
+from .framestore import AsyncFrameStore, FrameStore, crossfade_weight
 from .flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, warp
 from .images import to_uint8
 from .presets import FlowSection, Preset
@@ -226,7 +226,8 @@ class _Producer(threading.Thread):
 
 class _Writers:
     """One thread per segment encoder, so a busy encoder never stalls the others; cross-fades
-    are blended here too, off the dream loop's thread."""
+    are blended here too (the incoming frame arrives as a Future from the frame store), off the
+    dream loop's thread."""
 
     def __init__(self, writers: list[encode.SegmentWriter], times: StageTimes, on_frame):
         self.writers, self.times, self.on_frame = writers, times, on_frame
@@ -243,6 +244,7 @@ class _Writers:
             while (item := inbox.get()) is not None:
                 rgb, repeats, incoming, weight = item
                 t = time.perf_counter()
+                incoming = incoming.result() if incoming is not None else None
                 if incoming is not None:
                     rgb = crossfade(rgb, incoming, weight)
                 self.writers[k].write(rgb, repeats)
@@ -297,6 +299,7 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
     writer = _Writers(writers, times, lambda: advance("encoded"))
     own_fades = fades is None
     fades = fades or FrameStore()
+    parked = AsyncFrameStore(fades)
     producer.start()
     prev_source = {i: t.to(device) for i, t in state.prev_source.items()}
     prev_dream = {i: t.to(device) for i, t in state.prev_dream.items()}
@@ -335,25 +338,32 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
             frames = to_uint8(dreamed)
             times.add("dream", time.perf_counter() - t)
             advance("dreamed", len(packet.rows))
+            t = time.perf_counter()
             for row, i in enumerate(packet.rows):
                 frame_no = segments[i].start + packet.step
                 if frame_no < segments[i].keep:  # warm-up: kept for the cross-fade
-                    fades.put((i, frame_no), frames[row])
+                    parked.put((i, frame_no), frames[row])
                     continue
                 if tail_from is not None and i == len(segments) - 1 and frame_no >= tail_from:
-                    fades.put(("tail", frame_no), frames[row])
+                    parked.put(("tail", frame_no), frames[row])
                     continue
-                incoming = fades.get((i + 1, frame_no)) if i + 1 < len(segments) else None
-                weight = fade_weight(segments[i + 1], frame_no) if incoming is not None else 0.0
+                following = segments[i + 1] if i + 1 < len(segments) else None
+                fading = following is not None and following.start <= frame_no < following.keep
+                incoming = parked.get((i + 1, frame_no)) if fading else None
+                weight = fade_weight(following, frame_no) if fading else 0.0
                 writer.put(i, frames[row], repeats[frame_no], incoming, weight)
+            times.add("handoff", time.perf_counter() - t)
             done = packet.step + 1
             if checkpoint is not None and every and done % every == 0 and done < total:
                 writer.finish()
+                parked.flush()
                 writers = checkpoint(RenderState(
                     done, {i: t.cpu() for i, t in prev_source.items()},
                     {i: t.cpu() for i, t in prev_dream.items()}, dict(prev_rgb)))
                 writer = _Writers(writers, times, lambda: advance("encoded"))
             waited = time.perf_counter()
+        writer.finish()
+        parked.flush()
     except BaseException:
         producer.close()
         writer.stop()
@@ -361,9 +371,9 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
             w.abort()
         raise
     finally:
+        parked.close()
         if own_fades:
             fades.close()
-    writer.finish()
 
 
 SHARD_BATCH = 8  # segments per part of a split render unless --batch says otherwise

@@ -305,20 +305,25 @@ def main():
         n, wall, stages, warm, dreamer, rows = optimised(args.clip, preset, size, args.frames,
                                                          batch, device, work)
         fps = n / wall
+        rest = wall - sum(stages.get(k, 0) for k in ("dream", "idle", "handoff"))
         emit(f"clip {args.clip} at {size[0]}x{size[1]}, preset {args.preset}, "
              f"{len(plan_segments(n, batch, preset.video.warmup))} segments (batch {batch}), "
              f"audio muxed; compile/warm-up {warm:.1f} s", "",
-             "| path | frames | fps | decode s | flow s | dream s | encode s | GPU idle s |",
-             "|---|---|---|---|---|---|---|---|",
+             "| path | frames | fps | decode s | flow s | dream s | encode s | GPU idle s "
+             "| hand-off s | rest s |", "|---|---|---|---|---|---|---|---|---|---|",
              f"| optimised | {n} | {fps:.2f} | {stages.get('decode', 0):.2f} | "
              f"{stages.get('flow', 0):.2f} | {stages.get('dream', 0):.2f} | "
-             f"{stages.get('encode', 0):.2f} | {stages.get('idle', 0):.2f} |")
+             f"{stages.get('encode', 0):.2f} | {stages.get('idle', 0):.2f} | "
+             f"{stages.get('handoff', 0):.2f} | {rest:.2f} |")
         naive_preset = load(args.preset, [*args.overrides, *NAIVE])
         nn_, nwall, nstages = naive(args.clip, naive_preset, size, args.naive_frames or n,
                                     device, work)
     nfps = nn_ / nwall
     emit(f"| naive | {nn_} | {nfps:.2f} | {nstages['decode']:.2f} | {nstages['flow']:.2f} | "
-         f"{nstages['dream']:.2f} | {nstages['encode']:.2f} | - |",
+         f"{nstages['dream']:.2f} | {nstages['encode']:.2f} | - | - | - |",
+         "", "Decode, flow and encode run on their own threads (seconds summed over them); the "
+         "dream loop's wall time is dream + GPU idle + hand-off (queueing frames for the "
+         "encoders and the cross-fade store) + rest (start-up, draining the encoders, the mux).",
          "", f"speed-up over naive: {fps / nfps:.1f}x", "")
     w, h = size
     x = torch.rand(batch, 3, h, w, device=device)

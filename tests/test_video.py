@@ -216,3 +216,22 @@ def test_resume_refuses_a_checkpoint_of_another_render(tmp_path):
     result = run_cli("render", src, "-o", out, *FAST, "--resume")
     assert_user_error(result, "different render", "without --resume")
     assert not out.exists()
+
+
+def test_parked_frames_are_written_in_order_off_the_loop_and_a_failed_write_is_raised(tmp_path):
+    import shutil
+
+    from renderer.framestore import AsyncFrameStore, FrameStore
+
+    parked = AsyncFrameStore(FrameStore(tmp_path / "fades"), backlog=2)
+    frames = [np.full((4, 6, 3), k, np.uint8) for k in range(5)]
+    for k, frame in enumerate(frames):
+        parked.put((0, k), frame)
+    reads = [parked.get((0, k)) for k in range(5)]  # submitted after the writes: must see them
+    assert all(np.array_equal(read.result(), frame) for read, frame in zip(reads, frames))
+    assert parked.get((1, 0)).result() is None
+    shutil.rmtree(tmp_path / "fades")  # the disk goes away under a render
+    parked.put((0, 9), frames[0])
+    with pytest.raises(OSError):
+        parked.flush()
+    parked.close()
