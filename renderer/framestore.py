@@ -70,6 +70,16 @@ class AsyncFrameStore:
     def get(self, key: tuple) -> Future:
         return self.pool.submit(self.store.get, key)
 
+    def written(self) -> Future:
+        """Completes once every write submitted so far has, raising the first that failed."""
+        earlier = list(self.writes)
+
+        def check() -> None:  # runs after them on the same thread: they are all done
+            for write in earlier:
+                write.result()
+
+        return self.pool.submit(check)
+
     def flush(self) -> None:
         """Wait for every write so far; raises the first one that failed (a full disk)."""
         while self.writes:

@@ -17,9 +17,10 @@ import shutil
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -112,9 +113,26 @@ class Shard:
 class RenderState:
     """What a render needs to continue after `step` lockstep steps (on the CPU, lossless)."""
     step: int = 0
-    prev_source: dict = field(default_factory=dict)  # segment -> (3, H, W) float tensor
-    prev_dream: dict = field(default_factory=dict)
-    prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 (for the next flow)
+    prev_dream: dict = field(default_factory=dict)  # segment -> (3, H, W) float tensor
+    prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 source frame
+
+
+@dataclass(frozen=True)
+class Stretches:
+    """How a render is cut into checkpointed stretches: `open(step)` gives the encoders of the
+    stretch that starts at lockstep `step`; `save(state, closed)` records a checkpoint once the
+    previous stretch's encoders are closed."""
+    open: Callable[[int], list[encode.SegmentWriter]]
+    save: Callable[[RenderState, list[encode.SegmentWriter]], None]
+
+
+def _close_stretch(writers: "_Writers", fades_written: Future, save, state: RenderState) -> None:
+    """Off the dream loop: drain and close a stretch's encoders (x264 holds dozens of frames in
+    flight), wait until its parked cross-fade frames are on disk, then save the checkpoint that
+    names its chunks. A kill before the save leaves the previous checkpoint in place."""
+    writers.finish()
+    fades_written.result()
+    save(state, writers.writers)
 
 
 def carried_start(settings: FlowSection, source, prev_source, prev_dream, backward, forward):
@@ -279,12 +297,13 @@ class _Writers:
 def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tuple[int, int],
                   segments: list[Segment], writers: list[encode.SegmentWriter],
                   times: StageTimes, progress=None, state: RenderState | None = None,
-                  checkpoint=None, every: int = 0, fades: FrameStore | None = None,
-                  tail_from: int | None = None) -> None:
+                  stretches: Stretches | None = None, every: int = 0,
+                  fades: FrameStore | None = None, tail_from: int | None = None) -> None:
     """Dream every frame of `segments` in lockstep batches and hand kept frames to `writers`.
 
-    With `checkpoint`, every `every` steps the encoders are closed and checkpoint(state) is
-    called; it returns the writers for the next stretch. `state` continues an earlier render.
+    With `stretches`, every `every` steps the frames go to a new stretch of encoders while the
+    last stretch is closed and checkpointed on a background thread, so the GPU never waits for
+    a checkpoint. `state` continues an earlier render.
     Frames of the last segment from `tail_from` on are parked in `fades` as ("tail", frame)
     instead of written: another shard's warm-up is cross-faded into them at assembly.
     """
@@ -301,12 +320,16 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
     fades = fades or FrameStore()
     parked = AsyncFrameStore(fades)
     producer.start()
-    prev_source = {i: t.to(device) for i, t in state.prev_source.items()}
+    # the source frames exactly as the loop makes them: the uint8 frame over 255
+    prev_source = {i: torch.from_numpy(rgb).to(device).permute(2, 0, 1).float() / 255
+                   for i, rgb in state.prev_rgb.items()}
     prev_dream = {i: t.to(device) for i, t in state.prev_dream.items()}
     prev_rgb = dict(state.prev_rgb)
     total = max(s.length for s in segments)
     carried_steps = settings.steps if settings.steps is not None else preset.dream.steps
     static_shapes = isinstance(dreamer.loss, Compiled)
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+    saving: Future | None = None  # the last stretch, closing and checkpointing in `background`
     try:
         waited = time.perf_counter()
         for packet in producer.packets():
@@ -354,16 +377,20 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
                 writer.put(i, frames[row], repeats[frame_no], incoming, weight)
             times.add("handoff", time.perf_counter() - t)
             done = packet.step + 1
-            if checkpoint is not None and every and done % every == 0 and done < total:
-                writer.finish()
-                parked.flush()
-                writers = checkpoint(RenderState(
-                    done, {i: t.cpu() for i, t in prev_source.items()},
-                    {i: t.cpu() for i, t in prev_dream.items()}, dict(prev_rgb)))
-                writer = _Writers(writers, times, lambda: advance("encoded"))
+            if stretches is not None and every and done % every == 0 and done < total:
+                if saving is not None:
+                    saving.result()
+                snapshot = RenderState(done, {i: t.cpu() for i, t in prev_dream.items()},
+                                       dict(prev_rgb))
+                closing, writer = writer, _Writers(stretches.open(done), times,
+                                                   lambda: advance("encoded"))
+                saving = background.submit(_close_stretch, closing, parked.written(),
+                                           stretches.save, snapshot)
             waited = time.perf_counter()
         writer.finish()
         parked.flush()
+        if saving is not None:
+            saving.result()
     except BaseException:
         producer.close()
         writer.stop()
@@ -371,6 +398,7 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
             w.abort()
         raise
     finally:
+        background.shutdown(wait=True)  # a checkpoint in flight lands (it is written atomically)
         parked.close()
         if own_fades:
             fades.close()
@@ -486,25 +514,27 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
                       f"{max(s.length for s in mine)} ({len(chunks)} finished chunks)")
     png = preset.encode.codec == "png"
     suffix = encode.segment_suffix(preset.encode)
-    open_writers: list[encode.SegmentWriter] = []
+    open_writers: list[encode.SegmentWriter] = []  # the latest stretch's
 
     def chunk_writers(step: int) -> list[encode.SegmentWriter]:
-        """Encoders for the stretch that starts at lockstep `step`."""
-        open_writers[:] = [encode.SegmentWriter(
+        """Encoders for the stretch that starts at lockstep `step` (a new list: the previous
+        stretch's is still being closed)."""
+        writers = [encode.SegmentWriter(
             store.folder / "frames" if png else
             store.folder / f"segment_{s.index:04d}_{step:06d}{suffix}", size, index.rate,
             preset.encode, first_slot=sum(repeats[:max(s.keep, min(s.end, s.start + step))]))
             for s in mine]
-        return open_writers
+        open_writers[:] = writers
+        return writers
 
-    def checkpoint(new_state: RenderState) -> list[encode.SegmentWriter]:
-        chunks.extend(str(w.path.name) for w in open_writers if w.frames and not png)
+    def checkpoint(new_state: RenderState, closed: list[encode.SegmentWriter]) -> None:
+        chunks.extend(str(w.path.name) for w in closed if w.frames and not png)
         store.save(new_state, chunks)
-        return chunk_writers(new_state.step)
 
     render_frames(index, preset, dreamer, size, mine, chunk_writers(state.step), times,
-                  progress, state, checkpoint, preset.video.checkpoint_every,
-                  FrameStore(store.folder / "fades"), plan.tail_from)
+                  progress, state, Stretches(chunk_writers, checkpoint),
+                  preset.video.checkpoint_every, FrameStore(store.folder / "fades"),
+                  plan.tail_from)
     chunks.extend(str(w.path.name) for w in open_writers if w.frames and not png)
     # chunks in output order: by segment, then by step (names sort that way)
     ordered = ["frames"] if png else sorted(chunks)

@@ -235,3 +235,31 @@ def test_parked_frames_are_written_in_order_off_the_loop_and_a_failed_write_is_r
     with pytest.raises(OSError):
         parked.flush()
     parked.close()
+
+
+def test_a_checkpoint_that_fails_in_the_background_stops_the_render(tmp_path, monkeypatch):
+    """Checkpoints are saved off the dream loop; a full disk there must still end the render
+    with the one-line error and leave no output."""
+    import errno
+    import os
+
+    import torch
+
+    from renderer.decode import index_video
+    from renderer.dream import dreamer_for
+    from renderer.errors import UserError
+    from renderer.presets import load
+    from renderer.video import render_video
+
+    src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=2, size="64x48")
+    preset = load("preview", ["dream.octaves=1", "dream.steps=1", "flow.steps=1",
+                              "video.warmup=2", "video.checkpoint_every=3"])
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(UserError, match="No space left.*--resume"):
+        render_video(index_video(src), preset, dreamer_for(preset, "cpu"), out, (64, 48), 2)
+    assert not out.exists()
