@@ -2,8 +2,8 @@
 
 Flow estimation is OpenCV on the CPU (numpy in, numpy out, at a reduced size for wide frames);
 scaling it back to full size, warping and the forward-backward consistency mask are pure
-batched tensor functions (Kornia-style), so they run wherever the dreams live. Conventions follow Ruder et al. 2016: the backward flow w_b maps frame t to t-1,
-W(x)(p) = x(p + w_b(p)).
+batched tensor functions (Kornia-style), so they run wherever the dreams live. Conventions
+follow Ruder et al. 2016: the backward flow w_b maps frame t to t-1, W(x)(p) = x(p + w_b(p)).
 """
 
 from __future__ import annotations

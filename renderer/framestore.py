@@ -21,6 +21,11 @@ def crossfade_weight(k: int, length: int) -> float:
     return smoothstep((k + 1) / (length + 1))
 
 
+def crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
+    """uint8 frames blended: `weight` of `incoming` over `rgb`."""
+    return ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
+
+
 class FrameStore:
     """npy files keyed by tuples; in `folder` (kept for a resumed render) or a temporary one."""
 

@@ -30,7 +30,7 @@ from .decode import FrameReader, VideoIndex, slot_counts
 from .accel import Compiled
 from .dream import Anchor, Dreamer
 from .errors import UserError
-from .framestore import AsyncFrameStore, FrameStore, crossfade_weight
+from .framestore import AsyncFrameStore, FrameStore, crossfade, crossfade_weight
 from .flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, warp
 from .images import to_uint8
 from .presets import FlowSection, Preset
@@ -83,10 +83,6 @@ def shard_plan(count: int, batch: int, warmup: int, shard: "Shard") -> ShardPlan
 def fade_weight(segment: Segment, frame: int) -> float:
     """Weight of `segment`'s warm-up frame in the cross-fade with the previous segment."""
     return crossfade_weight(frame - segment.start, segment.keep - segment.start)
-
-
-def crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
-    return ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .dream import Dreamer
-from .framestore import crossfade_weight, smoothstep
+from .framestore import crossfade, crossfade_weight, smoothstep
 from .objectives import Objective
 from .presets import Keyframe, ZoomSection
 
@@ -223,6 +222,6 @@ def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, count: int, emit, st
             j = frame - count
             w = crossfade_weight(j, blend)  # the original frame j fades in
             original = store.get((j,))
-            emit(j, ((1 - w) * rgb + w * original).round().astype(np.uint8))
+            emit(j, crossfade(rgb, original, w))
         if checkpoint is not None and every and (frame + 1) % every == 0 and frame + 1 < total:
             checkpoint(frame + 1, batch)

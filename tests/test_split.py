@@ -14,7 +14,8 @@ FAST = ["-p", "preview", "--set", "dream.octaves=1", "--set", "dream.steps=1",
 def test_parts_join_in_order_with_cross_faded_hand_overs(tmp_path):
     """Every frame a part wrote lands unchanged at its place; each hand-over frame is the
     smoothstep blend of one part's tail and the next part's warm-up, as in a single render."""
-    from renderer.video import crossfade, fade_weight, plan_segments
+    from renderer.framestore import crossfade
+    from renderer.video import fade_weight, plan_segments
 
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=5, size="96x64")
     out, parts = tmp_path / "out", tmp_path / ".out.parts"
