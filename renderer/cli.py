@@ -125,7 +125,7 @@ def cmd_layers(args) -> None:
 def cmd_models(args) -> None:
     from rich.table import Table
 
-    from .models import MODELS, describe_layers, get_spec, weights_status
+    from .models import MODELS, describe_layers, get_spec, load_network, weights_status
     from .progress import console
 
     if args.action == "show":
@@ -138,16 +138,27 @@ def cmd_models(args) -> None:
         for name, channels, stride in describe_layers(spec.name):
             mark = "classic" if name == spec.classic_layer else ""
             table.add_row(name, str(channels), str(stride) if stride else "-", mark)
+        if weights_status(spec) == "missing":
+            weights = f"weights: missing; {spec.missing_weights()}"
+        else:  # load it: a file of another network is refused here, not at render time
+            load_network(spec.name)
+            weights = f"weights: {spec.weights_file()} (loads)"
         console.print(table)
+        print(weights)
         return
     table = Table(title="models")
     for col in ("name", "weights", "description"):
         table.add_column(col)
+    missing = []
     for spec in MODELS.values():
         status = weights_status(spec)
         table.add_row(spec.name, status if status != "missing" else "[red]missing[/red]",
                       spec.summary)
+        if status == "missing":
+            missing.append(spec)
     console.print(table)
+    for spec in missing:
+        print(f"{spec.name}: {spec.missing_weights()}")
 
 
 def cmd_presets(args) -> None:

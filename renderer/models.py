@@ -33,10 +33,17 @@ class ModelSpec:
     build: Callable[[], nn.Module]
     stages: Callable[[nn.Module], Stages]
     weights_file: Callable[[], Path | None]  # an offline file if one is installed, else None
-    install_hint: str
+    install_hint: str  # "{cache}" stands for torch's hub cache folder, read when it is shown
     download_url: str | None = None
     default_layers: tuple[str, ...] = ()  # the sequence `dream layers` shows, low to high
     classic_layer: str = ""  # the layer dreamed when a preset names no objective
+    # heads the weights file carries but the dream never runs (GoogLeNet's and Inception v3's
+    # auxiliary classifiers): built so the file loads strictly, dropped after loading
+    unused_heads: tuple[str, ...] = ()
+
+    def missing_weights(self) -> str:
+        """What to install, or where to put which file, for weights that are not there."""
+        return self.install_hint.replace("{cache}", str(Path(torch.hub.get_dir()) / "checkpoints"))
 
 
 class Head(nn.Module):
@@ -130,7 +137,7 @@ def _build_efficientnet_lite0():
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise UserError(MODELS["efficientnet_lite0"].install_hint) from None
+        raise UserError(MODELS["efficientnet_lite0"].missing_weights()) from None
     return EfficientNet.from_name("efficientnet-lite0")
 
 
@@ -141,16 +148,16 @@ def _tv_url(enum_name: str) -> str:
 
 
 def _torchvision_spec(name, summary, enum_name, stages, layers, classic, mean=IMAGENET_MEAN,
-                      std=IMAGENET_STD, **build_kwargs) -> ModelSpec:
+                      std=IMAGENET_STD, unused_heads=(), **build_kwargs) -> ModelSpec:
     url = _tv_url(enum_name)
     filename = url.rsplit("/", 1)[1]
     return ModelSpec(
         name=name, summary=summary, mean=mean, std=std, build=_tv(name, **build_kwargs),
         stages=stages, weights_file=lambda: hub_cache_file(filename), download_url=url,
-        install_hint=(f"weights for {name} are not available offline: put {filename} into "
-                      f"{Path(torch.hub.get_dir()) / 'checkpoints'} (from {url}) or set "
-                      f"'model.weights: /path/to/{filename}' in the preset"),
-        default_layers=layers, classic_layer=classic,
+        install_hint=(f"weights for {name} are not available offline: put {filename} (from "
+                      f"{url}) at {{cache}}/{filename}, or point 'model.weights:' in a preset "
+                      f"to a copy of it"),
+        default_layers=layers, classic_layer=classic, unused_heads=unused_heads,
     )
 
 
@@ -187,14 +194,14 @@ for _spec in (
                       "GoogLeNet_Weights", _googlenet_stages,
                       ("conv3", "inception3a", "inception3b", "inception4a", "inception4b",
                        "inception4c", "inception4d", "inception4e", "inception5a"), "inception4c",
-                      mean=_HALF, std=_HALF, aux_logits=False, transform_input=False,
-                      init_weights=False),
+                      mean=_HALF, std=_HALF, unused_heads=("aux1", "aux2"), aux_logits=True,
+                      transform_input=False, init_weights=False),
     _torchvision_spec("inception_v3", "Inception v3 (the TensorFlow tutorial's network)",
                       "Inception_V3_Weights", _inception_v3_stages,
                       ("Conv2d_4a_3x3", "Mixed_5b", "Mixed_5d", "Mixed_6a", "Mixed_6c", "Mixed_6e",
                        "Mixed_7a", "Mixed_7b"), "Mixed_5d",
-                      mean=_HALF, std=_HALF, aux_logits=True, transform_input=False,
-                      init_weights=False),
+                      mean=_HALF, std=_HALF, unused_heads=("AuxLogits",), aux_logits=True,
+                      transform_input=False, init_weights=False),
     _torchvision_spec("vgg16", "VGG16", "VGG16_Weights", _vgg_stages,
                       ("relu2_2", "relu3_1", "relu3_3", "relu4_1", "relu4_2", "relu4_3", "relu5_1",
                        "relu5_3"), "relu4_2"),
@@ -237,10 +244,10 @@ def _resolve_weights(spec: ModelSpec, weights: str | None) -> Path:
         try:  # a machine with internet downloads once into the hub cache
             torch.hub.load_state_dict_from_url(spec.download_url, progress=True)
         except Exception:
-            raise UserError(spec.install_hint) from None
+            raise UserError(spec.missing_weights()) from None
         if (path := spec.weights_file()) is not None:
             return path
-    raise UserError(spec.install_hint)
+    raise UserError(spec.missing_weights())
 
 
 def _load_state_dict(path: Path) -> dict:
@@ -309,13 +316,30 @@ def load_network(name: str, weights: str | None = None) -> Network:
     path = _resolve_weights(spec, weights)
     module = spec.build()
     state = _load_state_dict(path)
-    strict = name != "inception_v3"  # its AuxLogits head is trained but unused here
-    try:
-        module.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"weights file '{path}' does not fit {name}: {first}") from None
+    _check_fits(module, state, spec, path)
+    module.load_state_dict(state, strict=True)
+    for head in spec.unused_heads:
+        setattr(module, head, None)
     return Network(spec, module)
+
+
+def _check_fits(module: nn.Module, state, spec: ModelSpec, path: Path) -> None:
+    """Refuse a file of another network by its keys and shapes, saying which keys differ."""
+    if not isinstance(state, dict):
+        raise UserError(f"weights file '{path}' holds no state dict: replace it with the "
+                        f"original .pth file of {spec.name}")
+    want = module.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    misshapen = [k for k in want if k in state and getattr(state[k], "shape", None)
+                 != want[k].shape]
+    problems = [f"{len(keys)} {what} (first: {keys[0]})" for keys, what in
+                ((missing, "missing keys"), (unexpected, "unexpected keys"),
+                 (misshapen, "keys of another shape")) if keys]
+    if problems:
+        raise UserError(f"weights file '{path}' does not fit {spec.name}: "
+                        f"{'; '.join(problems)}: give the file torchvision ships for "
+                        f"{spec.name} in 'model.weights'")
 
 
 def describe_layers(name: str) -> list[tuple[str, int, int]]:
