@@ -3,16 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
-from .errors import UserError
+from .errors import LeaseLost, UserError
+
+SEED_MAX = 2**63 - 1
 
 
-def _add_common(p: argparse.ArgumentParser, preset_required=True) -> None:
-    p.add_argument("-p", "--preset", required=preset_required, default=None,
-                   help="a built-in preset name ('dream presets list') or a .yaml file")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error (exit 2)."""
+
+    def error(self, message):
+        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
+def number(kind, low, high):
+    """An argparse type: a finite int or float in [low, high], else a one-line usage error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use {low:g}..{high:g}")
+        return value
+
+    return parse
+
+
+def _add_common(p: argparse.ArgumentParser, preset: str | None) -> None:
+    p.add_argument("-p", "--preset", default=preset,
+                   help="a built-in preset name ('dream presets list') or a .yaml file"
+                        + (f" (default: {preset})" if preset else ""))
+    p.add_argument("--seed", type=number(int, 0, SEED_MAX), default=None,
+                   help="random seed, 0..2^63-1 (default: the preset's)")
     p.add_argument("--size", default=None, help="output size WIDTHxHEIGHT")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set dream.octaves=5 (repeatable)")
@@ -20,14 +48,15 @@ def _add_common(p: argparse.ArgumentParser, preset_required=True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dream", description="DeepDream renderer for images, videos and zoom animations.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("image", help="dream one image", description="Dream a still image.")
     p.add_argument("input", help="input image file")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
-    _add_common(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_common(p, "classic")
     p.set_defaults(run=cmd_image)
 
     p = sub.add_parser("layers", help="contact sheet of one image dreamed at many layers",
@@ -38,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output sheet image (.png)")
     p.add_argument("--layers", default=None, help="comma-separated layers (default: the model's "
                                                  "standard sequence)")
-    p.add_argument("--columns", type=int, default=None, help="cells per row")
-    p.add_argument("--cell", type=int, default=320, help="longest side of each cell (pixels)")
-    _add_common(p, preset_required=False)
+    p.add_argument("--columns", type=number(int, 1, 64), default=None, help="cells per row")
+    p.add_argument("--cell", type=number(int, 16, 4096), default=320,
+                   help="longest side of each cell (pixels)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_common(p, None)
     p.set_defaults(run=cmd_layers)
 
     p = sub.add_parser("models", help="list models, or show one model's layers",
@@ -59,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import commands_queue, commands_video
 
-    commands_video.register(sub, _add_common)
-    commands_queue.register(sub)
+    commands_video.register(sub, _add_common, number)
+    commands_queue.register(sub, number)
     return parser
 
 
@@ -79,7 +110,7 @@ def cmd_image(args) -> None:
     from .dream import dreamer_for
     from .progress import make_progress
 
-    out = images.check_output(args.output)
+    out = images.check_output(args.output, args.overwrite, [args.input])
     preset = load_preset(args)
     size = images.parse_size(args.size) if args.size else None
     picture = images.load_image(args.input, size=size)
@@ -99,16 +130,16 @@ def cmd_layers(args) -> None:
     from .objectives import layer
     from .progress import make_progress
 
-    out = images.check_output(args.output)
+    out = images.check_output(args.output, args.overwrite, [args.input])
     preset = load_preset(args)
     spec = get_spec(args.model)
     chosen = [s.strip() for s in args.layers.split(",")] if args.layers else spec.default_layers
+    device = pick_device(args.device)
     network = load_network(spec.name, preset.model.weights if args.preset else None)
     for name in chosen:
         network.check_layer(name)
     size = images.parse_size(args.size) if args.size else None
     picture = images.load_image(args.input, size=size, max_side=None if size else args.cell)
-    device = pick_device(args.device)
     cells = [images.label(images.to_uint8(picture)[0], "input")]
     with make_progress() as progress:
         task = progress.add_task("layers", total=len(chosen), unit="layer")
@@ -126,7 +157,7 @@ def cmd_models(args) -> None:
     from rich.table import Table
 
     from .models import MODELS, describe_layers, get_spec, load_network, weights_status
-    from .progress import console
+    from .progress import print_table
 
     if args.action == "show":
         if not args.name:
@@ -143,7 +174,7 @@ def cmd_models(args) -> None:
         else:  # load it: a file of another network is refused here, not at render time
             load_network(spec.name)
             weights = f"weights: {spec.weights_file()} (loads)"
-        console.print(table)
+        print_table(table)
         print(weights)
         return
     table = Table(title="models")
@@ -156,7 +187,7 @@ def cmd_models(args) -> None:
                       spec.summary)
         if status == "missing":
             missing.append(spec)
-    console.print(table)
+    print_table(table)
     for spec in missing:
         print(f"{spec.name}: {spec.missing_weights()}")
 
@@ -166,7 +197,7 @@ def cmd_presets(args) -> None:
     from rich.table import Table
 
     from . import presets
-    from .progress import console
+    from .progress import print_table
 
     if args.action == "show":
         if not args.name:
@@ -178,9 +209,13 @@ def cmd_presets(args) -> None:
     for col in ("name", "description", "file"):
         table.add_column(col)
     for name, path in presets.available().items():
-        preset = presets.load(str(path))
+        try:
+            preset = presets.load(str(path))
+        except UserError as exc:  # one broken file of the user's does not hide the rest
+            print(f"warning: skipped {exc}", file=sys.stderr)
+            continue
         table.add_row(name, preset.description, str(path))
-    console.print(table)
+    print_table(table)
 
 
 def main(argv=None) -> int:
@@ -192,6 +227,9 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except LeaseLost as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -10,19 +10,21 @@ from .errors import UserError
 PREVIEW = ["dream.octaves=2", "flow.quality=ultrafast", "encode.speed=veryfast"]
 
 
-def register(sub, add_common) -> None:
+def register(sub, add_common, number) -> None:
     p = sub.add_parser("render", help="dream a video with temporal coherence",
                        description="Dream every frame of a video, carrying the dream along "
                                    "optical flow; keeps the audio and the timing.")
     p.add_argument("input", help="input video (mp4, mov, mkv, webm, avi)")
     p.add_argument("-o", "--output", required=True,
                    help="output file (.mp4, .mkv, .mov) or folder for --set encode.codec=png")
-    p.add_argument("--start", type=float, default=0.0, help="start time in seconds")
-    p.add_argument("--end", type=float, default=None, help="end time in seconds")
-    p.add_argument("--scale", type=float, default=None, help="scale factor for the frame size")
+    p.add_argument("--start", type=number(float, 0, 1e7), default=0.0,
+                   help="start time in seconds")
+    p.add_argument("--end", type=number(float, 0, 1e7), default=None, help="end time in seconds")
+    p.add_argument("--scale", type=number(float, 0.01, 8), default=None,
+                   help="scale factor for the frame size")
     p.add_argument("--preview", action="store_true",
                    help="fast low-resolution pass (320 px, fewer octaves)")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=number(int, 1, 256), default=None,
                    help="segments per GPU batch (default: what GPU memory holds; with --shard "
                         "or --assemble: per part, default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -35,9 +37,9 @@ def register(sub, add_common) -> None:
     p.add_argument("--assemble", type=int, default=None, metavar="N",
                    help="join the N finished parts of a render split with --shard (same "
                         "arguments otherwise)")
-    add_common(p)
-    p.set_defaults(run=cmd_render)
-    register_zoom(sub, add_common)
+    add_common(p, "video")
+    p.set_defaults(run=cmd_render, check=check_render)
+    register_zoom(sub, add_common, number)
 
 
 def render_size(args, width: int, height: int) -> tuple[int, int]:
@@ -48,8 +50,6 @@ def render_size(args, width: int, height: int) -> tuple[int, int]:
     if args.size:
         return parse_size(args.size)
     if args.scale:
-        if not 0.01 <= args.scale <= 8:
-            raise UserError(f"--scale {args.scale} is out of range: use 0.01..8")
         return max(8, round(width * args.scale)), max(8, round(height * args.scale))
     if args.preview:
         return fit_size(width, height, 320)
@@ -78,24 +78,35 @@ def parse_shard(text: str | None, assemble: int | None):
     return Shard(number - 1, count)
 
 
-def cmd_render(args) -> None:
+def check_render(args):
+    """Everything about a render's arguments that can be checked without decoding the video
+    (also what `dream queue add` checks): (preset, output, shard)."""
     from .cli import load_preset
+    from .decode import check_video
+    from .encode import check_output
+    from .images import parse_size
+
+    if args.preview:
+        args.overrides = PREVIEW + args.overrides
+    if args.end is not None and args.end <= args.start:
+        raise UserError(f"--end {args.end:g} must be greater than --start {args.start:g}")
+    shard = parse_shard(args.shard, args.assemble)
+    preset = load_preset(args)
+    output = check_output(args.output, preset.encode, args.overwrite, [args.input])
+    check_video(args.input)
+    if args.size:
+        parse_size(args.size)
+    return preset, output, shard
+
+
+def cmd_render(args) -> None:
     from .decode import index_video
     from .dream import dreamer_for
-    from .encode import check_output
     from .jobs import report_progress
     from .progress import console, make_progress
     from .video import SHARD_BATCH, Shard, assemble_shards, default_batch, render_video, shard_plan
 
-    if args.preview:
-        args.overrides = PREVIEW + args.overrides
-    if args.start < 0 or (args.end is not None and args.end <= args.start):
-        raise UserError("--start must be >= 0 and --end greater than --start")
-    if args.batch is not None and not 1 <= args.batch <= 256:
-        raise UserError(f"--batch {args.batch} is out of range: use 1..256")
-    shard = parse_shard(args.shard, args.assemble)
-    preset = load_preset(args)
-    output = check_output(args.output, preset.encode, args.overwrite)
+    preset, output, shard = check_render(args)
     index = index_video(args.input, args.start, args.end)
     if index.warning:
         console.print(f"[yellow]warning:[/yellow] {index.warning}")
@@ -135,29 +146,31 @@ def cmd_render(args) -> None:
           f"{kept_total / elapsed:.2f} fps, {len(plan.mine)} of {len(plan.segments)} segments)")
 
 
-def register_zoom(sub, add_common) -> None:
+def register_zoom(sub, add_common, number) -> None:
     p = sub.add_parser("zoom", help="zoom-feedback 'infinite dream' animation or seamless loop",
                        description="Feed each dream back into itself while zooming, rotating "
                                    "and panning, as keyframed in the preset's 'zoom:' section.")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov)")
     p.add_argument("--init", default="noise", help="start image file, or 'noise' (default)")
-    p.add_argument("--seconds", type=float, required=True, help="length in seconds")
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
+    p.add_argument("--seconds", type=number(float, 0.01, 86400), required=True,
+                   help="length in seconds")
+    p.add_argument("--fps", type=number(float, 1, 240), default=30.0,
+                   help="frames per second, 1..240 (default 30)")
     p.add_argument("--audio", default=None, help="audio file to mux in")
     p.add_argument("--fit", choices=["video", "audio"], default="video",
                    help="with --audio: 'video' trims the audio to --seconds, 'audio' makes the "
                         "video as long as the audio")
-    p.add_argument("--variants", type=int, default=1,
+    p.add_argument("--variants", type=number(int, 1, 64), default=1,
                    help="render N seeds as one batch (OUT_v0, OUT_v1, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed or interrupted zoom from its last checkpoint")
-    add_common(p)
-    p.set_defaults(run=cmd_zoom)
+    add_common(p, "zoom-classic")
+    p.set_defaults(run=cmd_zoom, check=check_zoom)
 
 
 def zoom_fingerprint(preset, args, size, count, variant) -> str:
-    from .video import digest
+    from .checkpoints import digest
 
     return digest(preset.model_dump(mode="json"), args.init, args.variants, list(size), count,
                   args.fps, variant)
@@ -165,8 +178,6 @@ def zoom_fingerprint(preset, args, size, count, variant) -> str:
 
 def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
     """(fps, frame count) from --fps, --seconds and --fit."""
-    if not args.fps > 0 or args.fps > 240:
-        raise UserError(f"--fps {args.fps:g} is out of range: use a rate above 0 and up to 240")
     seconds = args.seconds
     if args.audio and args.fit == "audio":
         seconds = audio_seconds
@@ -176,24 +187,14 @@ def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
     return args.fps, count
 
 
-def cmd_zoom(args) -> None:
-    import shutil
-
-    import torch
-
+def check_zoom(args):
+    """A zoom's arguments, checked before any work (also by `dream queue add`):
+    (preset, outputs, fps, frame count, audio codec)."""
     from . import encode
     from .cli import load_preset
-    from .dream import Dreamer, build_objective, pick_device
-    from .framestore import FrameStore
-    from .images import load_image, parse_size
-    from .media import as_rate, probe
-    from .models import load_network
-    from .progress import console, make_progress
-    from .video import Checkpoints, RenderState
-    from .zoom import MixedObjective, ZoomRenderer, noise_image, render_zoom
+    from .images import parse_size
+    from .media import probe
 
-    if not 1 <= args.variants <= 64:
-        raise UserError(f"--variants {args.variants} is out of range: use 1..64")
     audio_seconds = audio_codec = None
     if args.audio:
         audio_path = Path(args.audio)
@@ -209,10 +210,40 @@ def cmd_zoom(args) -> None:
         Path(args.output).with_stem(f"{Path(args.output).stem}_v{i}") for i in range(args.variants)]
     if preset.encode.codec == "png":
         raise UserError("dream zoom writes video files: use encode.codec h264, h265 or prores")
+    inputs = [args.audio, None if args.init == "noise" else args.init]
     for out in outputs:
-        encode.check_output(out, preset.encode, args.overwrite)
+        encode.check_output(out, preset.encode, args.overwrite, inputs)
     if args.init != "noise" and not Path(args.init).is_file():
         raise UserError(f"init image '{args.init}' does not exist: give an image file or 'noise'")
+    if args.size:
+        parse_size(args.size)
+    return preset, outputs, fps, count, audio_codec
+
+
+def cmd_zoom(args) -> None:
+    from contextlib import ExitStack
+
+    with ExitStack() as locks:
+        _zoom(args, locks)
+
+
+def _zoom(args, locks) -> None:
+    import torch
+
+    from . import encode
+    from .checkpoints import Checkpoints, RenderState, remove_work_folder
+    from .dream import Dreamer, build_objective, pick_device
+    from .framestore import FrameStore
+    from .images import load_image, parse_size
+    from .media import as_rate
+    from .models import load_network
+    from .outputs import OutputLock
+    from .progress import console, make_progress
+    from .zoom import MixedObjective, ZoomRenderer, noise_image, render_zoom
+
+    preset, outputs, fps, count, audio_codec = check_zoom(args)
+    for out in outputs:
+        locks.enter_context(OutputLock(out))
     size = parse_size(args.size) if args.size else None
     seeds = [preset.seed + i for i in range(args.variants)]
     if args.init == "noise":
@@ -239,11 +270,10 @@ def cmd_zoom(args) -> None:
     suffix = encode.segment_suffix(preset.encode)
     stores = [Checkpoints(out, zoom_fingerprint(preset, args, (w, h), count, i))
               for i, out in enumerate(outputs)]
-    restored = stores[0].load() if args.resume else None
-    for store in stores:
-        if restored is None and store.folder.exists():
-            shutil.rmtree(store.folder)
-        store.folder.mkdir(exist_ok=True)
+    restored = stores[0].start(args.resume)  # the first output's folder holds the shared state
+    for store in stores[1:]:
+        if restored is None:
+            store.start(False)
     start, current, chunks = 0, None, [[] for _ in outputs]
     if restored is not None:
         saved, chunks = restored
@@ -262,7 +292,7 @@ def cmd_zoom(args) -> None:
             if writer.frames:
                 chunks[k].append(writer.path.name)
         state = RenderState(frame, prev_dream={k: t.cpu() for k, t in enumerate(batch)})
-        stores[0].save(state, chunks)  # the first output's folder holds the shared state
+        stores[0].save(state, chunks, [f for writer in writers for f in writer.files])
         open_chunks(frame)
 
     open_chunks(start)
@@ -289,7 +319,7 @@ def cmd_zoom(args) -> None:
             writer.abort()
         raise
     for store in stores:
-        shutil.rmtree(store.folder, ignore_errors=True)
+        remove_work_folder(store.folder)
     names = ", ".join(str(o) for o in outputs)
     print(f"wrote {names} ({count} frames at {w}x{h}, {fps:g} fps"
           f"{', loop' if preset.zoom.loop else ''})")

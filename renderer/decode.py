@@ -64,13 +64,23 @@ def check_input(path: str | Path) -> Path:
     return path
 
 
-def index_video(path: str | Path, start: float = 0.0, end: float | None = None) -> VideoIndex:
-    """Scan the file once (decode without conversion) for the timestamps of [start, end)."""
+def check_video(path: str | Path) -> tuple[Path, MediaInfo]:
+    """A readable file with a video stream (not a still image), and what ffmpeg says of it."""
+    from .images import IMAGE_SUFFIXES
+
     path = check_input(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise UserError(f"input '{path}' is a still image: use 'dream image' for it")
     info = probe(path)
     if not info.has_video:
         what = "an audio-only file" if info.has_audio else "not a video"
         raise UserError(f"input '{path}' is {what}: give a file with a video stream")
+    return path, info
+
+
+def index_video(path: str | Path, start: float = 0.0, end: float | None = None) -> VideoIndex:
+    """Scan the file once (decode without conversion) for the timestamps of [start, end)."""
+    path, info = check_video(path)
     cap = open_capture(path)
     nominal = cap.get(cv2.CAP_PROP_FPS)
     pts, first, total, last_seen = [], None, 0, None

@@ -14,13 +14,13 @@ import os
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .jobs import Job, Queue, die_with_parent, job_command, read_progress
+from .jobs import Job, Queue, die_with_parent, fence_env, job_command, read_progress
 
 
-def _run_command(kind: str, args: list[str], cwd: str, log: str, label: str,
-                 progress: str | None, *parts: int) -> int:
+def _run_command(command: list[str], cwd: str, log: str, label: str, progress: str | None,
+                 fence: dict, *parts: int) -> int:
     """The Ray task body: run one render command in a child process, return its exit code.
 
     The render reports its progress into the file `progress`. `parts` are the exit codes of
@@ -29,8 +29,7 @@ def _run_command(kind: str, args: list[str], cwd: str, log: str, label: str,
     """
     if any(parts):
         return next(code for code in parts if code)
-    command = job_command(kind, args)
-    env = dict(os.environ, **({"DREAM_PROGRESS_FILE": progress} if progress else {}))
+    env = dict(os.environ, **fence, **({"DREAM_PROGRESS_FILE": progress} if progress else {}))
     with open(log, "a") as out:
         out.write(f"--- ray task ({label}) on {os.uname().nodename} pid {os.getpid()}\n")
         out.flush()
@@ -58,7 +57,7 @@ def task_slots(totals: dict, gpus_per_task: float, resources: dict) -> int:
 
 def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: float = 30.0,
                 drain: bool = False, max_retries: int = 3, resources: dict | None = None,
-                split: int | None = None, say=print) -> None:
+                split: int | None = None, say=print, vet=None) -> None:
     """Dispatch queued jobs to a Ray cluster until interrupted (or drained).
 
     Render jobs are split into `split` parts (default: as many as the cluster runs tasks at
@@ -79,7 +78,7 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
         own = Queue(queue.path)
         while not stop.wait(min(1.0, lease / 4)):
             for item in list(running.values()):
-                if not own.heartbeat(item.job.id, name, lease, read_progress(item.progress)):
+                if not own.heartbeat(item.job, lease, read_progress(item.progress)):
                     item.cancelled = True
 
     threading.Thread(target=beat, daemon=True).start()
@@ -88,21 +87,31 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
     render_task = task.options(num_gpus=gpus_per_task, resources=resources)
     join_task = task.options(num_gpus=0, resources=resources)
 
-    def dispatch(job: Job) -> _Dispatched:
-        log = str(logs / f"job_{job.id}.log")
+    def dispatch(job: Job) -> _Dispatched | None:
+        refusal = "its arguments are not a JSON list of strings" if job.args is None else \
+            vet(job) if vet else None
+        if refusal:
+            queue.finish(job, "failed", f"refused: {refusal}")
+            say(f"job {job.id}: refused: {refusal}")
+            return None
+        log = str(queue.log_file(job.id))
         queue.set_log(job.id, log)
+        fence = fence_env(queue, job)
+        if job.fresh:
+            queue.started_fresh(job)
         whole = job.kind != "render" or parts == 1 or {"--shard", "--assemble"} & set(job.args)
         if whole:  # a zoom, or a job that is already one part (or the joining) of a render
             progress = str(logs / f"job_{job.id}.progress.json")
-            task = render_task.remote(job.kind, job.args, job.cwd, log, job.kind, progress)
+            task = render_task.remote(job_command(job), job.cwd, log, job.kind, progress, fence)
             return _Dispatched(job, [task], 1, [progress])
         progress = [str(logs / f"job_{job.id}.part{k}.progress.json")
                     for k in range(1, parts + 1)]
-        shards = [render_task.remote(job.kind, [*job.args, "--shard", f"{k}/{parts}"], job.cwd,
-                                     log, f"part {k}/{parts}", progress[k - 1])
-                  for k in range(1, parts + 1)]
-        join = join_task.remote(job.kind, [*job.args, "--assemble", str(parts)], job.cwd, log,
-                                "assemble", None, *shards)
+        shards = [render_task.remote(
+            job_command(replace(job, args=[*job.args, "--shard", f"{k}/{parts}"])), job.cwd,
+            log, f"part {k}/{parts}", progress[k - 1], fence) for k in range(1, parts + 1)]
+        join = join_task.remote(job_command(replace(job, args=[*job.args, "--assemble",
+                                                               str(parts)])),
+                                job.cwd, log, "assemble", None, fence, *shards)
         return _Dispatched(job, [*shards, join], parts, progress)
 
     try:
@@ -115,7 +124,8 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
                     say(f"job {item.job.id}: cancelled, its Ray tasks stopped")
             while sum(item.slots for item in running.values()) < capacity and (
                     job := queue.claim(name, lease)) is not None:
-                item = dispatch(job)
+                if (item := dispatch(job)) is None:
+                    continue
                 running[item.tasks[-1]] = item
                 say(f"job {job.id}: dispatched to Ray" + (f" in {item.slots} parts"
                                                           if item.slots > 1 else ""))
@@ -130,10 +140,10 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
                 try:
                     code = ray.get(ref)
                 except Exception as exc:  # retries exhausted (node lost for good)
-                    queue.finish(job.id, name, "failed", f"ray: {type(exc).__name__}")
+                    queue.finish(job, "failed", f"ray: {type(exc).__name__}")
                     say(f"job {job.id}: failed on Ray")
                     continue
-                queue.finish(job.id, name, "done" if code == 0 else "failed",
+                queue.finish(job, "done" if code == 0 else "failed",
                              None if code == 0 else f"exit {code}")
                 say(f"job {job.id}: {'done' if code == 0 else 'failed'}")
     finally:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from . import objectives as obj
 from .accel import Compiled, fold_batchnorm
+from .errors import UserError
 from .models import Network, load_network
 from .presets import DreamSection, ObjectiveTerm, Preset
 from .progress import console
@@ -205,9 +206,21 @@ def ascend(x, grad, rows, cols, step_size, lap_levels: int, target=None, mask=No
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device, checked now (not at the first frame); else CUDA when present."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UserError(f"--device '{requested}' is not a device: use cpu, cuda or cuda:N"
+                        ) from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (
+            device.index is None or device.index < torch.cuda.device_count())):
+        raise UserError(f"--device {requested}: no such CUDA GPU here "
+                        f"({torch.cuda.device_count()} found): use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device '{requested}' is not supported: use cpu, cuda or cuda:N")
+    return device
 
 
 class Dreamer:

@@ -7,8 +7,6 @@ renames it over the output. A crash never leaves a half-written output.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -21,6 +19,8 @@ import numpy as np
 
 from .errors import UserError
 from .media import ffmpeg_exe
+from .outputs import (atomic_path, check_target, publish, refuse_same_file,
+                      remove_owned_folder, write_manifest)
 from .presets import EncodeSection
 
 
@@ -42,8 +42,10 @@ CODECS = {
 AUDIO_FOR = {".mp4": "aac", ".mov": "aac", ".mkv": "copy"}
 
 
-def check_output(path: str | Path, settings: EncodeSection, overwrite: bool) -> Path:
-    """Refuse what cannot work before any frame is dreamed."""
+def check_output(path: str | Path, settings: EncodeSection, overwrite: bool,
+                 inputs=()) -> Path:
+    """Refuse what cannot work before any frame is dreamed: a container that cannot hold the
+    codec, an output that is an input, a folder that is not ours, a missing ffmpeg binary."""
     path = Path(path)
     codec = CODECS[settings.codec]
     suffix = path.suffix.lower()
@@ -54,10 +56,9 @@ def check_output(path: str | Path, settings: EncodeSection, overwrite: bool) -> 
         fits = ", ".join(c for c in codec.containers if c) or "a folder"
         raise UserError(f"a {suffix or 'folder'} output cannot hold codec {settings.codec}: "
                         f"use {fits}, or another codec with --set encode.codec=...")
-    if not path.parent.exists():
-        raise UserError(f"output folder '{path.parent}' does not exist: create it first")
-    if path.exists() and not overwrite:
-        raise UserError(f"output '{path}' already exists: pass --overwrite to replace it")
+    refuse_same_file(path, *inputs)
+    check_target(path, overwrite, folder_output=settings.codec == "png")
+    ffmpeg_exe(settings.ffmpeg)
     return path
 
 
@@ -76,6 +77,7 @@ class SegmentWriter:
         self.path, self.size, self.settings = path, size, settings
         self.slot = first_slot
         self.frames = 0
+        self.files: list[Path] = []  # what this writer has written (for checkpoint checksums)
         self.proc = None
         self.rate = rate
         if settings.codec == "png":
@@ -93,6 +95,7 @@ class SegmentWriter:
             "-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output()
         self.proc = out.run_async(cmd=ffmpeg_exe(settings.ffmpeg), pipe_stdin=True,
                                   pipe_stderr=True)
+        self.files.append(path)
         self._stderr = []
         self._drain = threading.Thread(target=lambda: self._stderr.append(
             self.proc.stderr.read()), daemon=True)
@@ -105,7 +108,8 @@ class SegmentWriter:
         for _ in range(repeats):
             if self.settings.codec == "png":
                 name = self.path / f"frame_{self.slot:06d}.png"
-                cv2.imwrite(str(name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                write_png(name, rgb)
+                self.files.append(name)
             else:
                 try:
                     self.proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
@@ -127,14 +131,28 @@ class SegmentWriter:
         self._drain.join()
         if code != 0:
             message = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
-            raise RuntimeError(f"ffmpeg failed encoding {self.path.name}: "
-                               f"{message[-1] if message else f'exit {code}'}")
+            raise UserError(f"ffmpeg failed encoding '{self.path}': "
+                            f"{message[-1] if message else f'exit {code}'} (a full disk? free "
+                            "some space, then run the same command with --resume)")
 
     def abort(self) -> None:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Encode in memory, then write: a full disk is an error that names the file and the cause
+    (cv2.imwrite only says False)."""
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    try:
+        if not ok:
+            raise OSError(f"OpenCV could not encode frame {path.name}")
+        path.write_bytes(data.tobytes())
+    except OSError as exc:
+        raise UserError(f"could not write '{path}' ({exc.strerror or exc}): free some disk "
+                        "space, then run the same command with --resume") from None
 
 
 def segment_suffix(settings: EncodeSection) -> str:
@@ -151,12 +169,13 @@ def finalize(parts: list[Path], output: Path, settings: EncodeSection,
         _finalize_png(parts, output, exe, audio, audio_start, duration)
         return
     listing = parts[0].parent / "concat.txt"
-    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
-    video = ffmpeg.input(str(listing), format="concat", safe=0)
+    listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in parts))
+    video = ffmpeg.input(str(listing.resolve()), format="concat", safe=0)
     streams = [video["v"]]
     out_args = {"vcodec": "copy"}
     if audio is not None:
-        streams.append(ffmpeg.input(str(audio), ss=f"{audio_start:.6f}", t=f"{duration:.6f}")["a"])
+        streams.append(ffmpeg.input(str(Path(audio).resolve()), ss=f"{audio_start:.6f}",
+                                    t=f"{duration:.6f}")["a"])
         mode = settings.audio if settings.audio != "auto" else AUDIO_FOR[output.suffix.lower()]
         if audio_start > 0:  # a copied stream keeps its old timestamps and shifts the video
             mode = "aac"
@@ -165,28 +184,37 @@ def finalize(parts: list[Path], output: Path, settings: EncodeSection,
             out_args["audio_bitrate"] = "192k"
     if output.suffix.lower() in (".mp4", ".mov"):
         out_args["movflags"] = "+faststart"
-    tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
-    cmd = ffmpeg.output(*streams, str(tmp), t=f"{duration:.6f}", **out_args).global_args(
-        "-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output()
-    try:
-        cmd.run(cmd=exe, capture_stdout=True, capture_stderr=True)
-        os.replace(tmp, output)
-    except ffmpeg.Error as exc:
-        lines = exc.stderr.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"ffmpeg could not write {output.name}: "
-                           f"{lines[-1] if lines else exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(output, suffix=f".partial{output.suffix}") as tmp:
+        cmd = ffmpeg.output(*streams, str(tmp.resolve()), t=f"{duration:.6f}",
+                            **out_args).global_args(
+            "-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output()
+        try:
+            cmd.run(cmd=exe, capture_stdout=True, capture_stderr=True)
+        except ffmpeg.Error as exc:
+            lines = exc.stderr.decode(errors="replace").strip().splitlines()
+            raise UserError(f"ffmpeg could not write {output.name}: "
+                            f"{lines[-1] if lines else exc}") from None
+
+
+def _concat_quote(path: Path) -> str:
+    """A path inside single quotes in ffmpeg's concat list: ' becomes '\\''."""
+    return str(path).replace("'", "'\\''")
 
 
 def _finalize_png(parts, output: Path, exe, audio, audio_start, duration) -> None:
-    """PNG sequences are written straight into the parts folder; move it into place."""
+    """PNG sequences are written straight into the parts folder; move it into place, with a
+    manifest of its files so that a later --overwrite removes exactly those."""
     folder = parts[0]
     if audio is not None:
-        subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                        "-ss", f"{audio_start:.6f}", "-t", f"{duration:.6f}", "-i", str(audio),
-                        "-vn", "-c:a", "flac", str(folder / "audio.flac")], check=True)
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(folder, output)
+        result = subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+                                 "-ss", f"{audio_start:.6f}", "-t", f"{duration:.6f}", "-i",
+                                 str(Path(audio).resolve()), "-vn", "-c:a", "flac",
+                                 str((folder / "audio.flac").resolve())],
+                                capture_output=True, text=True, errors="replace")
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines()
+            raise UserError(f"ffmpeg could not write the audio of {output.name}: "
+                            f"{lines[-1] if lines else f'exit {result.returncode}'}")
+    write_manifest(folder)
+    remove_owned_folder(output)
+    publish(folder, output)

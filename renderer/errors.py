@@ -15,3 +15,11 @@ def close_matches(word: str, choices, n: int = 4) -> str:
         return f" (did you mean: {', '.join(near)}?)"
     shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")
     return f" (choose from: {shown})"
+
+
+class BusyError(UserError):
+    """Another process holds what this one needs (an output being written)."""
+
+
+class LeaseLost(Exception):
+    """A queued job's lease passed to another worker: this render must stop writing at once."""

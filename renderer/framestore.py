@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
 
 def smoothstep(x: float) -> float:
     """0 -> 1 with zero slope at both ends: fades and eases start and stop without a kink."""
@@ -44,7 +46,13 @@ class FrameStore:
 
     def get(self, key: tuple) -> np.ndarray | None:
         path = self._path(key)
-        return np.load(path) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            raise UserError(f"the parked frame '{path}' is damaged: run again without "
+                            "--resume") from None
 
     def pop(self, key: tuple) -> np.ndarray | None:
         rgb = self.get(key)

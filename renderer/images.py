@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -12,6 +9,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .outputs import atomic_path, check_target, refuse_same_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -74,38 +72,28 @@ def load_image(path, size: tuple[int, int] | None = None, max_side: int | None =
     return to_tensor(rgb)
 
 
-def check_output(path: str | Path, overwrite: bool = True) -> Path:
-    path = Path(path)
-    if not path.parent.exists():
-        raise UserError(f"output folder '{path.parent}' does not exist: create it first")
-    if path.exists() and not overwrite:
-        raise UserError(f"output '{path}' already exists: pass --overwrite to replace it")
-    return path
-
-
-@contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None):
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix,
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def save_image(rgb: np.ndarray, path: str | Path) -> None:
+def check_output(path: str | Path, overwrite: bool = False, inputs=()) -> Path:
+    """An image output: its extension, not an input, a writable folder, nothing replaced
+    unless asked."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"output '{path}' needs an image extension "
                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise UserError(f"could not write '{path}'")
+    refuse_same_file(path, *inputs)
+    return check_target(path, overwrite)
+
+
+def save_image(rgb: np.ndarray, path: str | Path) -> None:
+    path = Path(path)
+    ok, data = cv2.imencode(path.suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise UserError(f"OpenCV cannot encode '{path}': use .png or .jpg")
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data.tobytes())
+    except OSError as exc:
+        raise UserError(f"could not write '{path}' ({exc.strerror or exc}): free some disk "
+                        "space or choose another folder") from None
 
 
 def label(rgb: np.ndarray, text: str) -> np.ndarray:

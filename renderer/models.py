@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -252,7 +253,9 @@ def _resolve_weights(spec: ModelSpec, weights: str | None) -> Path:
 
 def _load_state_dict(path: Path) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"weights file '{path}' could not be read ({type(exc).__name__}): "
                         "replace it with the original .pth file") from None

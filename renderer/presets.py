@@ -212,14 +212,53 @@ def _key_lines(node, prefix=(), out=None) -> dict[tuple, int]:
     return out
 
 
+MAX_BYTES = 1 << 20  # a preset is a page of settings: a megabyte is far beyond any real one
+MAX_VALUES = 100_000  # values after alias expansion (a "billion laughs" file has 10^9)
+MAX_DEPTH = 64
+
+
+def _expanded_size(node, depth: int = 0, sizes: dict | None = None) -> int:
+    """How many values the node stands for once every alias is expanded (memoised: shared
+    nodes are counted without being walked again)."""
+    sizes = {} if sizes is None else sizes
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+    if id(node) in sizes:
+        return sizes[id(node)]
+    children = []
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    size = 1 + sum(_expanded_size(c, depth + 1, sizes) for c in children)
+    if size > MAX_VALUES:
+        raise ValueError(f"expands to more than {MAX_VALUES} values (aliases)")
+    sizes[id(node)] = size
+    return size
+
+
 def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise UserError(f"preset file '{path}' is larger than {MAX_BYTES >> 20} MB: a preset "
+                            "is a short YAML file of settings")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"preset file '{path}' cannot be read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _expanded_size(node)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+        lines = _key_lines(node) if node is not None else {}
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
+        raise UserError(f"preset file '{path}' is refused: {reason}; a preset is a short YAML "
+                        "file of settings") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -291,12 +330,18 @@ def _explain(error: dict, source: str, lines: dict, overridden: set) -> str:
 def load(name_or_path: str, overrides: list[str] = (), _seen: tuple = ()) -> Preset:
     """Load, merge and validate a preset; every problem is a UserError naming file, line and key."""
     path = locate(name_or_path)
+    if path.resolve() in _seen:
+        raise UserError(f"{path}: 'extends' makes a cycle through '{path}'")
     data, lines = _read_yaml(path)
     parent = data.get("extends")
     if parent:
-        if parent in _seen:
-            raise UserError(f"{path}: 'extends' makes a cycle through '{parent}'")
-        base = load(parent, (), _seen + (path.stem,)).model_dump(by_alias=True, exclude={"name"})
+        if not isinstance(parent, str):
+            raise UserError(f"{path}: 'extends' must name a preset or a .yaml file")
+        beside = path.parent / parent  # a relative file path is read from the preset's folder
+        if beside.suffix in (".yaml", ".yml") and beside.is_file():
+            parent = str(beside)
+        base = load(parent, (), _seen + (path.resolve(),)).model_dump(by_alias=True,
+                                                                      exclude={"name"})
         data = _merge(base, data)
     overridden = {_set_override(data, item) for item in overrides}
     try:

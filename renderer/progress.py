@@ -8,7 +8,17 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, warnings and errors
+
+
+def print_table(table) -> None:
+    """Listings go to stdout, so `dream presets list | grep loop` works; as plain text with
+    full paths (no boxes, no cut cells) when stdout is not a terminal."""
+    if sys.stdout.isatty():
+        Console().print(table)
+        return
+    table.box, table.title, table.show_edge = None, None, False
+    Console(width=10_000, no_color=True, highlight=False, soft_wrap=True).print(table)
 
 
 class RateColumn(TextColumn):

@@ -10,10 +10,8 @@ a writer thread, so the GPU only waits when the CPU side cannot keep up (`idle` 
 
 from __future__ import annotations
 
-import json
 import os
 import queue
-import shutil
 import threading
 import time
 from collections import defaultdict
@@ -26,13 +24,15 @@ import numpy as np
 import torch
 
 from . import encode
-from .decode import FrameReader, VideoIndex, slot_counts
 from .accel import Compiled
+from .checkpoints import Checkpoints, RenderState, digest, parts_dir, remove_work_folder
+from .decode import FrameReader, VideoIndex, slot_counts
 from .dream import Anchor, Dreamer
 from .errors import UserError
 from .framestore import AsyncFrameStore, FrameStore, crossfade, crossfade_weight
 from .flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, warp
 from .images import to_uint8
+from .outputs import OutputLock
 from .presets import FlowSection, Preset
 from .progress import console
 
@@ -103,14 +103,6 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.number + 1}/{self.count}"
-
-
-@dataclass
-class RenderState:
-    """What a render needs to continue after `step` lockstep steps (on the CPU, lossless)."""
-    step: int = 0
-    prev_dream: dict = field(default_factory=dict)  # segment -> (3, H, W) float tensor
-    prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 source frame
 
 
 @dataclass(frozen=True)
@@ -414,62 +406,6 @@ def default_batch(device: torch.device, size: tuple[int, int]) -> int:
     return int(max(1, min(16, free * 0.25 // per_frame)))
 
 
-def parts_dir(output: Path) -> Path:
-    return output.parent / f".{output.name}.parts"
-
-
-class Checkpoints:
-    """The parts folder beside an output: finished encoder chunks, parked cross-fade frames and
-    checkpoint.pt (written atomically), enough to resume a killed render exactly."""
-
-    def __init__(self, output: Path, fingerprint: str, folder: Path | None = None):
-        self.folder = folder or parts_dir(output)
-        self.file = self.folder / "checkpoint.pt"
-        self.manifest = self.folder / "done.json"
-        self.fingerprint = fingerprint
-
-    def load(self) -> tuple[RenderState, list[str]] | None:
-        if not self.file.exists():
-            return None
-        saved = torch.load(self.file, weights_only=False)
-        if saved["fingerprint"] != self.fingerprint:
-            raise UserError(f"the checkpoint in '{self.folder}' belongs to a different render "
-                            "(input, preset, size or seed changed): run without --resume")
-        return saved["state"], saved["chunks"]
-
-    def save(self, state: RenderState, chunks: list[str]) -> None:
-        """Write beside, then rename: a full disk or a kill keeps the previous checkpoint."""
-        tmp = self.file.with_suffix(".tmp")
-        try:
-            torch.save({"fingerprint": self.fingerprint, "state": state, "chunks": chunks}, tmp)
-            os.replace(tmp, self.file)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            reason = exc.strerror or str(exc)
-            raise UserError(f"could not write the checkpoint in '{self.folder}' ({reason}): "
-                            "free some disk space, then run again with --resume") from None
-
-    def finish(self, chunks: list[str]) -> None:
-        """Mark a shard finished: its chunks, in output order, for `assemble_shards`."""
-        tmp = self.manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "chunks": chunks}))
-        os.replace(tmp, self.manifest)
-
-    def finished(self) -> list[str] | None:
-        """The chunks of a finished shard of this render, or None."""
-        if not self.manifest.exists():
-            return None
-        saved = json.loads(self.manifest.read_text())
-        return saved["chunks"] if saved["fingerprint"] == self.fingerprint else None
-
-
-def digest(*parts) -> str:
-    """A stable hash of JSON-able parts: what must match for a checkpoint to be continued."""
-    import hashlib
-
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
 def fingerprint(index: VideoIndex, preset: Preset, size, segments) -> str:
     return digest(str(index.path.resolve()), index.pts[0], index.count, list(size),
                   preset.model_dump(mode="json"), [vars(s) for s in segments])
@@ -480,7 +416,8 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
                  times: StageTimes | None = None, resume: bool = False,
                  shard: Shard | None = None) -> StageTimes:
     """Render the indexed clip into `output`, checkpointing every `video.checkpoint_every`
-    steps into a parts folder; `resume` continues from its last checkpoint.
+    steps into a parts folder; `resume` continues from its last checkpoint. Only one render
+    at a time writes `output` (or one part of it).
 
     With `shard`, only that part's segments are rendered (`batch` segments per part), into its
     own folder, and left there for `assemble_shards`.
@@ -488,6 +425,15 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
     times = times or StageTimes()
     batch = batch or preset.video.batch or default_batch(dreamer.device, size)
     shard = shard or Shard(0, 1)
+    whole = shard.count == 1
+    with OutputLock(output, "" if whole else shard.folder(output).name):
+        _render(index, preset, dreamer, output, size, batch, progress, times, resume, shard)
+    return times
+
+
+def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
+            size: tuple[int, int], batch: int, progress, times: StageTimes, resume: bool,
+            shard: Shard) -> None:
     plan = shard_plan(index.count, batch, preset.video.warmup, shard)
     mine = plan.mine
     repeats = slot_counts(index)
@@ -496,14 +442,11 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
                         None if whole else shard.folder(output))
     if resume and not whole and store.finished() is not None:
         console.print(f"part {shard} is already rendered")
-        return times
-    restored = store.load() if resume else None
-    if restored is None and store.folder.exists():
-        shutil.rmtree(store.folder)
-    store.folder.mkdir(parents=True, exist_ok=True)
+        return
+    restored = store.start(resume)
     if not mine:  # more parts than segments: nothing to do
         store.finish([])
-        return times
+        return
     state, chunks = restored or (RenderState(), [])
     if restored is not None:
         console.print(f"resuming from step {state.step} of "
@@ -525,7 +468,7 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
 
     def checkpoint(new_state: RenderState, closed: list[encode.SegmentWriter]) -> None:
         chunks.extend(str(w.path.name) for w in closed if w.frames and not png)
-        store.save(new_state, chunks)
+        store.save(new_state, chunks, [f for w in closed for f in w.files])
 
     render_frames(index, preset, dreamer, size, mine, chunk_writers(state.step), times,
                   progress, state, Stretches(chunk_writers, checkpoint),
@@ -536,13 +479,12 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
     ordered = ["frames"] if png else sorted(chunks)
     if not whole:
         store.finish(ordered)
-        return times
+        return
     t = time.perf_counter()
     encode.finalize([store.folder / c for c in ordered], output, preset.encode, index.path,
                     index.pts[0], sum(repeats) / float(index.rate), index.info.audio_codec)
     times.add("encode", time.perf_counter() - t)
-    shutil.rmtree(store.folder, ignore_errors=True)
-    return times
+    remove_work_folder(store.folder)
 
 
 def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, int],
@@ -550,6 +492,12 @@ def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple
     """Join the `count` finished parts of a split render: the tail of each part is cross-faded
     with the next part's warm-up (as one render does between its segments) and encoded, then
     every chunk is concatenated in order with the audio."""
+    with OutputLock(output):
+        _assemble(index, preset, output, size, batch, count)
+
+
+def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, int],
+              batch: int, count: int) -> None:
     shards = [Shard(k, count) for k in range(count)]
     plans = [shard_plan(index.count, batch, preset.video.warmup, s) for s in shards]
     repeats = slot_counts(index)
@@ -592,4 +540,4 @@ def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple
             parts.append(seam.path)
     encode.finalize([merged] if png else parts, output, preset.encode, index.path,
                     index.pts[0], sum(repeats) / float(index.rate), index.info.audio_codec)
-    shutil.rmtree(parts_dir(output), ignore_errors=True)
+    remove_work_folder(parts_dir(output))

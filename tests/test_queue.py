@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -21,7 +22,7 @@ TINY = ["-p", "preview", "--size", "64x36", "--set", "dream.octaves=1", "--set",
 
 def worker(db, *extra):
     return subprocess.Popen([sys.executable, "-m", "renderer.cli", "worker", "--db", str(db),
-                             *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--root", ROOT, "--root", tempfile.gettempdir(), *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
 
@@ -32,9 +33,10 @@ def test_claims_follow_priority_time_and_dependencies(tmp_path):
     later = q.add("render", ["c"], "/", priority=9, not_before=time.time() + 3600)
     child = q.add("render", ["d"], "/", priority=9, after=low)
     assert q.claim("w1", 30).id == high
-    assert q.claim("w1", 30).id == low  # `later` waits for its time, `child` for `low`
+    claimed = q.claim("w1", 30)
+    assert claimed.id == low  # `later` waits for its time, `child` for `low`
     assert q.claim("w1", 30) is None
-    q.finish(low, "w1", "done")
+    q.finish(claimed, "done")
     assert q.claim("w1", 30).id == child
     assert q.get(later).state == "queued"
 
@@ -42,12 +44,13 @@ def test_claims_follow_priority_time_and_dependencies(tmp_path):
 def test_expired_lease_is_taken_over_and_the_old_worker_loses_it(tmp_path):
     q = Queue(tmp_path / "q.db")
     job = q.add("render", ["a"], "/")
-    assert q.claim("dead", 0.01).id == job
+    dead = q.claim("dead", 0.01)
+    assert dead.id == job
     time.sleep(0.05)
     taken = q.claim("alive", 30)
-    assert taken.id == job and taken.attempts == 2
-    assert not q.heartbeat(job, "dead", 30, {})
-    assert q.heartbeat(job, "alive", 30, {"done": 3, "total": 10, "fps": 1.5})
+    assert taken.id == job and taken.attempts == 2 and taken.epoch == dead.epoch + 1
+    assert not q.heartbeat(dead, 30, {})
+    assert q.heartbeat(taken, 30, {"done": 3, "total": 10, "fps": 1.5})
     assert q.get(job).frames_done == 3
 
 
@@ -81,7 +84,7 @@ def test_killed_worker_job_is_resumed_by_another(tmp_path):
     assert run_cli("queue", "--db", db, "add", "render", src, "-o", tmp_path / "out",
                    *args).returncode == 0
     first = worker(db, "--lease", "3")
-    checkpoint = tmp_path / ".out.parts" / "checkpoint.pt"
+    checkpoint = tmp_path / ".out.parts" / "checkpoint.json"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -107,8 +110,7 @@ def test_queue_bad_input(tmp_path):
                       "invalid render arguments")
     q = Queue(db)
     job = q.add("render", ["a"], "/")
-    q.claim("w", 30)
-    q.finish(job, "w", "done")
+    q.finish(q.claim("w", 30), "done")
     assert_user_error(run_cli("queue", "--db", db, "cancel", str(job)), "already done")
     assert_user_error(run_cli("queue", "--db", db, "retry", str(job)), "only failed")
     assert Queue(db).get(job).state == "done"
@@ -139,10 +141,10 @@ def test_locked_database_is_reported(tmp_path):
 def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     import torch
 
-    from renderer.video import Checkpoints, RenderState
+    from renderer.checkpoints import Checkpoints, RenderState
 
     store = Checkpoints(tmp_path / "o.mp4", "fp")
-    store.folder.mkdir()
+    store.start(resume=False)
     store.save(RenderState(step=4), ["a.mkv"])
 
     def full(*args, **kwargs):

@@ -4,6 +4,7 @@ including a lost node, and a zoom job run whole."""
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -33,7 +34,8 @@ def cluster():
 
 def driver(db, address, *extra):
     return subprocess.Popen([sys.executable, "-m", "renderer.cli", "worker", "--db", str(db),
-                             "--ray", address, "--gpus-per-task", "0", "--lease", "10", *extra],
+                             "--ray", address, "--gpus-per-task", "0", "--lease", "10",
+                             "--root", ROOT, "--root", tempfile.gettempdir(), *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -60,7 +62,7 @@ def test_split_render_survives_a_lost_node_and_zoom_runs_whole(tmp_path, cluster
     assert run_cli("queue", "--db", db, "add", "zoom", "-o", tmp_path / "zoom.mp4",
                    "--seconds", "6", "--fps", "8", *ZOOM).returncode == 0
     proc = driver(db, cluster.address, "--drain", "--ray-resources", '{"render": 1}')
-    checkpoints = [tmp_path / ".out.parts" / f"shard_{k}of2" / "checkpoint.pt" for k in (1, 2)]
+    checkpoints = [tmp_path / ".out.parts" / f"shard_{k}of2" / "checkpoint.json" for k in (1, 2)]
     deadline = time.time() + 300
     while not all(c.exists() for c in checkpoints) and time.time() < deadline:
         time.sleep(0.05)

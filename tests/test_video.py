@@ -1,5 +1,7 @@
 """`dream render` on generated clips: timing, audio, odd sizes, rotation, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -184,7 +186,7 @@ def test_killed_render_resumes_to_identical_frames(tmp_path):
     rng = random.Random(7)
     for trial in range(3):
         out = tmp_path / f"run{trial}"
-        checkpoint = tmp_path / f".run{trial}.parts" / "checkpoint.pt"
+        checkpoint = tmp_path / f".run{trial}.parts" / "checkpoint.json"
         proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "render", str(src), "-o",
                                  str(out), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -209,10 +211,8 @@ def test_resume_refuses_a_checkpoint_of_another_render(tmp_path):
     out = tmp_path / "o.mkv"
     parts = tmp_path / ".o.mkv.parts"
     parts.mkdir()
-    import torch
-
-    torch.save({"fingerprint": "another render", "state": None, "chunks": []},
-               parts / "checkpoint.pt")
+    (parts / "checkpoint.json").write_text(json.dumps(
+        {"fingerprint": "another render", "step": 0, "chunks": [], "state": "x", "sha256": {}}))
     result = run_cli("render", src, "-o", out, *FAST, "--resume")
     assert_user_error(result, "different render", "without --resume")
     assert not out.exists()

@@ -157,7 +157,7 @@ def test_killed_zoom_loop_resumes_to_identical_frames(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "zoom", "-o", str(out),
                              *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / ".out.mkv.parts" / "checkpoint.pt"
+    checkpoint = tmp_path / ".out.mkv.parts" / "checkpoint.json"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.02)

@@ -1,0 +1,173 @@
+"""Checkpoints of long renders: a work folder beside the output that a killed render resumes.
+
+Nothing in it can run code: the commit point is `checkpoint.json` (fingerprint, step, finished
+chunks and a SHA-256 of every file it names), the dream state is plain tensors loaded with
+`torch.load(weights_only=True)`, and the fingerprint is checked before anything else is read.
+A file that does not match its checksum (a truncated frame, a damaged state) is refused. The
+folder carries a marker, and only folders with it are ever deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .jobs import fenced
+
+WORK_MARKER = ".dream-work"  # in every folder a render creates for itself
+
+
+@dataclass
+class RenderState:
+    """What a render needs to continue after `step` steps (on the CPU, lossless)."""
+    step: int = 0
+    prev_dream: dict = field(default_factory=dict)  # segment -> (3, H, W) float tensor
+    prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 source frame
+
+
+def parts_dir(output: Path) -> Path:
+    return output.parent / f".{output.name}.parts"
+
+
+def digest(*parts) -> str:
+    """A stable hash of JSON-able parts: what must match for a checkpoint to be continued."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def make_work_folder(folder: Path) -> None:
+    """Create a work folder (and a work parent, for a part of a split render), marked as ours."""
+    for path in (folder.parent, folder) if folder.parent.name.endswith(".parts") else (folder,):
+        if path.exists() and not (path / WORK_MARKER).exists() and any(path.iterdir()):
+            raise UserError(f"'{path}' exists and was not made by dream: move it away, or "
+                            "choose another output name")
+        path.mkdir(exist_ok=True)
+        (path / WORK_MARKER).touch()
+
+
+def remove_work_folder(folder: Path) -> None:
+    """Delete a work folder, only if it is one of ours."""
+    if (folder / WORK_MARKER).exists():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Checkpoints:
+    """The work folder beside an output: finished encoder chunks, parked cross-fade frames and
+    the checkpoint (written atomically), enough to resume a killed render exactly."""
+
+    def __init__(self, output: Path, fingerprint: str, folder: Path | None = None):
+        self.output = output
+        self.folder = folder or parts_dir(output)
+        self.file = self.folder / "checkpoint.json"
+        self.manifest = self.folder / "done.json"
+        self.fingerprint = fingerprint
+        self.sums: dict[str, str] = {}  # file (from the output's folder) -> SHA-256
+
+    def _damaged(self, what: str) -> UserError:
+        return UserError(f"the checkpoint of '{self.output}' is damaged ({what}): run again "
+                         "without --resume")
+
+    def start(self, resume: bool) -> tuple[RenderState, list[str]] | None:
+        """The saved state and chunks when resuming from a checkpoint; otherwise a clean work
+        folder (an old one of ours is cleared) and None."""
+        restored = self.load() if resume else None
+        if restored is None:
+            remove_work_folder(self.folder)
+            make_work_folder(self.folder)
+        return restored
+
+    def load(self) -> tuple[RenderState, list[str]] | None:
+        if not self.file.exists():
+            if (self.folder / "checkpoint.pt").exists():
+                raise UserError(f"the checkpoint in '{self.folder}' is of an older version and "
+                                "is not loaded: run again without --resume")
+            return None
+        try:
+            saved = json.loads(self.file.read_text())
+            fingerprint, step = saved["fingerprint"], int(saved["step"])
+            chunks, sums, state_file = saved["chunks"], saved["sha256"], saved["state"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise self._damaged("checkpoint.json cannot be read") from None
+        if fingerprint != self.fingerprint:
+            raise UserError(f"the checkpoint in '{self.folder}' belongs to a different render "
+                            "(input, preset, size or seed changed): run without --resume")
+        if not isinstance(sums, dict) or state_file not in sums:
+            raise self._damaged("checkpoint.json names no state")
+        for name, expected in sums.items():
+            path = self.folder.parent / name
+            if ".." in Path(name).parts or not path.is_file() or file_sha256(path) != expected:
+                raise self._damaged(f"{name} is missing or changed")
+        try:
+            tensors = torch.load(self.folder.parent / state_file, map_location="cpu",
+                                 weights_only=True)
+            state = RenderState(step, {int(k): v for k, v in tensors["prev_dream"].items()},
+                                {int(k): v.numpy() for k, v in tensors["prev_rgb"].items()})
+        except Exception:
+            raise self._damaged(f"{state_file} cannot be read") from None
+        self.sums = {k: v for k, v in sums.items() if k != state_file}
+        return state, list(chunks)
+
+    def save(self, state: RenderState, chunks: list[str], written=()) -> None:
+        """Write beside, then rename: a full disk or a kill keeps the previous checkpoint.
+        `written` are the files finished since the last save: their checksums join the record."""
+        state_name = f"state_{state.step:08d}.pt"
+        state_file = f"{self.folder.name}/{state_name}"
+        tmp = self.file.with_suffix(".tmp")
+        try:
+            for path in written:  # keyed from the output's folder: zoom variants share one
+                self.sums[str(Path(path).relative_to(self.folder.parent))] = file_sha256(path)
+            torch.save({"prev_dream": {str(k): v.contiguous() for k, v in state.prev_dream.items()},
+                        "prev_rgb": {str(k): torch.from_numpy(np.ascontiguousarray(v))
+                                     for k, v in state.prev_rgb.items()}},
+                       self.folder / state_name)
+            sums = dict(self.sums, **{state_file: file_sha256(self.folder / state_name)})
+            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "step": state.step,
+                                       "chunks": chunks, "state": state_file, "sha256": sums}))
+            with fenced():
+                os.replace(tmp, self.file)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            reason = exc.strerror or str(exc)
+            raise UserError(f"could not write the checkpoint in '{self.folder}' ({reason}): "
+                            "free some disk space, then run again with --resume") from None
+        for old in self.folder.glob("state_*.pt"):
+            if old.name != state_name:
+                old.unlink(missing_ok=True)
+
+    def finish(self, chunks: list[str]) -> None:
+        """Mark a part finished: its chunks, in output order, for the assembly."""
+        tmp = self.manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "chunks": chunks}))
+        with fenced():
+            os.replace(tmp, self.manifest)
+
+    def finished(self) -> list[str] | None:
+        """The chunks of a finished part of this render, or None."""
+        if not self.manifest.exists():
+            return None
+        try:
+            saved = json.loads(self.manifest.read_text())
+            fingerprint, chunks = saved["fingerprint"], saved["chunks"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"'{self.manifest}' is damaged: render that part again without "
+                            "--resume") from None
+        if not (isinstance(chunks, list) and all(isinstance(c, str) and "/" not in c
+                                                 for c in chunks)):
+            raise UserError(f"'{self.manifest}' is damaged: render that part again without "
+                            "--resume")
+        return chunks if fingerprint == self.fingerprint else None

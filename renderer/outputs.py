@@ -1,0 +1,174 @@
+"""Where results land: checks made before any work, one writer per output, atomic publishing.
+
+The rules: an output is never one of the inputs; a path we did not create is never deleted
+(a folder output carries a manifest of the files we wrote, and only those are ever removed);
+files appear whole (written beside, then renamed) with the user's normal permissions; one
+render at a time writes an output (an exclusive lock for the render's lifetime).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import BusyError, UserError
+from .jobs import fenced
+
+MANIFEST = ".dream-output.json"  # in a folder output: the files dream wrote there
+
+
+def default_mode() -> int:
+    """0666 less the process umask: what a file created with open() would get."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def refuse_same_file(output: Path, *inputs) -> None:
+    """Exit 2 when the output is one of the inputs (resolved paths, hard links, symlinks)."""
+    for given in inputs:
+        if given is None or str(given) == "noise":
+            continue
+        source = Path(given)
+        same = source.resolve() == output.resolve()
+        if not same and source.exists() and output.exists():
+            same = os.path.samefile(source, output)
+        if same:
+            raise UserError(f"output '{output}' is the input '{given}': write the result to "
+                            "another file")
+
+
+def check_writable(folder: Path) -> None:
+    """Try it: permissions, read-only file systems and root's exceptions are all covered."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dream-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"output folder '{folder}' is not writable ({exc.strerror or exc}): "
+                        "choose another output folder") from None
+
+
+def check_target(path: Path, overwrite: bool, folder_output: bool = False) -> Path:
+    """The checks every command makes on its output before it starts working."""
+    if not path.parent.is_dir():
+        raise UserError(f"output folder '{path.parent}' does not exist: create it first")
+    check_writable(path.parent)
+    if not (path.exists() or path.is_symlink()):
+        return path
+    if not overwrite:
+        raise UserError(f"output '{path}' already exists: pass --overwrite to replace it")
+    if folder_output:
+        if not path.is_dir() or path.is_symlink():
+            raise UserError(f"output '{path}' is a file, and codec png writes a folder of "
+                            "frames: give a new folder name")
+        stray = sorted(set(os.listdir(path)) - set(owned_files(path)))
+        if stray:
+            raise UserError(f"output folder '{path}' holds files dream did not write "
+                            f"({stray[0]}{', ...' if len(stray) > 1 else ''}): give a new or "
+                            "empty folder name")
+    elif path.is_dir():
+        raise UserError(f"output '{path}' is a folder: give a file name")
+    return path
+
+
+# ---------------------------------------------------------------- folder outputs
+def owned_files(folder: Path) -> list[str]:
+    """The files a folder output's manifest says dream wrote (the manifest included)."""
+    try:
+        names = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")
+            ] + [MANIFEST]
+
+
+def write_manifest(folder: Path) -> None:
+    """Record every file now in `folder` (a folder this render created) as ours."""
+    names = sorted(n for n in os.listdir(folder) if n != MANIFEST)
+    (folder / MANIFEST).write_text(json.dumps({"files": names}))
+
+
+def remove_owned_folder(folder: Path) -> None:
+    """Delete the files dream wrote into `folder`, then the folder if nothing else is left."""
+    if not folder.exists():
+        return
+    for name in owned_files(folder):
+        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        raise UserError(f"output folder '{folder}' holds files dream did not write: "
+                        "give a new or empty folder name") from None
+
+
+# ---------------------------------------------------------------- atomic files
+@contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None):
+    """Yield a new temporary path beside `path`; it replaces `path` only if the block succeeds,
+    with the user's normal permissions (not the temporary file's 0600)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        publish(Path(tmp), path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename a finished file (or folder) into place; under a queue job, only while its lease
+    is still ours."""
+    if tmp.is_file():
+        os.chmod(tmp, default_mode())
+    with fenced():
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- one writer per output
+class OutputLock:
+    """An exclusive lock (flock) on a hidden file beside the output, for a render's lifetime.
+
+    The file is removed on release; whoever locks re-checks that the path still names the file
+    it locked, so a lock taken on a just-removed file is never trusted.
+    """
+
+    def __init__(self, output: Path, scope: str = ""):
+        self.output = output
+        self.path = output.parent / f".{output.name}{'.' + scope if scope else ''}.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "OutputLock":
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, default_mode())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise BusyError(f"another render is writing '{self.output}' (pid {pid}): wait "
+                                "for it to finish, or stop it") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder removed it between our open and our lock: try again
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,422 @@
+"""Hostile and unlucky input: nothing we did not write is deleted, no file runs code, a queued
+job runs once, faults are reported (never called success), and what a user can fix exits 2
+with one line. Each case asserts the exit code, the message, and what is left on disk."""
+
+import json
+import os
+import pickle
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, assert_user_error, run_cli
+from media import flash_clip
+from renderer.jobs import Queue
+from renderer.outputs import OutputLock
+
+FAST = ["-p", "preview", "--size", "64x36", "--set", "dream.octaves=1", "--set", "dream.steps=0",
+        "--set", "flow.steps=0", "--set", "video.warmup=2"]
+PNG = [*FAST, "--set", "encode.codec=png"]
+IMAGE = ROOT / "samples" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return flash_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=1, flash=0.5,
+                      size="64x36")
+
+
+def tree(folder):
+    """Every path under `folder` with its bytes: what must survive a refused command."""
+    return {p: p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+# ---------------------------------------------------------------- 1. never delete what we did not write
+def test_png_overwrite_of_a_folder_we_did_not_write_deletes_nothing(tmp_path, clip):
+    (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
+    (tmp_path / "notes.txt").write_text("mine")
+    before = tree(tmp_path)
+    r = run_cli("render", "clip.mp4", "-o", ".", "--overwrite", *PNG, cwd=tmp_path)
+    assert_user_error(r, "did not write")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "keep.png").write_bytes(b"x")
+    before = tree(tmp_path)
+    r = run_cli("render", "clip.mp4", "-o", "frames", "--overwrite", *PNG, cwd=tmp_path)
+    assert_user_error(r, "did not write", "keep.png")
+    assert tree(tmp_path) == before
+
+
+def test_png_overwrite_replaces_exactly_our_own_frames(tmp_path, clip):
+    out = tmp_path / "frames"
+    assert run_cli("render", clip, "-o", out, *PNG).returncode == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert "frame_000000.png" in first and ".dream-output.json" in first
+    r = run_cli("render", clip, "-o", out, "--overwrite", *PNG, "--end", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.png"))) < len([n for n in first if n.endswith(".png")])
+    (out / "user.txt").write_text("added later")
+    assert_user_error(run_cli("render", clip, "-o", out, "--overwrite", *PNG), "user.txt")
+    assert (out / "user.txt").read_text() == "added later"
+
+
+def test_png_output_onto_a_regular_file_is_refused(tmp_path, clip):
+    target = tmp_path / "frames"
+    target.write_text("a file")
+    assert_user_error(run_cli("render", clip, "-o", target, "--overwrite", *PNG), "is a file")
+    assert target.read_text() == "a file"
+
+
+@pytest.mark.parametrize("link", ["same", "hardlink", "symlink"])
+def test_output_is_never_an_input(tmp_path, clip, link):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(IMAGE.read_bytes())
+    video = tmp_path / "x.mp4"
+    video.write_bytes(clip.read_bytes())
+    photo_out, video_out = photo, video
+    if link != "same":
+        photo_out, video_out = tmp_path / "q.jpg", tmp_path / "y.mp4"
+        make = os.link if link == "hardlink" else os.symlink
+        make(photo, photo_out)
+        make(video, video_out)
+    before = tree(tmp_path)
+    assert_user_error(run_cli("image", photo, "-o", photo_out, "--overwrite", *FAST[:2]),
+                      "is the input")
+    assert_user_error(run_cli("render", video, "-o", video_out, "--overwrite", *FAST),
+                      "is the input")
+    assert tree(tmp_path) == before
+
+
+def test_outputs_get_the_users_umask(tmp_path):
+    out = tmp_path / "o.png"
+    r = run_cli("image", IMAGE, "-o", out, "-p", "preview", "--size", "32x32", "--set",
+                "dream.steps=0")
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def work_folder(tmp_path, checkpoint: str):
+    """An output path and its render work folder, holding `checkpoint` as checkpoint.json."""
+    parts = tmp_path / ".o.mp4.parts"
+    parts.mkdir()
+    (parts / ".dream-work").touch()
+    (parts / "checkpoint.json").write_text(checkpoint)
+    return tmp_path / "o.mp4", parts
+
+
+def test_a_second_render_to_the_same_output_is_refused(tmp_path, clip):
+    out, parts = work_folder(tmp_path, "the first render's")
+    with OutputLock(out):
+        r = run_cli("render", clip, "-o", out, *FAST)
+    assert_user_error(r, "another render is writing", f"pid {os.getpid()}")
+    assert (parts / "checkpoint.json").read_text() == "the first render's"
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- 2. no file runs code
+class Planted:
+    """Unpickling this runs a command that leaves a file behind."""
+
+    def __init__(self, sentinel):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def test_a_planted_checkpoint_never_runs(tmp_path, clip):
+    out = tmp_path / "o.mp4"
+    parts = tmp_path / ".o.mp4.parts"
+    parts.mkdir()
+    sentinel = tmp_path / "pwned"
+    (parts / "checkpoint.pt").write_bytes(pickle.dumps(Planted(sentinel)))
+    assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--resume"), "older version")
+    (parts / "state_00000002.pt").write_bytes(pickle.dumps(Planted(sentinel)))
+    (parts / "checkpoint.json").write_text(json.dumps({
+        "fingerprint": "someone else's", "step": 2, "chunks": [],
+        "state": ".o.mp4.parts/state_00000002.pt", "sha256": {}}))
+    assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--resume"), "different render")
+    assert not sentinel.exists()
+
+
+def test_damaged_checkpoint_is_named_and_retry_fresh_drops_it(tmp_path, clip):
+    out, _ = work_folder(tmp_path, "{garbage")
+    assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--resume"),
+                      "checkpoint of", "is damaged", "without --resume")
+    db = tmp_path / "q.db"
+    assert run_cli("queue", "--db", db, "add", "render", clip, "-o", out, *FAST,
+                   cwd=tmp_path).returncode == 0
+    worker = [sys.executable, "-m", "renderer.cli", "worker", "--db", str(db), "--drain",
+              "--root", str(tmp_path), "--root", str(clip.parent)]
+    subprocess.run(worker, cwd=ROOT, capture_output=True, timeout=300)
+    assert Queue(db).get(1).state == "failed" and "damaged" in Queue(db).get(1).error
+    assert run_cli("queue", "--db", db, "retry", "1", "--fresh").returncode == 0
+    subprocess.run(worker, cwd=ROOT, capture_output=True, timeout=300)
+    assert Queue(db).get(1).state == "done" and out.stat().st_size > 0
+
+
+def test_a_truncated_frame_in_a_checkpoint_is_refused(tmp_path, clip):
+    out = tmp_path / "frames"
+    parts = tmp_path / ".frames.parts"
+    args = [*PNG, "--set", "video.checkpoint_every=1", "--batch", "1", "--set", "dream.steps=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "render", str(clip), "-o",
+                             str(out), *args],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    frames = []
+    deadline = time.time() + 120
+    while not frames and time.time() < deadline and proc.poll() is None:
+        try:
+            sums = json.loads((parts / "checkpoint.json").read_text())["sha256"]
+            frames = [name for name in sums if name.endswith(".png")]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert frames, "no checkpoint with frames was written"
+    victim = tmp_path / frames[0]
+    victim.write_bytes(victim.read_bytes()[:20])
+    assert_user_error(run_cli("render", clip, "-o", out, *args, "--resume"), "is damaged",
+                      frames[0].rsplit("/", 1)[-1])
+    assert not out.exists()
+
+
+def test_model_weights_never_unpickle(tmp_path):
+    sentinel = tmp_path / "pwned"
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(pickle.dumps(Planted(sentinel)))
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"model: {{name: resnet50, weights: '{weights}'}}\n")
+    assert_user_error(run_cli("image", IMAGE, "-p", preset, "-o", tmp_path / "o.png"),
+                      "could not be read")
+    assert not sentinel.exists()
+
+
+def _insert_job(db, args, cwd):
+    """A row written straight into the database, as anyone who can write the file could."""
+    Queue(db)
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO jobs (kind, args, cwd, created) VALUES ('render', ?, ?, ?)",
+                (args if isinstance(args, str) else json.dumps(args), str(cwd), time.time()))
+    con.commit()
+    con.close()
+
+
+def test_worker_refuses_jobs_that_name_binaries_or_foreign_paths(tmp_path, clip):
+    db = tmp_path / "q.db"
+    sentinel = tmp_path / "pwned"
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f"#!/bin/sh\ntouch {sentinel}\n")
+    evil.chmod(0o755)
+    preset = tmp_path / "evil.yaml"
+    preset.write_text(f"extends: preview\nencode: {{ffmpeg: '{evil}'}}\n")
+    _insert_job(db, [str(clip), "-o", str(tmp_path / "a.mp4"), *FAST, "--set",
+                     f"encode.ffmpeg={evil}"], tmp_path)
+    _insert_job(db, [str(clip), "-o", str(tmp_path / "b.mp4"), "-p", str(preset)], tmp_path)
+    _insert_job(db, [str(clip), "-o", "/root/c.mp4", *FAST], tmp_path)
+    _insert_job(db, "{not json", tmp_path)
+    r = subprocess.run([sys.executable, "-m", "renderer.cli", "worker", "--db", str(db),
+                        "--drain", "--root", str(tmp_path), "--root", str(clip.parent)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = Queue(db).jobs()
+    assert [j.state for j in jobs] == ["failed"] * 4
+    assert "ffmpeg binary" in jobs[0].error and "ffmpeg binary" in jobs[1].error
+    assert "outside the worker's folders" in jobs[2].error
+    assert "JSON" in jobs[3].error
+    assert not sentinel.exists()
+    listed = run_cli("queue", "--db", db, "list")
+    assert listed.returncode == 0 and "(damaged)" in listed.stdout
+
+
+def test_queue_logs_reads_only_the_queues_own_log(tmp_path):
+    db = tmp_path / "q.db"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not print me")
+    _insert_job(db, ["x"], tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE jobs SET log=?", (str(secret),))
+    con.commit()
+    r = run_cli("queue", "--db", db, "logs", "1")
+    assert_user_error(r, "no log yet")
+    assert "do not print me" not in r.stdout
+
+
+def test_hostile_presets_fail_fast(tmp_path):
+    laughs = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"{c}: &{c} [{', '.join(['*' + p] * 10)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    (tmp_path / "laughs.yaml").write_text("\n".join(laughs) + "\n")
+    (tmp_path / "big.yaml").write_text("description: '" + "x" * (2 << 20) + "'\n")
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    for name, needle in (("laughs", "aliases"), ("big", "larger than"), ("deep", "nested")):
+        started = time.time()
+        assert_user_error(run_cli("presets", "show", tmp_path / f"{name}.yaml"), needle)
+        assert time.time() - started < 30
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: ./b.yaml\n")
+    b.write_text(f"extends: {a}\n")
+    assert_user_error(run_cli("presets", "show", a), "cycle")
+
+
+def test_a_broken_user_preset_does_not_break_the_list(tmp_path):
+    user = tmp_path / "dream" / "presets"
+    user.mkdir(parents=True)
+    (user / "broken.yaml").write_text("dream: {octaves: many}\n")
+    (user / "mine.yaml").write_text("description: my own\n")
+    r = run_cli("presets", "list", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "broken.yaml" in r.stderr and "mine" in r.stdout
+
+
+# ---------------------------------------------------------------- 3. a queued job runs once
+def test_a_render_whose_lease_was_taken_over_writes_nothing(tmp_path, clip):
+    db = tmp_path / "q.db"
+    q = Queue(db)
+    q.add("render", ["x"], str(tmp_path))
+    stalled = q.claim("stalled", 0.01)
+    time.sleep(0.05)
+    assert q.claim("other", 30).epoch == stalled.epoch + 1
+    out = tmp_path / "o.mp4"
+    fence = json.dumps([str(db), stalled.id, stalled.epoch])
+    r = run_cli("render", clip, "-o", out, *FAST, env={"DREAM_JOB_FENCE": fence})
+    assert r.returncode == 1, r.stderr
+    assert "taken over by another worker" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_worker_survives_job_faults_and_a_busy_database(tmp_path, clip):
+    db = tmp_path / "q.db"
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    q = Queue(db)
+    q.add("render", [str(clip), "-o", str(gone / "a.mp4"), *FAST], str(gone))
+    q.add("render", [str(clip), "-o", str(tmp_path / "b.mp4"), *FAST], str(tmp_path))
+    gone.rmdir()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "worker", "--db", str(db),
+                             "--drain", "--root", str(tmp_path), "--root", str(clip.parent)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, DREAM_QUEUE_BUSY_MS="200"))
+    time.sleep(4)  # locked for longer than the worker's busy timeout, many times over
+    holder.execute("ROLLBACK")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    first, second = Queue(db).jobs()
+    assert first.state == "failed" and "cannot start" in first.error
+    assert second.state == "done"
+
+
+def test_worker_stops_with_one_line_on_a_damaged_database(tmp_path):
+    db = tmp_path / "q.db"
+    Queue(db).add("render", ["x"], str(tmp_path))
+    data = bytearray(db.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"q.db{suffix}").unlink(missing_ok=True)
+    db.write_bytes(bytes(data))
+    r = run_cli("worker", "--db", db, "--drain")
+    assert_user_error(r, "damaged")
+
+
+def test_a_job_taken_over_too_often_fails(tmp_path):
+    q = Queue(tmp_path / "q.db")
+    job = q.add("render", ["x"], str(tmp_path))
+    for _ in range(3):
+        assert q.claim("dies", 0.01).id == job
+        time.sleep(0.03)
+    assert q.claim("next", 30) is None
+    assert q.get(job).state == "failed" and "gave up after 3 attempts" in q.get(job).error
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["worker", "--lease", "nan"], "--lease"),
+    (["queue", "add", "--priority", "100000000000000000000", "render", "x"], "--priority"),
+    (["queue", "show", "99999999999999999999"], "out of range"),
+    (["image", IMAGE, "-o", "x.png", "--seed", str(2**64)], "--seed"),
+    (["zoom", "-o", "x.mp4", "--seconds", "1", "--seed", "-1"], "--seed"),
+    (["zoom", "-o", "x.mp4", "--seconds", "1", "--fps", "0.0001"], "--fps"),
+    (["render", "x.mp4", "-o", "y.mp4", "--start", "nan"], "--start"),
+])
+def test_numbers_are_checked(tmp_path, args, needle):
+    assert_user_error(run_cli(*args, cwd=tmp_path), needle)
+
+
+def test_queue_add_checks_what_the_command_would(tmp_path, clip):
+    db = tmp_path / "q.db"
+    out = tmp_path / "o.mp4"
+    for args, needle in (([tmp_path / "missing.mp4", "-o", out], "does not exist"),
+                         ([clip, "-o", out, "-p", "no-such-preset"], "unknown preset"),
+                         ([clip, "-o", out, "--size", "abc"], "WIDTHxHEIGHT"),
+                         ([clip, "-o", tmp_path / "o.xyz"], "cannot hold")):
+        assert_user_error(run_cli("queue", "--db", db, "add", "render", *args), needle)
+    assert_user_error(run_cli("queue", "--db", db, "add", "--at", "2001-01-01T00:00", "render",
+                              clip, "-o", out), "in the past")
+    assert Queue(db).jobs() == []
+
+
+# ---------------------------------------------------------------- 4. faults are reported
+def test_a_full_disk_is_an_error_and_resume_finishes(tmp_path, clip):
+    out = tmp_path / "frames"
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    r = subprocess.run([sys.executable, "-m", "renderer.cli", "render", str(clip), "-o",
+                        str(out), *PNG, "--size", "128x72"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, preexec_fn=small_disk)
+    assert r.returncode != 0 and "wrote" not in r.stdout, r.stdout + r.stderr
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "could not write" in err and "--resume" in err
+    assert not out.exists()
+    r = run_cli("render", clip, "-o", out, *PNG, "--size", "128x72", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.png"))) == 24
+
+
+@pytest.mark.parametrize("name", ["Tom's clip.mp4", "-dash \"quoted\" ü.mp4"])
+def test_any_file_name_works(tmp_path, clip, name):
+    out = tmp_path / name
+    r = run_cli("render", clip, "-o", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size > 0 and out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ---------------------------------------------------------------- 5. exit 2 for what the user can fix
+def test_user_fixable_problems_exit_2_before_any_work(tmp_path, clip):
+    assert_user_error(run_cli("image", IMAGE, "-o", "/proc/dream.png"), "not writable")
+    assert_user_error(run_cli("image", IMAGE, "-o", tmp_path / "x.xyz"), "image extension")
+    assert_user_error(run_cli("image", IMAGE, "-o", tmp_path / "x.png", "--device", "foo"),
+                      "--device")
+    import torch
+    if not torch.cuda.is_available():
+        assert_user_error(run_cli("image", IMAGE, "-o", tmp_path / "x.png", "--device", "cuda"),
+                          "no such CUDA GPU")
+    started = time.time()
+    assert_user_error(run_cli("render", clip, "-o", tmp_path / "o.mp4", *FAST, "--set",
+                              "encode.ffmpeg=/nonexistent/ffmpeg"), "not found")
+    assert_user_error(run_cli("render", IMAGE, "-o", tmp_path / "o.mp4", *FAST), "still image")
+    assert time.time() - started < 30
+    plain = tmp_path / "plain"
+    plain.write_text("a file")
+    assert_user_error(run_cli("queue", "--db", plain / "q.db", "list"), "cannot be created")
+    assert not list(tmp_path.glob(".*.parts"))
+
+
+def test_a_damaged_part_manifest_is_named(tmp_path, clip):
+    out = tmp_path / "o.mp4"
+    r = run_cli("render", clip, "-o", out, *FAST, "--shard", "1/2")
+    assert r.returncode == 0, r.stderr
+    manifest = tmp_path / ".o.mp4.parts" / "shard_1of2" / "done.json"
+    manifest.write_text("{broken")
+    assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--assemble", "2"), "damaged")
