@@ -33,10 +33,13 @@ def register(sub, number) -> None:
     for action in ("show", "cancel", "retry", "logs"):
         p = qs.add_parser(action, help=f"{action} one job")
         p.add_argument("id", type=number(int, 1, ID_MAX))
+        if action == "show":
+            p.add_argument("--json", action="store_true", help="the job as a JSON object")
         if action == "retry":
             p.add_argument("--fresh", action="store_true",
                            help="drop its checkpoint and start over (a damaged checkpoint)")
-    qs.add_parser("list", help="every job with its state, frames, fps and ETA")
+    p = qs.add_parser("list", help="every job with its state, frames, fps and ETA")
+    p.add_argument("--json", action="store_true", help="the jobs as a JSON array")
     q.set_defaults(run=cmd_queue)
 
     w = sub.add_parser("worker", help="run queued jobs",
@@ -159,6 +162,8 @@ def cmd_queue(args) -> None:
         check_job_args(args.kind, args.args)
         job_id = queue.add(args.kind, args.args, os.getcwd(), args.priority, at, args.after)
         print(f"queued job {job_id}")
+    elif action == "list" and args.json:
+        print(json.dumps([job_record(job) for job in queue.jobs()], indent=1))
     elif action == "list":
         table = Table(title=f"queue {queue.path}")
         for col in ("id", "state", "kind", "prio", "frames", "fps", "eta", "tries", "args"):
@@ -171,9 +176,12 @@ def cmd_queue(args) -> None:
                           " ".join(job.args)[:60] if job.args is not None else "(damaged)")
         print_table(table)
     elif action == "show":
-        job = queue.get(args.id)
-        for key, value in vars(job).items():
-            print(f"{key}: {value}")
+        record = job_record(queue.get(args.id))
+        if args.json:
+            print(json.dumps(record, indent=1))
+        else:
+            for key, value in record.items():
+                print(f"{key}: {value}")
     elif action == "cancel":
         queue.cancel(args.id)
         print(f"cancelled job {args.id}")
@@ -186,6 +194,11 @@ def cmd_queue(args) -> None:
         if not log.is_file():
             raise UserError(f"job {args.id} has no log yet (it has not started)")
         print(log.read_text(errors="replace"), end="")
+
+
+def job_record(job) -> dict:
+    """A job as plain data, for `show` and `--json` (its log path is the queue's own)."""
+    return dict(vars(job), eta=job.eta)
 
 
 def parse_resources(text: str | None) -> dict:

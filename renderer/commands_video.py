@@ -22,6 +22,18 @@ def register(sub, add_common, number) -> None:
     p.add_argument("--end", type=number(float, 0, 1e7), default=None, help="end time in seconds")
     p.add_argument("--scale", type=number(float, 0.01, 8), default=None,
                    help="scale factor for the frame size")
+    p.add_argument("--fps", type=number(float, 1, 240), default=None,
+                   help="output frame rate (default: the source's own, every frame kept; a "
+                        "lower rate picks frames by timestamp)")
+    p.add_argument("--audio", default=None, metavar="SONG",
+                   help="put this audio file under the render instead of the source's audio")
+    p.add_argument("--audio-mix", type=number(float, 0, 1), default=None, metavar="W",
+                   help="with --audio: mix the song at W (0..1) with the source audio at 1-W")
+    p.add_argument("--audio-start", type=number(float, 0, 1e7), default=0.0, metavar="S",
+                   help="with --audio: where in the song to begin (seconds)")
+    p.add_argument("--fit-size", choices=["crop", "pad", "stretch"], default=None,
+                   help="a --size of another aspect: scale to cover and centre-crop (default), "
+                        "fit inside with black bars, or stretch")
     p.add_argument("--preview", action="store_true",
                    help="fast low-resolution pass (320 px, fewer octaves)")
     p.add_argument("--batch", type=number(int, 1, 256), default=None,
@@ -88,34 +100,73 @@ def check_render(args):
 
     if args.preview:
         args.overrides = PREVIEW + args.overrides
+    if args.fit_size:
+        args.overrides = [*args.overrides, f"video.fit={args.fit_size}"]
     if args.end is not None and args.end <= args.start:
         raise UserError(f"--end {args.end:g} must be greater than --start {args.start:g}")
     shard = parse_shard(args.shard, args.assemble)
+    if args.audio is None and (args.audio_mix is not None or args.audio_start):
+        raise UserError("--audio-mix and --audio-start need --audio SONG")
     preset = load_preset(args)
-    output = check_output(args.output, preset.encode, args.overwrite, [args.input])
+    output = check_output(args.output, preset.encode, args.overwrite, [args.input, args.audio])
     check_video(args.input)
+    if args.audio:
+        check_audio(args.audio)
     if args.size:
         parse_size(args.size)
     return preset, output, shard
+
+
+def check_audio(path: str):
+    """A file with an audio stream: its MediaInfo."""
+    from .media import probe
+
+    if not Path(path).is_file():
+        raise UserError(f"audio file '{path}' does not exist: check the path")
+    info = probe(path)
+    if not info.has_audio:
+        raise UserError(f"'{path}' has no audio stream: give a song or other audio file")
+    return info
+
+
+def render_audio(args, index):
+    """The tracks under a render: the source's, or --audio's song (mixed with --audio-mix)."""
+    from .encode import AudioTrack
+    from .video import source_audio
+
+    if not args.audio:
+        return None
+    song = AudioTrack(Path(args.audio), args.audio_start, check_audio(args.audio).audio_codec)
+    if args.audio_mix is None:
+        return [song]
+    source = source_audio(index)[0]
+    return [AudioTrack(source.path, source.start, source.codec, 1 - args.audio_mix),
+            AudioTrack(song.path, song.start, song.codec, args.audio_mix)]
 
 
 def cmd_render(args) -> None:
     from .decode import index_video
     from .dream import dreamer_for
     from .jobs import report_progress
+    from .media import describe_output
     from .progress import console, make_progress
     from .video import SHARD_BATCH, Shard, assemble_shards, default_batch, render_video, shard_plan
 
     preset, output, shard = check_render(args)
-    index = index_video(args.input, args.start, args.end)
+    index = index_video(args.input, args.start, args.end, args.fps)
     if index.warning:
         console.print(f"[yellow]warning:[/yellow] {index.warning}")
     size = render_size(args, index.width, index.height)
+    if size[0] * index.height != size[1] * index.width and args.size:
+        how = {"crop": "scaled to cover it and centre-cropped", "pad": "fitted inside it with "
+               "black bars", "stretch": "stretched to it"}[preset.video.fit]
+        console.print(f"note: the {index.width}x{index.height} picture is {how} "
+                      f"({size[0]}x{size[1]}); --fit-size crop|pad|stretch chooses")
     chosen = args.batch or preset.video.batch
     if args.assemble:  # parts default to SHARD_BATCH segments: every part must agree
-        assemble_shards(index, preset, output, size, chosen or SHARD_BATCH, args.assemble)
-        print(f"wrote {output} ({index.count} frames at {size[0]}x{size[1]}, "
-              f"{args.assemble} parts joined)")
+        assemble_shards(index, preset, output, size, chosen or SHARD_BATCH, args.assemble,
+                        render_audio(args, index))
+        print(f"wrote {output}: {describe_output(output)} ({args.assemble} parts joined)")
         return
     dreamer = dreamer_for(preset, args.device)
     batch = chosen or (SHARD_BATCH if shard else default_batch(dreamer.device, size))
@@ -126,6 +177,9 @@ def cmd_render(args) -> None:
     encoded = [0, 0.0]  # frames, time of the last report to a queue worker
 
     def advance(progress, tasks, stage, n=1):
+        if stage not in tasks:  # a stage without a count: encoders draining, the mux
+            tasks[stage] = progress.add_task(stage, total=None, unit="")
+            return
         progress.advance(tasks[stage], n)
         if stage == "encoded":
             encoded[0] += n
@@ -134,16 +188,18 @@ def cmd_render(args) -> None:
                 report_progress(encoded[0], kept_total, started)
 
     with make_progress() as progress:
-        tasks = {name: progress.add_task(name, total=total, unit="fps") for name, total in
+        tasks = {name: progress.add_task(name, total=total, unit="frames") for name, total in
                  (("decoded", dreamed_total), ("dreamed", dreamed_total),
                   ("encoded", kept_total))}
         render_video(index, preset, dreamer, output, size, batch,
                      lambda stage, n=1: advance(progress, tasks, stage, n), resume=args.resume,
-                     shard=shard)
-    elapsed = time.perf_counter() - started
-    what = f"part {shard} of {output}" if shard else str(output)
-    print(f"wrote {what} ({kept_total} frames at {size[0]}x{size[1]}, "
-          f"{kept_total / elapsed:.2f} fps, {len(plan.mine)} of {len(plan.segments)} segments)")
+                     shard=shard, audio=render_audio(args, index))
+    rate = f"{kept_total / (time.perf_counter() - started):.2f} frames/s"
+    if shard:
+        print(f"wrote part {shard} of {output} ({kept_total} frames at {size[0]}x{size[1]}, "
+              f"{rate}, {len(plan.mine)} of {len(plan.segments)} segments)")
+    else:
+        print(f"wrote {output}: {describe_output(output)} (rendered at {rate})")
 
 
 def register_zoom(sub, add_common, number) -> None:
@@ -152,8 +208,8 @@ def register_zoom(sub, add_common, number) -> None:
                                    "and panning, as keyframed in the preset's 'zoom:' section.")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov)")
     p.add_argument("--init", default="noise", help="start image file, or 'noise' (default)")
-    p.add_argument("--seconds", type=number(float, 0.01, 86400), required=True,
-                   help="length in seconds")
+    p.add_argument("--seconds", type=number(float, 0.01, 86400), default=None,
+                   help="length in seconds (not needed with --fit audio)")
     p.add_argument("--fps", type=number(float, 1, 240), default=30.0,
                    help="frames per second, 1..240 (default 30)")
     p.add_argument("--audio", default=None, help="audio file to mux in")
@@ -179,8 +235,12 @@ def zoom_fingerprint(preset, args, size, count, variant) -> str:
 def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
     """(fps, frame count) from --fps, --seconds and --fit."""
     seconds = args.seconds
-    if args.audio and args.fit == "audio":
+    if args.fit == "audio":
+        if not args.audio:
+            raise UserError("--fit audio makes the zoom as long as --audio SONG: give one")
         seconds = audio_seconds
+    elif seconds is None:
+        raise UserError("give the zoom's length with --seconds, or --audio SONG --fit audio")
     if not seconds > 0 or seconds > 24 * 3600:
         raise UserError(f"--seconds {seconds:g} is out of range: give a length above 0")
     count = max(1, round(seconds * args.fps))
@@ -193,16 +253,10 @@ def check_zoom(args):
     from . import encode
     from .cli import load_preset
     from .images import parse_size
-    from .media import probe
 
     audio_seconds = audio_codec = None
     if args.audio:
-        audio_path = Path(args.audio)
-        if not audio_path.is_file():
-            raise UserError(f"audio file '{args.audio}' does not exist: check the path")
-        info = probe(audio_path)
-        if not info.has_audio:
-            raise UserError(f"'{args.audio}' has no audio stream")
+        info = check_audio(args.audio)
         audio_seconds, audio_codec = info.duration, info.audio_codec
     fps, count = zoom_plan(args, audio_seconds)
     preset = load_preset(args)
@@ -235,7 +289,7 @@ def _zoom(args, locks) -> None:
     from .dream import Dreamer, build_objective, pick_device
     from .framestore import FrameStore
     from .images import load_image, parse_size
-    from .media import as_rate
+    from .media import as_rate, describe_output
     from .models import load_network
     from .outputs import OutputLock
     from .progress import console, make_progress
@@ -299,7 +353,8 @@ def _zoom(args, locks) -> None:
     fades = FrameStore(stores[0].folder / "loop")
     try:
         with make_progress() as progress:
-            task = progress.add_task("zoom", total=count, unit="fps", completed=min(start, count))
+            task = progress.add_task("zoom", total=count, unit="frames",
+                                     completed=min(start, count))
 
             def emit(frame, batch):
                 for writer, rgb in zip(writers, batch):
@@ -312,14 +367,15 @@ def _zoom(args, locks) -> None:
         for k, (writer, out, store) in enumerate(zip(writers, outputs, stores)):
             writer.close()
             names = chunks[k] + ([writer.path.name] if writer.frames else [])
-            encode.finalize([store.folder / n for n in names], out, preset.encode,
-                            Path(args.audio) if args.audio else None, 0.0, duration, audio_codec)
+            tracks = [encode.AudioTrack(Path(args.audio), 0.0, audio_codec)] if args.audio else []
+            if note := encode.finalize([store.folder / n for n in names], out, preset.encode,
+                                       tracks, duration):
+                console.print(f"note: {note}")
     except BaseException:
         for writer in writers:
             writer.abort()
         raise
     for store in stores:
         remove_work_folder(store.folder)
-    names = ", ".join(str(o) for o in outputs)
-    print(f"wrote {names} ({count} frames at {w}x{h}, {fps:g} fps"
-          f"{', loop' if preset.zoom.loop else ''})")
+    for out in outputs:
+        print(f"wrote {out}: {describe_output(out)}{' (a loop)' if preset.zoom.loop else ''}")

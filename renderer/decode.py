@@ -1,40 +1,49 @@
-"""Decoding: an index of frame timestamps, and bounded background readers of frame ranges.
+"""Decoding with PyAV: an index of presentation timestamps from the container, and bounded
+background readers of frame ranges.
 
-Timing comes from each frame's own timestamp (CAP_PROP_POS_MSEC), never from the nominal fps or
-the container's frame count, which are wrong for variable-frame-rate recordings. OpenCV applies
-rotation metadata itself (CAP_PROP_ORIENTATION_AUTO), so frames arrive upright.
+Timing comes from the demuxer (every packet's timestamp, read without decoding, sorted into
+presentation order), never from a nominal fps or OpenCV's position property, which reports
+decode order on B-frame files and 0 for the last frames of many AVIs. The k-th frame the decoder
+puts out is the k-th timestamp: that holds even where a container (AVI) stores decode times
+only. Rotation metadata is applied, so frames arrive upright.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # decode errors are ours to report
-
+import logging
+import math
 import queue
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import cv2
+import av
 import numpy as np
 
 from .errors import UserError
+from .images import IMAGE_SUFFIXES, framing, place
 from .media import MediaInfo, as_rate, probe
+
+logging.getLogger("libav").setLevel(logging.CRITICAL)  # decode errors are ours to report
+SEEKABLE = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "mpegts", "flv"}  # pts we seek by
 
 
 @dataclass
 class VideoIndex:
     path: Path
-    pts: list[float]  # seconds, one per decodable frame in the selected range
-    first: int  # index in the file of pts[0]
-    width: int  # as decoded (rotation applied)
+    pts: list[float]  # seconds from the container's start, one per frame of the selection
+    first: int  # presentation index in the file of pts[0]
+    width: int  # as shown (rotation applied)
     height: int
     rate: Fraction  # output frame rate
     end: float  # end time of the selection, seconds
     info: MediaInfo
     warning: str | None = None
+    stamps: tuple[int, ...] = ()  # the stream's own pts of the selection (for seeking)
+    rotation: int = 0  # quarter turns counter-clockwise that make frames upright
+    seekable: bool = True  # the container's pts are presentation times (not AVI's decode times)
+    hold: bool = True  # every frame gets its own output slot (gaps hold); False: --fps picks
 
     @property
     def count(self) -> int:
@@ -43,14 +52,6 @@ class VideoIndex:
     @property
     def duration(self) -> float:
         return self.end - self.pts[0]
-
-
-def open_capture(path: Path) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if not cap.isOpened():
-        raise UserError(f"input '{path}' is not a video OpenCV can decode "
-                        "(mp4, mov, mkv, webm, avi)")
-    return cap
 
 
 def check_input(path: str | Path) -> Path:
@@ -66,8 +67,6 @@ def check_input(path: str | Path) -> Path:
 
 def check_video(path: str | Path) -> tuple[Path, MediaInfo]:
     """A readable file with a video stream (not a still image), and what ffmpeg says of it."""
-    from .images import IMAGE_SUFFIXES
-
     path = check_input(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise UserError(f"input '{path}' is a still image: use 'dream image' for it")
@@ -78,66 +77,163 @@ def check_video(path: str | Path) -> tuple[Path, MediaInfo]:
     return path, info
 
 
-def index_video(path: str | Path, start: float = 0.0, end: float | None = None) -> VideoIndex:
-    """Scan the file once (decode without conversion) for the timestamps of [start, end)."""
+def open_video(path: Path):
+    """The container and its video stream, decoding on the codec's own threads."""
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise UserError(f"input '{path}' is not a video that can be decoded ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(f"input '{path}' is not a video: give a file with a video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def _decoded(container, stream, packets=None):
+    """Frames in output order; a packet that fails to decode is skipped (it shows as a
+    missing frame, which the index accounts for)."""
+    for packet in packets if packets is not None else container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.FFmpegError:
+            continue
+
+
+def _packet_times(container, stream) -> tuple[list[tuple[int, bool, int]], bool, str | None]:
+    """(timestamp, keyframe, duration) of every packet that carries a frame, whether every
+    packet had a timestamp, and where demuxing stopped early (a damaged file), if it did."""
+    packets, complete, stopped = [], True, None
+    try:
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue  # a flush packet, or AVI's empty chunk for a dropped frame
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is None:
+                complete = False
+                ts = (packets[-1][0] + 1) if packets else 0
+            packets.append((ts, packet.is_keyframe, packet.duration or 0))
+    except av.FFmpegError as exc:
+        stopped = str(exc)
+    return packets, complete, stopped
+
+
+def _decodable_tail(path: Path, stamps: list[int], keyframes: list[int]) -> int:
+    """How many of the last GOP's frames decode: a file cut off mid-packet loses its last
+    frames, and the index must not promise them."""
+    container, stream = open_video(path)
+    try:
+        last_key = keyframes[-1] if keyframes else stamps[0]
+        container.seek(last_key, stream=stream, backward=True)
+        return sum(1 for _ in _decoded(container, stream))
+    except av.FFmpegError:
+        return 0
+    finally:
+        container.close()
+
+
+def index_video(path: str | Path, start: float = 0.0, end: float | None = None,
+                fps: float | None = None) -> VideoIndex:
+    """Read the presentation timestamps of [start, end) from the demuxer (no decoding but the
+    first frame and the last GOP); `fps` forces an output rate (frames picked by timestamp)."""
     path, info = check_video(path)
-    cap = open_capture(path)
-    nominal = cap.get(cv2.CAP_PROP_FPS)
-    pts, first, total, last_seen = [], None, 0, None
-    while cap.grab():
-        t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-        last_seen = t
-        if t + 1e-6 >= start and (end is None or t < end - 1e-6):
-            if first is None:
-                first = total
-            pts.append(t)
-        elif end is not None and t >= end:
-            break
-        total += 1
-    ok, frame = (False, None)
-    if first is not None:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, first)
-        ok, frame = cap.read()
-    cap.release()
-    if not pts or not ok:
-        if total == 0:
-            raise UserError(f"input '{path}' has no decodable video frames")
-        raise UserError(f"no frames between --start {start:g}s and --end {end}s "
-                        f"(the video ends at {last_seen:.3f}s)")
-    rate = _output_rate(nominal, pts)
-    step = pts[-1] - pts[-2] if len(pts) > 1 else 1.0 / float(rate)  # the last frame's duration
-    container_end = info.duration
+    container, stream = open_video(path)
+    try:
+        fmt = container.format.name
+        origin = (container.start_time or 0) / av.time_base
+        packets, complete, stopped = _packet_times(container, stream)
+        first_frame = None
+        if packets:
+            container.seek(0, stream=stream, backward=True)
+            first_frame = next(_decoded(container, stream), None)
+        nominal = stream.guessed_rate or stream.average_rate
+        time_base = stream.time_base
+    finally:
+        container.close()
+    if first_frame is None:
+        raise UserError(f"input '{path}' has no decodable video frames")
+    stamps = sorted(ts for ts, _, _ in packets)
+    keyframes = sorted(ts for ts, key, _ in packets if key)
+    last_duration = float(max(packets)[2] * time_base)
+    tail = len([ts for ts in stamps if ts >= (keyframes[-1] if keyframes else stamps[0])])
+    lost = tail - _decodable_tail(path, stamps, keyframes)
+    if lost > 0:
+        stamps = stamps[:-lost]
+    times = [float(ts * time_base) - origin for ts in stamps]
+    if not times:
+        raise UserError(f"input '{path}' has no decodable video frames")
+    chosen = [i for i, t in enumerate(times) if t + 1e-6 >= start and (end is None
+                                                                         or t < end - 1e-6)]
+    if not chosen:
+        raise UserError(f"--start {start:g} s is past the end of the clip "
+                        f"({times[-1] + _frame_step(times, 0.0, nominal):.3f} s)" if start > 0 else
+                        f"--end {end:g} s is before the first frame of the clip "
+                        f"({times[0]:.3f} s)")
+    first, last = chosen[0], chosen[-1] + 1
+    pts = times[first:last]
+    rate, hold = (as_rate(fps), False) if fps else (_source_rate(nominal, times), True)
+    step = _frame_step(times, last_duration if not lost else 0.0, nominal)
     stop = end if end is not None else pts[-1] + step
-    if end is not None and container_end is not None:
-        stop = min(end, max(container_end, pts[-1] + step))
+    if end is not None and info.duration is not None:
+        stop = min(end, max(info.duration, pts[-1] + step))
     warning = None
-    if end is None and container_end and pts[-1] + 2 * step < container_end * 0.98:
-        warning = (f"'{path}' stops decoding at {pts[-1]:.3f}s of {container_end:.3f}s "
-                   f"(frame {first + len(pts)} is corrupt or missing): rendering the "
-                   f"{len(pts)} good frames, the output ends there")
+    broken = stopped or lost > 0
+    if end is None and (broken or info.duration and pts[-1] + 2 * step < info.duration * 0.98):
+        of = f" of {info.duration:.3f}s" if info.duration else ""
+        warning = (f"'{path}' stops decoding at {pts[-1]:.3f}s{of} (frame {last + 1} is corrupt "
+                   f"or missing): rendering the {len(pts)} good frames, the output ends there")
         stop = pts[-1] + step
-    h, w = frame.shape[:2]
-    return VideoIndex(path, pts, first, w, h, rate, stop, info, warning)
+    rotation = (int(getattr(first_frame, "rotation", 0) or 0) // 90) % 4
+    w, h = first_frame.width, first_frame.height
+    if rotation % 2:
+        w, h = h, w
+    return VideoIndex(path, pts, first, w, h, rate, stop, info, warning,
+                      tuple(stamps[first:last]), rotation,
+                      complete and fmt in SEEKABLE, hold)
 
 
-def _output_rate(nominal: float, pts: list[float]) -> Fraction:
-    """The container's nominal rate when plausible, else the mean rate of the timestamps."""
-    if 1.0 <= nominal <= 240.0:
-        return as_rate(nominal)
-    if len(pts) > 1 and pts[-1] > pts[0]:
-        return as_rate((len(pts) - 1) / (pts[-1] - pts[0]))
+def _frame_step(times: list[float], stored: float, nominal) -> float:
+    """How long the last frame lasts: as long as the one before it (a VFR clip's last stretch
+    keeps its own rate), else the duration its packet stores, else one nominal frame."""
+    if len(times) > 1 and times[-1] > times[-2]:
+        return times[-1] - times[-2]
+    if stored > 0:
+        return stored
+    return 1.0 / float(nominal) if nominal and 1 <= nominal <= 240 else 1 / 25
+
+
+def _source_rate(nominal, times: list[float]) -> Fraction:
+    """The source's own rate: the container's nominal (guessed) rate when frames are not denser
+    than it; else the rate of its shortest typical interval, so that every frame still gets a
+    slot of its own (a VFR clip's slower stretches are held, never its faster ones dropped)."""
+    gaps = sorted(b - a for a, b in zip(times, times[1:]) if b > a)
+    dense = gaps[len(gaps) // 10] if gaps else None  # the 10th percentile: jitter aside
+    if nominal and 1 <= nominal <= 240 and (dense is None or dense * float(nominal) > 0.9):
+        return as_rate(float(nominal))
+    if dense:
+        return as_rate(min(240.0, 1.0 / dense))
     return Fraction(25)
 
 
 def slot_counts(index: VideoIndex) -> list[int]:
-    """How many constant-rate output frames each source frame fills (0 drops, >1 repeats).
+    """How many constant-rate output frames each source frame fills.
 
-    Output frame k shows the source frame on screen at time t0 + k / rate, so the output keeps
-    the source's duration to within one frame and audio stays in sync, even for VFR input.
+    By default every source frame gets at least one slot, placed by its timestamp; a frame
+    followed by a gap fills the gap (held), so nothing is dropped and the duration stays that of
+    the source. With a forced rate (`hold` False) output frame k shows the source frame on
+    screen at t0 + k / rate, dropping frames where the source is denser.
     """
     t0, rate = index.pts[0], index.rate
     total = max(1, round((index.end - t0) * rate))
-    starts = [min(total, round((t - t0) * rate)) for t in index.pts] + [total]
+    if index.hold:
+        starts, previous = [], -1
+        for t in index.pts:
+            previous = max(previous + 1, round((t - t0) * rate))
+            starts.append(previous)
+        starts.append(max(total, previous + 1))
+    else:
+        starts = [min(total, math.ceil((t - t0) * rate - 1e-6)) for t in index.pts] + [total]
     return [max(0, b - a) for a, b in zip(starts, starts[1:])]
 
 
@@ -148,42 +244,56 @@ class FrameReader:
     """Decodes frames [first, first + count) of the index on a thread into a bounded queue."""
 
     def __init__(self, index: VideoIndex, first: int, count: int, size: tuple[int, int],
-                 depth: int = 8):
+                 depth: int = 8, threads: int = 0, fit: str = "crop"):
         self.index, self.first, self.count, self.size = index, first, count, size
+        self.fit = fit
+        self.threads = threads
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _first_frame(self, cap: cv2.VideoCapture, file_frame: int):
-        """Seek to `file_frame` and decode it; if the seek lands elsewhere (some codecs only
-        seek to keyframes), walk there from the start instead. Checked by timestamp."""
-        expected = self.index.pts[file_frame - self.index.first]
-        if file_frame > 0:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, file_frame)
-            if cap.grab() and abs(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 - expected) < 1e-3:
-                return cap.retrieve()
-            cap.open(str(self.index.path), cv2.CAP_FFMPEG)
-            for _ in range(file_frame):
-                cap.grab()
-        return cap.read()
+    def _frames(self, container, stream):
+        """Decoded frames from the first one asked for: by seeking to its keyframe where the
+        container's timestamps are presentation times, else by counting from the start."""
+        if self.index.seekable and self.index.first + self.first > 0:
+            target = self.index.stamps[self.first]
+            container.seek(target, stream=stream, backward=True)
+            frames = _decoded(container, stream)
+            for frame in frames:
+                if frame.pts is not None and frame.pts >= target:
+                    if frame.pts != target:
+                        break  # the keyframe seek landed past it: count from the start instead
+                    yield frame
+                    yield from frames
+                    return
+            container.seek(0, stream=stream, backward=True)
+        skip = self.index.first + self.first
+        for n, frame in enumerate(_decoded(container, stream)):
+            if n >= skip:
+                yield frame
 
     def _run(self) -> None:
         try:
-            cap = open_capture(self.index.path)
-            w, h = self.size
-            for n in range(self.count):
+            container, stream = open_video(self.index.path)
+            if self.threads:
+                stream.thread_count = self.threads
+            w, h = framing((self.index.width, self.index.height), self.size, self.fit)
+            turns = self.index.rotation
+            shape = (h, w) if turns % 2 else (w, h)
+            frames = self._frames(container, stream)
+            for _ in range(self.count):
                 if self.stop.is_set():
                     break
-                ok, bgr = self._first_frame(cap, self.index.first + self.first) if n == 0 \
-                    else cap.read()
-                if not ok:
+                frame = next(frames, None)
+                if frame is None:
                     raise UserError(f"'{self.index.path}' stopped decoding early")
-                if (bgr.shape[1], bgr.shape[0]) != (w, h):
-                    bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
-                self.queue.put(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            cap.release()
+                rgb = frame.to_ndarray(format="rgb24", width=shape[0], height=shape[1],
+                                       interpolation="AREA")
+                upright = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+                self.queue.put(place(upright, self.size))
+            container.close()
         except BaseException as exc:  # surfaced to the consumer by next()
             self.error = exc
         finally:

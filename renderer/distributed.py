@@ -143,6 +143,9 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
                     queue.finish(job, "failed", f"ray: {type(exc).__name__}")
                     say(f"job {job.id}: failed on Ray")
                     continue
+                if code and not queue.heartbeat(job, lease, {}):  # its fence stopped it
+                    say(f"job {job.id}: cancelled, its Ray tasks stopped")
+                    continue
                 queue.finish(job, "done" if code == 0 else "failed",
                              None if code == 0 else f"exit {code}")
                 say(f"job {job.id}: {'done' if code == 0 else 'failed'}")

@@ -49,6 +49,8 @@ def check_output(path: str | Path, settings: EncodeSection, overwrite: bool,
     path = Path(path)
     codec = CODECS[settings.codec]
     suffix = path.suffix.lower()
+    if suffix in ANIMATED and settings.codec != "png":  # encoded from the chunks at the end
+        codec = Codec(codec.args, ANIMATED, codec.even)
     if settings.codec == "png" and suffix:
         raise UserError(f"codec png writes a folder of frames: give an output folder name "
                         f"without an extension, not '{path.name}'")
@@ -73,8 +75,9 @@ class SegmentWriter:
     """Pipes RGB frames into one ffmpeg process (or PNG files) for one segment of the output."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction,
-                 settings: EncodeSection, first_slot: int = 0):
+                 settings: EncodeSection, first_slot: int = 0, threads: int = 0):
         self.path, self.size, self.settings = path, size, settings
+        self.threads = threads  # encoder threads (0: the encoder's own choice)
         self.slot = first_slot
         self.frames = 0
         self.files: list[Path] = []  # what this writer has written (for checkpoint checksums)
@@ -91,7 +94,8 @@ class SegmentWriter:
                               framerate=f"{rate.numerator}/{rate.denominator}")
         if CODECS[settings.codec].even and (w % 2 or h % 2):
             stream = stream.filter("crop", w - w % 2, h - h % 2, 0, 0)  # no resampling
-        out = ffmpeg.output(stream, str(path), **_video_args(settings)).global_args(
+        threads = {"threads": self.threads} if self.threads else {}
+        out = ffmpeg.output(stream, str(path), **_video_args(settings), **threads).global_args(
             "-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output()
         self.proc = out.run_async(cmd=ffmpeg_exe(settings.ffmpeg), pipe_stdin=True,
                                   pipe_stderr=True)
@@ -159,30 +163,73 @@ def segment_suffix(settings: EncodeSection) -> str:
     return "" if settings.codec == "png" else ".mkv"
 
 
+@dataclass(frozen=True)
+class AudioTrack:
+    """A span of a file's audio for the output: from `start` seconds, at `volume`."""
+    path: Path
+    start: float
+    codec: str | None  # the file's audio codec; None when it has no audio
+    volume: float = 1.0
+
+
+ANIMATED = (".gif", ".webp")  # outputs without audio, for loops people post
+HOLDS = {".mp4": {"aac", "mp3", "ac3", "eac3", "alac"}, ".mov": {"aac", "mp3", "ac3", "alac"}}
+
+
+def _audio_mode(settings: EncodeSection, output: Path, tracks: list[AudioTrack]):
+    """'copy' or 'aac' for the output's audio, and why a requested copy was not possible."""
+    suffix = output.suffix.lower()
+    mode = settings.audio if settings.audio != "auto" else AUDIO_FOR[suffix]
+    track = tracks[0]
+    reason = None
+    if len(tracks) > 1 or track.volume != 1.0:
+        reason = "the tracks are mixed"
+    elif track.start > 0:  # a copied stream can only start at a packet, off the cut
+        reason = f"the cut at {track.start:.3f} s falls inside the compressed audio"
+    elif track.codec not in HOLDS.get(suffix, {track.codec}):
+        reason = f"{suffix} cannot hold {track.codec} audio"
+    if mode == "copy" and reason:
+        note = (f"audio re-encoded as AAC ({reason})" if settings.audio == "copy" else None)
+        return "aac", note
+    return mode, None
+
+
 def finalize(parts: list[Path], output: Path, settings: EncodeSection,
-             audio_source: Path | None, audio_start: float, duration: float,
-             audio_codec: str | None) -> None:
-    """Join the segment files and mux the audio span [audio_start, +duration] into `output`."""
+             tracks: list[AudioTrack], duration: float) -> str | None:
+    """Join the segment files into `output` with the audio `tracks` (mixed when several), each
+    from its start for `duration`; returns a note for the user, if any."""
     exe = ffmpeg_exe(settings.ffmpeg)
-    audio = None if settings.audio == "none" or audio_codec is None else audio_source
+    suffix = output.suffix.lower()
+    tracks = [t for t in tracks if t.codec] if settings.audio != "none" else []
     if settings.codec == "png":
-        _finalize_png(parts, output, exe, audio, audio_start, duration)
-        return
+        _finalize_png(parts, output, exe, tracks, duration)
+        return None
     listing = parts[0].parent / "concat.txt"
     listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in parts))
-    video = ffmpeg.input(str(listing.resolve()), format="concat", safe=0)
-    streams = [video["v"]]
-    out_args = {"vcodec": "copy"}
-    if audio is not None:
-        streams.append(ffmpeg.input(str(Path(audio).resolve()), ss=f"{audio_start:.6f}",
-                                    t=f"{duration:.6f}")["a"])
-        mode = settings.audio if settings.audio != "auto" else AUDIO_FOR[output.suffix.lower()]
-        if audio_start > 0:  # a copied stream keeps its old timestamps and shifts the video
-            mode = "aac"
-        out_args["acodec"] = "aac" if mode == "aac" else "copy"
+    video = ffmpeg.input(str(listing.resolve()), format="concat", safe=0)["v"]
+    note = None
+    if suffix == ".gif":  # one palette for the whole loop, so colours do not flicker
+        split = video.split()
+        video = ffmpeg.filter([split[1], split[0].filter("palettegen", stats_mode="full")],
+                              "paletteuse")
+        out_args = {"loop": 0}
+    elif suffix == ".webp":
+        out_args = {"vcodec": "libwebp_anim", "loop": 0, "quality": 85}
+    else:
+        out_args = {"vcodec": "copy"}
+    streams = [video]
+    if tracks and suffix not in ANIMATED:
+        inputs = [ffmpeg.input(str(t.path.resolve()), ss=f"{t.start:.6f}",
+                               t=f"{duration:.6f}")["a"] for t in tracks]
+        mode, note = _audio_mode(settings, output, tracks)
+        if len(tracks) > 1 or tracks[0].volume != 1.0:
+            inputs = [ffmpeg.filter([a.filter("volume", t.volume) for a, t in zip(inputs, tracks)],
+                                    "amix", inputs=len(tracks), normalize=0, duration="first")]
+        streams += inputs
+        out_args["acodec"] = mode
         if mode == "aac":
             out_args["audio_bitrate"] = "192k"
-    if output.suffix.lower() in (".mp4", ".mov"):
+    if suffix in (".mp4", ".mov"):
         out_args["movflags"] = "+faststart"
     with atomic_path(output, suffix=f".partial{output.suffix}") as tmp:
         cmd = ffmpeg.output(*streams, str(tmp.resolve()), t=f"{duration:.6f}",
@@ -194,6 +241,7 @@ def finalize(parts: list[Path], output: Path, settings: EncodeSection,
             lines = exc.stderr.decode(errors="replace").strip().splitlines()
             raise UserError(f"ffmpeg could not write {output.name}: "
                             f"{lines[-1] if lines else exc}") from None
+    return note
 
 
 def _concat_quote(path: Path) -> str:
@@ -201,14 +249,18 @@ def _concat_quote(path: Path) -> str:
     return str(path).replace("'", "'\\''")
 
 
-def _finalize_png(parts, output: Path, exe, audio, audio_start, duration) -> None:
+def _finalize_png(parts, output: Path, exe, tracks: list[AudioTrack], duration) -> None:
     """PNG sequences are written straight into the parts folder; move it into place, with a
     manifest of its files so that a later --overwrite removes exactly those."""
     folder = parts[0]
-    if audio is not None:
+    if tracks:
+        inputs = [arg for t in tracks for arg in ("-ss", f"{t.start:.6f}", "-t",
+                                                   f"{duration:.6f}", "-i", str(t.path.resolve()))]
+        mix = ";".join(f"[{k}:a]volume={t.volume}[a{k}]" for k, t in enumerate(tracks)) + ";" + \
+            "".join(f"[a{k}]" for k in range(len(tracks))) + \
+            f"amix=inputs={len(tracks)}:normalize=0:duration=first[out]"
         result = subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                                 "-ss", f"{audio_start:.6f}", "-t", f"{duration:.6f}", "-i",
-                                 str(Path(audio).resolve()), "-vn", "-c:a", "flac",
+                                 *inputs, "-filter_complex", mix, "-map", "[out]", "-c:a", "flac",
                                  str((folder / "audio.flac").resolve())],
                                 capture_output=True, text=True, errors="replace")
         if result.returncode != 0:

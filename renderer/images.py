@@ -63,6 +63,30 @@ def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def framing(source: tuple[int, int], size: tuple[int, int], fit: str) -> tuple[int, int]:
+    """The size a (W, H) source is scaled to before `place` crops or pads it to `size`: the
+    aspect is kept (cover for 'crop', inside for 'pad') unless `fit` is 'stretch'."""
+    (sw, sh), (w, h) = source, size
+    if fit == "stretch" or sw * h == sh * w:
+        return w, h
+    scale = max(w / sw, h / sh) if fit == "crop" else min(w / sw, h / sh)
+    return max(1, round(sw * scale)), max(1, round(sh * scale))
+
+
+def place(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre `rgb` in a (W, H) frame: cropped where it is larger, black bars where smaller."""
+    w, h = size
+    ih, iw = rgb.shape[:2]
+    if (iw, ih) == (w, h):
+        return rgb
+    out = np.zeros((h, w, 3), np.uint8)
+    sy, sx, dy, dx = max(0, (ih - h) // 2), max(0, (iw - w) // 2), max(0, (h - ih) // 2), \
+        max(0, (w - iw) // 2)
+    ch, cw = min(h, ih), min(w, iw)
+    out[dy:dy + ch, dx:dx + cw] = rgb[sy:sy + ch, sx:sx + cw]
+    return out
+
+
 def load_image(path, size: tuple[int, int] | None = None, max_side: int | None = None):
     """An image file as a (1, 3, H, W) tensor, resized to `size` (W, H) or to fit `max_side`."""
     rgb = read_rgb(path)

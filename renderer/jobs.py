@@ -336,6 +336,8 @@ def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None 
     if proc.returncode == 0:
         queue.finish(job, "done")
         return "done"
+    if not queue.heartbeat(job, lease, {}):  # cancelled, or taken over: its fence stopped it
+        return "cancelled"
     last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
     queue.finish(job, "failed", f"exit {proc.returncode}: {last[0] if last else '?'}")
     return "failed"

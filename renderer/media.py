@@ -61,3 +61,40 @@ def probe(path: str | Path, exe: str | None = None) -> MediaInfo:
 def as_rate(fps: float) -> Fraction:
     """A frame rate as an exact fraction: 23.976... -> 24000/1001, never int(fps)."""
     return Fraction(fps).limit_denominator(1001)
+
+
+def describe_output(path: Path) -> str:
+    """What a written file holds, read back from it: frames, size, rate, duration, audio."""
+    import av
+
+    if path.suffix.lower() == ".webp":  # FFmpeg cannot read animated WebP back: its chunks
+        return _describe_webp(path.read_bytes())
+    if path.is_dir():  # a PNG sequence
+        frames = sorted(path.glob("frame_*.png"))
+        audio = " + FLAC audio" if (path / "audio.flac").exists() else ""
+        return f"{len(frames)} PNG frames{audio}"
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        rate = video.guessed_rate or video.average_rate
+        frames = sum(1 for p in container.demux(video) if p.size)
+        audio = container.streams.audio[0].codec_context.name if container.streams.audio \
+            else "no audio"
+        seconds = (container.duration or 0) / av.time_base
+        return (f"{frames} frames, {video.codec_context.width}x{video.codec_context.height}, "
+                f"{float(rate):.3f} fps, {seconds:.2f} s, {audio}")
+
+
+def _describe_webp(data: bytes) -> str:
+    """Frames, canvas size and duration of an animated WebP, from its RIFF chunks."""
+    frames, millis, size, at = 0, 0, (0, 0), 12
+    while at + 8 <= len(data):
+        kind, length = data[at:at + 4], int.from_bytes(data[at + 4:at + 8], "little")
+        body = data[at + 8:at + 8 + length]
+        if kind == b"VP8X" and len(body) >= 10:
+            size = tuple(int.from_bytes(body[k:k + 3], "little") + 1 for k in (4, 7))
+        elif kind == b"ANMF" and len(body) >= 15:
+            frames += 1
+            millis += int.from_bytes(body[12:15], "little")
+        at += 8 + length + (length & 1)
+    rate = frames / (millis / 1000) if millis else 0.0
+    return f"{frames} frames, {size[0]}x{size[1]}, {rate:.3f} fps, {millis / 1000:.2f} s, no audio"

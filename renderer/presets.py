@@ -80,9 +80,13 @@ class FlowSection(Section):
 
 
 class VideoSection(Section):
+    # a --size of another aspect: scale to cover and centre-crop, fit inside with black bars,
+    # or stretch
+    fit: Literal["crop", "pad", "stretch"] = "crop"
     batch: Optional[int] = Field(None, ge=1, le=256)  # segments per GPU batch; None: from memory
     warmup: int = Field(8, ge=0, le=500)  # frames dreamed before a segment, faded into the last
     checkpoint_every: int = Field(48, ge=1, le=100000)  # lockstep steps between checkpoints
+    threads: Optional[int] = Field(None, ge=1, le=1024)  # cores to use (None: all available)
 
 
 class EncodeSection(Section):

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import encode
+from . import encode, threads
 from .accel import Compiled
 from .checkpoints import Checkpoints, RenderState, digest, parts_dir, remove_work_folder
 from .decode import FrameReader, VideoIndex, slot_counts
@@ -34,6 +34,7 @@ from .flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, 
 from .images import to_uint8
 from .outputs import OutputLock
 from .presets import FlowSection, Preset
+from .threads import Budget
 from .progress import console
 
 
@@ -162,15 +163,18 @@ class _Producer(threading.Thread):
     """Reads the next frame of every active segment and computes its flows, ahead of the GPU."""
 
     def __init__(self, index, segments, size, flow: FlowSection, times: StageTimes,
-                 workers: int, pin: bool, first_step: int = 0, previous=None, depth: int = 3):
+                 budget: Budget, pin: bool, first_step: int = 0, previous=None, depth: int = 3,
+                 fit: str = "crop"):
         super().__init__(daemon=True)
         self.segments, self.flow_settings, self.times, self.pin = segments, flow, times, pin
         self.first_step = first_step
         self.readers = [FrameReader(index, s.start + min(first_step, s.length),
-                                    max(0, s.length - first_step), size) for s in segments]
+                                    max(0, s.length - first_step), size, threads=budget.decode,
+                                    fit=fit)
+                        for s in segments]
         self.out: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.pool = ThreadPoolExecutor(max_workers=budget.flow, thread_name_prefix="flow")
         self.local = threading.local()
         self.previous = [(previous or {}).get(i) for i in range(len(segments))]
         self.stop = threading.Event()
@@ -286,7 +290,8 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
                   segments: list[Segment], writers: list[encode.SegmentWriter],
                   times: StageTimes, progress=None, state: RenderState | None = None,
                   stretches: Stretches | None = None, every: int = 0,
-                  fades: FrameStore | None = None, tail_from: int | None = None) -> None:
+                  fades: FrameStore | None = None, tail_from: int | None = None,
+                  budget: Budget | None = None) -> None:
     """Dream every frame of `segments` in lockstep batches and hand kept frames to `writers`.
 
     With `stretches`, every `every` steps the frames go to a new stretch of encoders while the
@@ -298,10 +303,11 @@ def render_frames(index: VideoIndex, preset: Preset, dreamer: Dreamer, size: tup
     settings, device = preset.flow, dreamer.device
     state = state or RenderState()
     repeats = slot_counts(index)
-    workers = max(1, min(os.cpu_count() or 1, len(segments)))
+    budget = budget or threads.plan(device.type, len(segments), preset.video.threads)
+    threads.apply(budget)
     cuda = device.type == "cuda"
-    producer = _Producer(index, segments, size, settings, times, workers, pin=cuda,
-                         first_step=state.step, previous=state.prev_rgb)
+    producer = _Producer(index, segments, size, settings, times, budget, pin=cuda,
+                         first_step=state.step, previous=state.prev_rgb, fit=preset.video.fit)
     advance = progress or (lambda stage, n=1: None)
     writer = _Writers(writers, times, lambda: advance("encoded"))
     own_fades = fades is None
@@ -407,33 +413,35 @@ def default_batch(device: torch.device, size: tuple[int, int]) -> int:
 
 
 def fingerprint(index: VideoIndex, preset: Preset, size, segments) -> str:
-    return digest(str(index.path.resolve()), index.pts[0], index.count, list(size),
+    return digest(str(index.path.resolve()), index.pts[0], index.count, str(index.rate), list(size),
                   preset.model_dump(mode="json"), [vars(s) for s in segments])
 
 
 def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
                  size: tuple[int, int], batch: int | None = None, progress=None,
                  times: StageTimes | None = None, resume: bool = False,
-                 shard: Shard | None = None) -> StageTimes:
+                 shard: Shard | None = None, audio: list | None = None) -> StageTimes:
     """Render the indexed clip into `output`, checkpointing every `video.checkpoint_every`
     steps into a parts folder; `resume` continues from its last checkpoint. Only one render
     at a time writes `output` (or one part of it).
 
     With `shard`, only that part's segments are rendered (`batch` segments per part), into its
-    own folder, and left there for `assemble_shards`.
+    own folder, and left there for `assemble_shards`. `audio` replaces the source's audio
+    (`source_audio`) with other tracks.
     """
     times = times or StageTimes()
     batch = batch or preset.video.batch or default_batch(dreamer.device, size)
     shard = shard or Shard(0, 1)
     whole = shard.count == 1
     with OutputLock(output, "" if whole else shard.folder(output).name):
-        _render(index, preset, dreamer, output, size, batch, progress, times, resume, shard)
+        _render(index, preset, dreamer, output, size, batch, progress, times, resume, shard,
+                source_audio(index) if audio is None else audio)
     return times
 
 
 def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
             size: tuple[int, int], batch: int, progress, times: StageTimes, resume: bool,
-            shard: Shard) -> None:
+            shard: Shard, audio: list) -> None:
     plan = shard_plan(index.count, batch, preset.video.warmup, shard)
     mine = plan.mine
     repeats = slot_counts(index)
@@ -453,6 +461,7 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
                       f"{max(s.length for s in mine)} ({len(chunks)} finished chunks)")
     png = preset.encode.codec == "png"
     suffix = encode.segment_suffix(preset.encode)
+    budget = threads.plan(dreamer.device.type, len(mine), preset.video.threads)
     open_writers: list[encode.SegmentWriter] = []  # the latest stretch's
 
     def chunk_writers(step: int) -> list[encode.SegmentWriter]:
@@ -461,8 +470,8 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
         writers = [encode.SegmentWriter(
             store.folder / "frames" if png else
             store.folder / f"segment_{s.index:04d}_{step:06d}{suffix}", size, index.rate,
-            preset.encode, first_slot=sum(repeats[:max(s.keep, min(s.end, s.start + step))]))
-            for s in mine]
+            preset.encode, first_slot=sum(repeats[:max(s.keep, min(s.end, s.start + step))]),
+            threads=budget.encode) for s in mine]
         open_writers[:] = writers
         return writers
 
@@ -473,7 +482,7 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
     render_frames(index, preset, dreamer, size, mine, chunk_writers(state.step), times,
                   progress, state, Stretches(chunk_writers, checkpoint),
                   preset.video.checkpoint_every, FrameStore(store.folder / "fades"),
-                  plan.tail_from)
+                  plan.tail_from, budget)
     chunks.extend(str(w.path.name) for w in open_writers if w.frames and not png)
     # chunks in output order: by segment, then by step (names sort that way)
     ordered = ["frames"] if png else sorted(chunks)
@@ -481,23 +490,25 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
         store.finish(ordered)
         return
     t = time.perf_counter()
-    encode.finalize([store.folder / c for c in ordered], output, preset.encode, index.path,
-                    index.pts[0], sum(repeats) / float(index.rate), index.info.audio_codec)
+    if progress is not None:
+        progress("finishing", 0)
+    _finalize([store.folder / c for c in ordered], output, preset, index, audio)
     times.add("encode", time.perf_counter() - t)
     remove_work_folder(store.folder)
 
 
 def assemble_shards(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, int],
-                    batch: int, count: int) -> None:
+                    batch: int, count: int, audio: list | None = None) -> None:
     """Join the `count` finished parts of a split render: the tail of each part is cross-faded
     with the next part's warm-up (as one render does between its segments) and encoded, then
     every chunk is concatenated in order with the audio."""
     with OutputLock(output):
-        _assemble(index, preset, output, size, batch, count)
+        _assemble(index, preset, output, size, batch, count,
+                  source_audio(index) if audio is None else audio)
 
 
 def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, int],
-              batch: int, count: int) -> None:
+              batch: int, count: int, audio: list) -> None:
     shards = [Shard(k, count) for k in range(count)]
     plans = [shard_plan(index.count, batch, preset.video.warmup, s) for s in shards]
     repeats = slot_counts(index)
@@ -538,6 +549,19 @@ def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, 
         seam.close()
         if not png and seam.frames:
             parts.append(seam.path)
-    encode.finalize([merged] if png else parts, output, preset.encode, index.path,
-                    index.pts[0], sum(repeats) / float(index.rate), index.info.audio_codec)
+    _finalize([merged] if png else parts, output, preset, index, audio)
     remove_work_folder(parts_dir(output))
+
+
+def source_audio(index: VideoIndex) -> list[encode.AudioTrack]:
+    """The clip's own audio, from the first rendered frame's time (so a cut stays in sync)."""
+    return [encode.AudioTrack(index.path, index.pts[0], index.info.audio_codec)]
+
+
+def _finalize(parts: list[Path], output: Path, preset: Preset, index: VideoIndex,
+              audio: list) -> None:
+    """Join the chunks with the audio, as long as the output's slots."""
+    note = encode.finalize(parts, output, preset.encode, audio,
+                           sum(slot_counts(index)) / float(index.rate))
+    if note:
+        console.print(f"note: {note}")

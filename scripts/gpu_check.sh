@@ -5,7 +5,8 @@
 #   .gpu/ffmpeg.xz                     imageio-ffmpeg's static binary, xz -9
 #   .gpu/mobilenet_v2-b0353104.pth     the offline MobileNetV2 weights
 #   .gpu/whl/*.whl                     pydantic, pydantic-core, annotated-types,
-#                                      typing-inspection, ffmpeg-python, future
+#                                      typing-inspection, ffmpeg-python, future,
+#                                      av==18.1.0 (PyAV: the timestamp index and decoding)
 # Results go to $OUT (bench table and log).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -88,3 +88,57 @@ def audio_onset(path: Path, rate=8000) -> float:
                          capture_output=True).stdout
     samples = np.abs(np.frombuffer(raw, np.int16).astype(np.float32))
     return float(np.argmax(samples > 0.3 * samples.max()) / rate)
+
+
+# ---------------------------------------------------------------- a corpus of real-world timing
+CODE_BITS = 8  # frame index drawn as 8 vertical bands (white = 1), robust to any codec
+
+
+def coded_frames(count: int, size=(64, 48)) -> np.ndarray:
+    """`count` RGB frames, frame i showing i in binary as bands across the picture."""
+    w, h = size
+    band = w // CODE_BITS
+    frames = np.zeros((count, h, w, 3), np.uint8)
+    for i in range(count):
+        for bit in range(CODE_BITS):
+            if i >> (CODE_BITS - 1 - bit) & 1:
+                frames[i, :, bit * band:(bit + 1) * band] = 255
+    return frames
+
+
+def read_codes(rgb_frames) -> list[int]:
+    """The frame index each frame shows (the inverse of coded_frames)."""
+    out = []
+    for rgb in rgb_frames:
+        h, w = rgb.shape[:2]
+        band = w // CODE_BITS
+        bits = [rgb[h // 4: 3 * h // 4, b * band + band // 4: (b + 1) * band - band // 4].mean()
+                > 127 for b in range(CODE_BITS)]
+        out.append(sum(bit << (CODE_BITS - 1 - k) for k, bit in enumerate(bits)))
+    return out
+
+
+TONE = "sine=frequency=440:sample_rate=48000"
+
+
+def coded_clip(path: Path, count: int, rate: str = "30", video: list = (), audio: list = (),
+               size=(64, 48), tone: str | None = TONE) -> Path:
+    """Encode coded_frames(count) at `rate` with the output options `video` (codec, filters,
+    timing) and the lavfi audio source `tone`, as long as the video, with options `audio`."""
+    w, h = size
+    cmd = [FF, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{w}x{h}", "-framerate", rate, "-i", "pipe:"]
+    if tone:
+        cmd += ["-f", "lavfi", "-i", tone, "-shortest"]
+    cmd += [*map(str, video), *map(str, audio), str(path)]
+    subprocess.run(cmd, input=coded_frames(count, size).tobytes(), check=True)
+    return path
+
+
+def decoded_codes(path: Path) -> list[int]:
+    """Which source frame every frame of a rendered file shows, in presentation order."""
+    w, h = info(path)["size"]
+    raw = subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-i", str(path), "-map",
+                          "0:v", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    return read_codes(np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3))

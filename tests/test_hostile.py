@@ -35,7 +35,7 @@ def tree(folder):
     return {p: p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
-# ---------------------------------------------------------------- 1. never delete what we did not write
+# ------------------------------------------------------- 1. never delete what we did not write
 def test_png_overwrite_of_a_folder_we_did_not_write_deletes_nothing(tmp_path, clip):
     (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
     (tmp_path / "notes.txt").write_text("mine")
@@ -392,7 +392,7 @@ def _umask():
     return mask
 
 
-# ---------------------------------------------------------------- 5. exit 2 for what the user can fix
+# ------------------------------------------------------- 5. exit 2 for what the user can fix
 def test_user_fixable_problems_exit_2_before_any_work(tmp_path, clip):
     assert_user_error(run_cli("image", IMAGE, "-o", "/proc/dream.png"), "not writable")
     assert_user_error(run_cli("image", IMAGE, "-o", tmp_path / "x.xyz"), "image extension")

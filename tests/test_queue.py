@@ -22,7 +22,8 @@ TINY = ["-p", "preview", "--size", "64x36", "--set", "dream.octaves=1", "--set",
 
 def worker(db, *extra):
     return subprocess.Popen([sys.executable, "-m", "renderer.cli", "worker", "--db", str(db),
-                             "--root", ROOT, "--root", tempfile.gettempdir(), *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--root", ROOT, "--root", tempfile.gettempdir(), *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
 

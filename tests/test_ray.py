@@ -60,7 +60,7 @@ def test_split_render_survives_a_lost_node_and_zoom_runs_whole(tmp_path, cluster
     assert run_cli("queue", "--db", db, "add", "render", src, "-o", tmp_path / "out2",
                    *ARGS).returncode == 0
     assert run_cli("queue", "--db", db, "add", "zoom", "-o", tmp_path / "zoom.mp4",
-                   "--seconds", "6", "--fps", "8", *ZOOM).returncode == 0
+                   "--seconds", "24", "--fps", "8", *ZOOM).returncode == 0
     proc = driver(db, cluster.address, "--drain", "--ray-resources", '{"render": 1}')
     checkpoints = [tmp_path / ".out.parts" / f"shard_{k}of2" / "checkpoint.json" for k in (1, 2)]
     deadline = time.time() + 300
