@@ -52,7 +52,7 @@ def file_sha256(path: Path) -> str:
 
 def make_work_folder(folder: Path) -> None:
     """Create a work folder (and a work parent, for a part of a split render), marked as ours."""
-    for path in (folder.parent, folder) if folder.parent.name.endswith(".parts") else (folder,):
+    for path in (folder.parent, folder) if folder.name.startswith("shard_") else (folder,):
         if path.exists() and not (path / WORK_MARKER).exists() and any(path.iterdir()):
             raise UserError(f"'{path}' exists and was not made by dream: move it away, or "
                             "choose another output name")

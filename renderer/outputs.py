@@ -22,7 +22,16 @@ MANIFEST = ".dream-output.json"  # in a folder output: the files dream wrote the
 
 
 def default_mode() -> int:
-    """0666 less the process umask: what a file created with open() would get."""
+    """0666 less the process umask: what a file created with open() would get. Read from
+    /proc where it can be: setting the umask to read it would, for that instant, let files
+    that other threads create (encoders, checkpoints) be made without it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
