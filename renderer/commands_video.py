@@ -92,10 +92,10 @@ def parse_shard(text: str | None, assemble: int | None):
 
 def check_render(args):
     """Everything about a render's arguments that can be checked without decoding the video
-    (also what `dream queue add` checks): (preset, output, shard)."""
+    (also what `dream queue add` checks): (preset, output, shard, --audio's song or None)."""
     from .cli import load_preset
     from .decode import check_video
-    from .encode import check_output
+    from .encode import AudioTrack, check_output
     from .images import parse_size
 
     if args.preview:
@@ -110,11 +110,12 @@ def check_render(args):
     preset = load_preset(args)
     output = check_output(args.output, preset.encode, args.overwrite, [args.input, args.audio])
     check_video(args.input)
+    song = None
     if args.audio:
-        check_audio(args.audio)
+        song = AudioTrack(Path(args.audio), args.audio_start, check_audio(args.audio).audio_codec)
     if args.size:
         parse_size(args.size)
-    return preset, output, shard
+    return preset, output, shard, song
 
 
 def check_audio(path: str):
@@ -129,14 +130,13 @@ def check_audio(path: str):
     return info
 
 
-def render_audio(args, index):
-    """The tracks under a render: the source's, or --audio's song (mixed with --audio-mix)."""
+def render_audio(args, index, song):
+    """The tracks under a render: the source's (None), or the song (mixed with --audio-mix)."""
     from .encode import AudioTrack
     from .video import source_audio
 
-    if not args.audio:
+    if song is None:
         return None
-    song = AudioTrack(Path(args.audio), args.audio_start, check_audio(args.audio).audio_codec)
     if args.audio_mix is None:
         return [song]
     source = source_audio(index)[0]
@@ -152,7 +152,7 @@ def cmd_render(args) -> None:
     from .progress import console, make_progress
     from .video import SHARD_BATCH, Shard, assemble_shards, default_batch, render_video, shard_plan
 
-    preset, output, shard = check_render(args)
+    preset, output, shard, song = check_render(args)
     index = index_video(args.input, args.start, args.end, args.fps)
     if index.warning:
         console.print(f"[yellow]warning:[/yellow] {index.warning}")
@@ -165,7 +165,7 @@ def cmd_render(args) -> None:
     chosen = args.batch or preset.video.batch
     if args.assemble:  # parts default to SHARD_BATCH segments: every part must agree
         assemble_shards(index, preset, output, size, chosen or SHARD_BATCH, args.assemble,
-                        render_audio(args, index))
+                        render_audio(args, index, song))
         print(f"wrote {output}: {describe_output(output)} ({args.assemble} parts joined)")
         return
     dreamer = dreamer_for(preset, args.device)
@@ -193,7 +193,7 @@ def cmd_render(args) -> None:
                   ("encoded", kept_total))}
         render_video(index, preset, dreamer, output, size, batch,
                      lambda stage, n=1: advance(progress, tasks, stage, n), resume=args.resume,
-                     shard=shard, audio=render_audio(args, index))
+                     shard=shard, audio=render_audio(args, index, song))
     rate = f"{kept_total / (time.perf_counter() - started):.2f} frames/s"
     if shard:
         print(f"wrote part {shard} of {output} ({kept_total} frames at {size[0]}x{size[1]}, "
