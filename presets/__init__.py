@@ -1,1 +1,1 @@
-"""Built-in presets, shipped inside the package as `renderer.presets`."""
+"""Built-in presets, shipped inside the package as `renderer.builtin`."""

@@ -12,11 +12,11 @@ import fcntl
 import json
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from .errors import BusyError, UserError
-from .jobs import fenced
+from renderer.errors import BusyError, UserError
+from renderer.fence import fenced
 
 MANIFEST = ".dream-output.json"  # in a folder output: the files dream wrote there
 
@@ -63,7 +63,8 @@ def check_writable(folder: Path) -> None:
 
 
 def check_target(path: Path, overwrite: bool, folder_output: bool = False) -> Path:
-    """The checks every command makes on its output before it starts working."""
+    """A writable folder; an existing output only with `overwrite` (and a folder output only
+    if it holds nothing but what dream wrote there)."""
     if not path.parent.is_dir():
         raise UserError(f"output folder '{path.parent}' does not exist: create it first")
     check_writable(path.parent)
@@ -85,6 +86,15 @@ def check_target(path: Path, overwrite: bool, folder_output: bool = False) -> Pa
     return path
 
 
+def check_output(path: str | Path, overwrite: bool, inputs=(), folder_output: bool = False
+                 ) -> Path:
+    """The checks every command makes on its output before it starts working: not one of the
+    inputs, a writable folder, nothing replaced unless asked (and then only what is ours)."""
+    path = Path(path)
+    refuse_same_file(path, *inputs)
+    return check_target(path, overwrite, folder_output)
+
+
 # ---------------------------------------------------------------- folder outputs
 def owned_files(folder: Path) -> list[str]:
     """The files a folder output's manifest says dream wrote (the manifest included)."""
@@ -99,7 +109,7 @@ def owned_files(folder: Path) -> list[str]:
 def write_manifest(folder: Path) -> None:
     """Record every file now in `folder` (a folder this render created) as ours."""
     names = sorted(n for n in os.listdir(folder) if n != MANIFEST)
-    (folder / MANIFEST).write_text(json.dumps({"files": names}))
+    atomic_write(folder / MANIFEST, json.dumps({"files": names}), fence=False)
 
 
 def remove_owned_folder(folder: Path) -> None:
@@ -117,27 +127,37 @@ def remove_owned_folder(folder: Path) -> None:
 
 # ---------------------------------------------------------------- atomic files
 @contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None):
+def atomic_path(path: str | Path, suffix: str | None = None, fence: bool = True):
     """Yield a new temporary path beside `path`; it replaces `path` only if the block succeeds,
-    with the user's normal permissions (not the temporary file's 0600)."""
+    with the user's normal permissions (not the temporary file's 0600). With `fence`, the
+    rename is a commit of a queued job's work (see `renderer.fence`)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix,
                                dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
-        publish(Path(tmp), path)
+        publish(Path(tmp), path, fence)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
 
 
-def publish(tmp: Path, path: Path) -> None:
+def atomic_write(path: str | Path, data: str | bytes, fence: bool = True) -> None:
+    """Write a whole file, or leave the old one: the one way small files are written."""
+    with atomic_path(path, fence=fence) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+
+
+def publish(tmp: Path, path: Path, fence: bool = True) -> None:
     """Rename a finished file (or folder) into place; under a queue job, only while its lease
     is still ours."""
     if tmp.is_file():
         os.chmod(tmp, default_mode())
-    with fenced():
+    with fenced() if fence else nullcontext():
         os.replace(tmp, path)
 
 

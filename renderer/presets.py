@@ -171,7 +171,7 @@ def parse_term(text: str) -> dict:
 def builtin_dir() -> Path:
     """The repo's presets/ in a checkout; the packaged copy (renderer.presets) in a wheel."""
     checkout = Path(__file__).resolve().parent.parent / "presets"
-    return checkout if checkout.is_dir() else Path(str(resources.files("renderer.presets")))
+    return checkout if checkout.is_dir() else Path(str(resources.files("renderer.builtin")))
 
 
 def user_dir() -> Path:

@@ -1,46 +1,36 @@
-"""rich progress bars shared by every long command: count, rate, elapsed and ETA."""
+"""How a render says how far it is: named stages with a total, advanced as frames pass.
+
+The render loops only call a sink; who listens is the caller's business (the CLI's rich bars,
+a queued job's progress file, a test). Stages: `decoded`, `dreamed`, `encoded` (frames of the
+output written: what a job's progress counts) and `finishing` (the mux, no total).
+"""
 
 from __future__ import annotations
 
-import sys
 
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+class ProgressSink:
+    """Listens to a render; this base ignores everything."""
 
-console = Console(stderr=True)  # progress, warnings and errors
+    def stage(self, name: str, total: int | None, done: int = 0) -> None:
+        """A stage begins: `total` items (None: unknown), `done` of them already (a resume)."""
 
-
-def print_table(table) -> None:
-    """Listings go to stdout, so `dream presets list | grep loop` works; as plain text with
-    full paths (no boxes, no cut cells) when stdout is not a terminal."""
-    if sys.stdout.isatty():
-        Console().print(table)
-        return
-    table.box, table.title, table.show_edge = None, None, False
-    Console(width=10_000, no_color=True, highlight=False, soft_wrap=True).print(table)
+    def advance(self, name: str, n: int = 1) -> None:
+        """`n` more items of stage `name` are done."""
 
 
-class RateColumn(TextColumn):
-    """Items per second, labelled with the unit ('fps' for frames)."""
+class Fanout(ProgressSink):
+    """One sink that tells several."""
 
-    def __init__(self):
-        super().__init__("")
+    def __init__(self, *sinks: ProgressSink | None):
+        self.sinks = [s for s in sinks if s is not None]
 
-    def render(self, task):
-        speed = task.finished_speed or task.speed
-        unit = task.fields.get("unit", "it")
-        return f"{speed:6.2f} {unit}/s" if speed else f"   -- {unit}/s"
+    def stage(self, name: str, total: int | None, done: int = 0) -> None:
+        for sink in self.sinks:
+            sink.stage(name, total, done)
 
-
-def make_progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                    TaskProgressColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), console=console, disable=not sys.stderr.isatty()
-                    and not _forced())
+    def advance(self, name: str, n: int = 1) -> None:
+        for sink in self.sinks:
+            sink.advance(name, n)
 
 
-def _forced() -> bool:
-    import os
-
-    return os.environ.get("DREAM_PROGRESS") == "1"
+SILENT = ProgressSink()

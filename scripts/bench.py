@@ -28,14 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from renderer import encode
-from renderer.decode import FrameReader, index_video, slot_counts
-from renderer.dream import Anchor, Dreamer, build_objective, dreamer_for, pick_device
-from renderer.flow import FlowEstimator, flow_to_tensor, resize_flow
-from renderer.images import parse_size, to_tensor, to_uint8
-from renderer.models import load_network
+from renderer.media import encode
+from renderer.media.decode import FrameReader, index_video, slot_counts
+from renderer.engine.dream import Anchor, Dreamer, dreamer_for, pick_device
+from renderer.engine.objectives import build_objective
+from renderer.motion.flow import FlowEstimator, flow_to_tensor, resize_flow
+from renderer.media.images import parse_size, to_tensor, to_uint8
+from renderer.engine.models import load_network
 from renderer.presets import load
-from renderer.video import StageTimes, carried_start, default_batch, plan_segments, render_video
+from renderer.motion.carry import Carry
+from renderer.render.loop import StageTimes
+from renderer.render.plan import default_batch, plan_segments
+from renderer.render.video import render_video
 
 NAIVE = ["dream.precision=fp32", "dream.channels_last=false", "dream.compile=false",
          "dream.fold_bn=false"]
@@ -67,7 +71,7 @@ def optimised(clip, preset, size, frames, batch, device, workdir):
     warm_s = time.perf_counter() - t
     times = StageTimes()
     t = time.perf_counter()
-    render_video(index, preset, dreamer, workdir / "fast.mp4", size, batch, times=times)
+    render_video(index, preset, dreamer, workdir / "fast.mp4", size, batch=batch, times=times)
     wall = time.perf_counter() - t
     return index.count, wall, dict(times.seconds), warm_s, dreamer, rows
 
@@ -78,11 +82,11 @@ def naive(clip, preset, size, frames, device, workdir):
     dreamer = dreamer_for(preset, device)
     repeats = slot_counts(index)
     estimator = FlowEstimator(preset.flow.quality, preset.flow.max_width)
-    writer = encode.SegmentWriter(workdir / "naive.mkv", size, index.rate, preset.encode)
+    writer = encode.ChunkWriter(workdir / "naive.mkv", size, index.rate, preset.encode)
     reader = FrameReader(index, 0, index.count, size, depth=1)
     times = {"decode": 0.0, "flow": 0.0, "dream": 0.0, "encode": 0.0}
     prev_rgb = prev_src = prev_dream = None
-    carried = preset.flow.steps if preset.flow.steps is not None else preset.dream.steps
+    carry = Carry.of(preset)
     start_all = time.perf_counter()
     for i in range(index.count):
         t = time.perf_counter()
@@ -97,10 +101,9 @@ def naive(clip, preset, size, frames, device, workdir):
         if flows is not None:
             backward, forward = (resize_flow(flow_to_tensor([f]).to(device), src.shape[-2:])
                                  for f in flows)
-            start, anchor = carried_start(preset.flow, src, prev_src, prev_dream, backward,
-                                          forward)
-        dreamed = dreamer.dream(start, seed=preset.seed,
-                                steps=preset.dream.steps if i == 0 else carried, anchor=anchor)
+            start, anchor = carry.start(src, prev_src, prev_dream, backward, forward)
+        dreamed = dreamer.dream(start, seed=preset.seed, steps=carry.steps(i == 0),
+                                anchor=anchor)
         out = to_uint8(dreamed)[0]  # the round trip
         prev_src, prev_dream = src, to_tensor(out).to(device)
         sync(device)
@@ -115,7 +118,7 @@ def naive(clip, preset, size, frames, device, workdir):
 
 def step_ms(dreamer, x, repeats=10):
     """Median ms of one gradient + normalisation step for the batch x."""
-    from renderer.dream import StepRandomness
+    from renderer.engine.dream import StepRandomness
 
     rng = StepRandomness([0] * x.shape[0])
     for _ in range(3):
@@ -240,7 +243,7 @@ def profile_render(clip, preset, size, dreamer, rows):
     with tempfile.TemporaryDirectory() as tmp:
         index = trimmed(index_video(clip), 4 * rows)
         with profile(activities=activities) as prof:
-            render_video(index, preset, dreamer, Path(tmp) / "prof.mp4", size, rows)
+            render_video(index, preset, dreamer, Path(tmp) / "prof.mp4", size, batch=rows)
             sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60)

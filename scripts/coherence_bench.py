@@ -7,7 +7,7 @@ For each mode (independent, blend, warp, consistent) the clip is dreamed in `--b
 advanced in lockstep, then measured against the source as in shared/research/coherence.md:
 ratio = E(output) / E(source) (1.0 = no flicker added), strength = mean |output - source|, and
 seam = error at segment boundaries / median consecutive error. With `--split N` the render is
-done as N parts of `--batch` segments each (`dream render --shard`), joined as `--assemble` does.
+done as N parts of `--batch` segments each (`dream render --part`), joined as `--assemble` does.
 """
 
 import argparse
@@ -17,13 +17,15 @@ from pathlib import Path
 
 import cv2
 
-from renderer.decode import FrameReader, index_video
-from renderer.dream import dreamer_for
-from renderer.images import parse_size
-from renderer.metrics import FrameCollector, measure, seam_ranges
+from renderer.media.decode import FrameReader, index_video
+from renderer.engine.dream import dreamer_for
+from renderer.media.images import parse_size
+from renderer.motion.metrics import measure
 from renderer.presets import load
-from renderer.video import (Shard, StageTimes, assemble_shards, plan_segments, render_frames,
-                            render_video)
+from renderer.render.loop import Lockstep, render_frames
+from renderer.render.plan import Part, plan_segments, seam_ranges
+from renderer.render.sinks import FixedSinks, MemorySink
+from renderer.render.video import assemble_parts, render_video
 
 MODES = ("independent", "blend", "warp", "consistent")
 
@@ -34,9 +36,9 @@ def run_mode(index, preset_name, mode, size, batch, overrides, device, split=1):
     segments = plan_segments(index.count, batch * split, preset.video.warmup)
     started = time.perf_counter()
     if split == 1:
-        writers = [FrameCollector() for _ in segments]
-        render_frames(index, preset, dreamer, size, segments, writers, StageTimes())
-        outputs = [f for w in writers for f in w.frames]
+        sinks = [MemorySink() for _ in segments]
+        render_frames(Lockstep(index, preset, dreamer, size, segments), FixedSinks(sinks))
+        outputs = [f for sink in sinks for f in sink.frames_written]
     else:
         outputs = render_split(index, preset, dreamer, size, batch, split)
     return outputs, seam_ranges(segments), time.perf_counter() - started
@@ -49,8 +51,8 @@ def render_split(index, preset, dreamer, size, batch, split):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "frames"
         for k in range(split):
-            render_video(index, preset, dreamer, out, size, batch, shard=Shard(k, split))
-        assemble_shards(index, preset, out, size, batch, split)
+            render_video(index, preset, dreamer, out, size, batch=batch, part=Part(k, split))
+        assemble_parts(index, preset, out, size, batch, split)
         return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
                 for p in sorted(out.glob("frame_*.png"))]
 

@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from renderer import load_preset  # noqa: E402
-from renderer.decode import index_video  # noqa: E402
-from renderer.dream import dreamer_for  # noqa: E402
-from renderer.images import parse_size  # noqa: E402
-from renderer.video import render_video  # noqa: E402
+from renderer.media.decode import index_video  # noqa: E402
+from renderer.engine.dream import dreamer_for  # noqa: E402
+from renderer.media.images import parse_size  # noqa: E402
+from renderer.render.video import render_video  # noqa: E402
 
 
 def run(clip: Path, end: float, size, overrides: list[str]) -> tuple[float, float, int]:
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     size = parse_size(args.size)
     try:
-        from renderer.threads import describe
+        from renderer.render.threads import describe
 
         print(f"thread budget: {describe()}")
     except ImportError:  # a checkout from before the budget, for comparison

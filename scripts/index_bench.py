@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from renderer.decode import index_video  # noqa: E402
-from renderer.media import ffmpeg_exe  # noqa: E402
+from renderer.media.decode import index_video  # noqa: E402
+from renderer.media.probe import ffmpeg_exe  # noqa: E402
 
 
 def make_clip(path: Path, minutes: float) -> None:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from renderer.media import ffmpeg_exe
+from renderer.media.probe import ffmpeg_exe
 
 
 def pan_frames(photo: np.ndarray, count: int, size: tuple[int, int], zoom: float = 1.15):

@@ -14,21 +14,18 @@ import time
 
 import numpy as np
 
-from renderer.dream import Dreamer, build_objective, pick_device
-from renderer.framestore import FrameStore
-from renderer.images import parse_size, to_uint8
-from renderer.models import load_network
+from renderer.engine.dream import pick_device
+from renderer.media.images import parse_size, to_uint8
+from renderer.motion.zoom import noise_image
 from renderer.presets import load
-from renderer.zoom import ZoomRenderer, noise_image, render_zoom
+from renderer.render.framestore import FrameStore
+from renderer.render.zoom import ZoomRenderer, zoom_frames
 
 FAST = ["dream.octaves=1", "dream.steps=4", "zoom.octaves=1", "zoom.steps=2"]
 
 
 def make(preset_name, fps, device, overrides=()):
-    preset = load(preset_name, [*FAST, *overrides])
-    network = load_network(preset.model.name)
-    dreamer = Dreamer(network, build_objective(preset, network, device), preset.dream, device)
-    return ZoomRenderer(dreamer, preset.zoom, fps, [preset.seed])
+    return ZoomRenderer.of(load(preset_name, [*FAST, *overrides]), fps, 1, device)
 
 
 def colour_run(frames, size, fps, device):
@@ -44,7 +41,7 @@ def colour_run(frames, size, fps, device):
 def loop_seam(seconds, size, fps, device):
     renderer = make("zoom-loop", fps, device)
     frames, store = [], FrameStore()
-    render_zoom(renderer, noise_image(size, [0]), round(seconds * fps),
+    zoom_frames(renderer, noise_image(size, [0]), round(seconds * fps),
                 lambda i, b: frames.append(b[0].astype(np.float32)), store)
     store.close()
     clip = np.stack(frames)

@@ -12,7 +12,7 @@ os.environ.setdefault("DREAM_OFFLINE", "1")  # never try a download in tests
 
 @pytest.fixture(scope="session")
 def mobilenet():
-    from renderer.models import load_network
+    from renderer.engine.models import load_network
 
     return load_network("mobilenet_v2")
 
@@ -28,7 +28,7 @@ def fast_preset():
 
 @pytest.fixture(scope="session")
 def astronaut_small():
-    from renderer.images import load_image
+    from renderer.media.images import load_image
 
     return load_image(ROOT / "samples" / "astronaut.jpg", size=(96, 96))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from renderer.media import ffmpeg_exe
+from renderer.media.probe import ffmpeg_exe
 
 FF = ffmpeg_exe()
 

@@ -20,6 +20,7 @@ def test_image_writes_a_dreamed_png(tmp_path):
     assert abs(img.astype(int) - src.astype(int)).mean() > 2
 
 
+@pytest.mark.slow
 def test_layers_sheet(tmp_path):
     out = tmp_path / "sheet.png"
     r = run_cli("layers", ROOT / "samples/astronaut.jpg", "-m", "mobilenet_v2", "-o", out,
@@ -29,6 +30,7 @@ def test_layers_sheet(tmp_path):
     assert sheet.shape[1] > 3 * 64  # input + 2 layers side by side
 
 
+@pytest.mark.slow
 def test_models_and_presets_listings():
     r = run_cli("models")
     assert r.returncode == 0 and "mobilenet_v2" in r.stderr + r.stdout
@@ -65,6 +67,7 @@ def test_unknown_layer(tmp_path):
     ("dream: {octaves: 3\n", ("bad.yaml", "invalid YAML")),
     ("dream:\n  steps: lots\n", ("bad.yaml:2", "dream.steps")),
 ])
+@pytest.mark.slow
 def test_bad_preset_file(tmp_path, text, needles):
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from renderer.dream import (Dreamer, ascend, build_objective, device_scalar, dreamer_for,
+from renderer.engine.objectives import build_objective
+from renderer.engine.dream import (Dreamer, ascend, device_scalar, dreamer_for,
                             laplacian_normalize, merge_tiles, octave_sizes, roll_each,
                             roll_indices, split_tiles)
 from renderer.errors import UserError
@@ -54,6 +55,7 @@ def test_tiling_on_and_off_agree(astronaut_small):
     assert abs(change_tiles.abs().mean() / change_ref.abs().mean() - 1) < 0.15
 
 
+@pytest.mark.slow
 def test_large_image_in_tiles_keeps_memory_bounded():
     """A 4K frame dreams on the CPU in tiles; the network never sees more than tile_batch tiles."""
     dreamer = dreamer_for(Preset.model_validate({
@@ -100,13 +102,14 @@ def test_roll_each_rolls_every_image_by_its_own_shift_and_back():
     assert torch.equal(roll_each(rolled, *roll_indices(shifts, 10, 14, "cpu", -1)), images)
 
 
+@pytest.mark.slow
 def test_compiled_update_matches_eager_and_compiles_once(tmp_path, monkeypatch):
     """The fused update the GPU path compiles, run here on the CPU: same numbers as eager, and
     new jitter, step sizes and anchor weights reuse one graph (no recompile per step)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from renderer.accel import Compiled
+    from renderer.engine.accel import Compiled
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     torch._dynamo.reset()
@@ -138,8 +141,8 @@ def test_class_objective_raises_the_class_logit(mobilenet, astronaut_small):
 
 
 def test_guided_dream_moves_towards_the_guide(mobilenet, astronaut_small, tmp_path):
-    from renderer.images import save_image, to_uint8
-    from renderer.images import load_image
+    from renderer.media.images import save_image, to_uint8
+    from renderer.media.images import load_image
 
     guide_path = tmp_path / "guide.png"
     save_image(to_uint8(load_image("samples/chelsea.jpg", size=(96, 96)))[0], guide_path)

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from skimage import data
 
-from renderer.flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, warp
-from renderer.images import to_tensor
+from renderer.motion.flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, warp
+from renderer.media.images import to_tensor
 
 
 def test_warp_matches_stereo_ground_truth():
@@ -66,11 +66,13 @@ def test_flow_mode_flickers_less_than_independent(tmp_path):
     import subprocess
     import sys
 
-    from renderer.decode import FrameReader, index_video
-    from renderer.dream import dreamer_for
-    from renderer.metrics import FrameCollector, measure
+    from renderer.media.decode import FrameReader, index_video
+    from renderer.engine.dream import dreamer_for
+    from renderer.motion.metrics import measure
     from renderer.presets import load
-    from renderer.video import StageTimes, plan_segments, render_frames
+    from renderer.render.loop import Lockstep, render_frames
+    from renderer.render.plan import plan_segments
+    from renderer.render.sinks import FixedSinks, MemorySink
     from conftest import ROOT
 
     clip = tmp_path / "pan.mp4"
@@ -85,11 +87,11 @@ def test_flow_mode_flickers_less_than_independent(tmp_path):
             "half-size flow": ["flow.mode=consistent", "flow.max_width=48"]}
     for mode, overrides in runs.items():
         preset = load("video", [*overrides, "dream.octaves=2", "dream.steps=4", "flow.steps=2"])
-        collector = FrameCollector()
+        memory = MemorySink()
         segments = plan_segments(index.count, 1, 0)
-        render_frames(index, preset, dreamer_for(preset, "cpu"), size, segments, [collector],
-                      StageTimes())
-        ratios[mode] = measure(sources, collector.frames, []).ratio
+        render_frames(Lockstep(index, preset, dreamer_for(preset, "cpu"), size, segments),
+                      FixedSinks([memory]))
+        ratios[mode] = measure(sources, memory.frames_written, []).ratio
     assert ratios["consistent"] < 0.75 * ratios["independent"]
     assert ratios["half-size flow"] < 0.75 * ratios["independent"]
 

@@ -15,7 +15,9 @@ import pytest
 
 from conftest import ROOT, assert_user_error, run_cli
 from media import flash_clip
-from renderer.jobs import Queue
+from renderer.jobs.queue import Queue
+from renderer.render.checkpoints import work_dir
+from renderer.render.plan import Part
 from renderer.outputs import OutputLock
 
 FAST = ["-p", "preview", "--size", "64x36", "--set", "dream.octaves=1", "--set", "dream.steps=0",
@@ -36,6 +38,7 @@ def tree(folder):
 
 
 # ------------------------------------------------------- 1. never delete what we did not write
+@pytest.mark.slow
 def test_png_overwrite_of_a_folder_we_did_not_write_deletes_nothing(tmp_path, clip):
     (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
     (tmp_path / "notes.txt").write_text("mine")
@@ -51,6 +54,7 @@ def test_png_overwrite_of_a_folder_we_did_not_write_deletes_nothing(tmp_path, cl
     assert tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_png_overwrite_replaces_exactly_our_own_frames(tmp_path, clip):
     out = tmp_path / "frames"
     assert run_cli("render", clip, "-o", out, *PNG).returncode == 0
@@ -64,6 +68,7 @@ def test_png_overwrite_replaces_exactly_our_own_frames(tmp_path, clip):
     assert (out / "user.txt").read_text() == "added later"
 
 
+@pytest.mark.slow
 def test_png_output_onto_a_regular_file_is_refused(tmp_path, clip):
     target = tmp_path / "frames"
     target.write_text("a file")
@@ -71,6 +76,7 @@ def test_png_output_onto_a_regular_file_is_refused(tmp_path, clip):
     assert target.read_text() == "a file"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("link", ["same", "hardlink", "symlink"])
 def test_output_is_never_an_input(tmp_path, clip, link):
     photo = tmp_path / "p.jpg"
@@ -91,6 +97,7 @@ def test_output_is_never_an_input(tmp_path, clip, link):
     assert tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_outputs_get_the_users_umask(tmp_path):
     out = tmp_path / "o.png"
     r = run_cli("image", IMAGE, "-o", out, "-p", "preview", "--size", "32x32", "--set",
@@ -101,7 +108,7 @@ def test_outputs_get_the_users_umask(tmp_path):
 
 def work_folder(tmp_path, checkpoint: str):
     """An output path and its render work folder, holding `checkpoint` as checkpoint.json."""
-    parts = tmp_path / ".o.mp4.parts"
+    parts = work_dir(tmp_path / "o.mp4")
     parts.mkdir()
     (parts / ".dream-work").touch()
     (parts / "checkpoint.json").write_text(checkpoint)
@@ -128,9 +135,10 @@ class Planted:
         return (os.system, (f"touch {self.sentinel}",))
 
 
+@pytest.mark.slow
 def test_a_planted_checkpoint_never_runs(tmp_path, clip):
     out = tmp_path / "o.mp4"
-    parts = tmp_path / ".o.mp4.parts"
+    parts = work_dir(out)
     parts.mkdir()
     sentinel = tmp_path / "pwned"
     (parts / "checkpoint.pt").write_bytes(pickle.dumps(Planted(sentinel)))
@@ -138,11 +146,12 @@ def test_a_planted_checkpoint_never_runs(tmp_path, clip):
     (parts / "state_00000002.pt").write_bytes(pickle.dumps(Planted(sentinel)))
     (parts / "checkpoint.json").write_text(json.dumps({
         "fingerprint": "someone else's", "step": 2, "chunks": [],
-        "state": ".o.mp4.parts/state_00000002.pt", "sha256": {}}))
+        "state": f"{parts.name}/state_00000002.pt", "sha256": {}}))
     assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--resume"), "different render")
     assert not sentinel.exists()
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_is_named_and_retry_fresh_drops_it(tmp_path, clip):
     out, _ = work_folder(tmp_path, "{garbage")
     assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--resume"),
@@ -159,9 +168,10 @@ def test_damaged_checkpoint_is_named_and_retry_fresh_drops_it(tmp_path, clip):
     assert Queue(db).get(1).state == "done" and out.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_truncated_frame_in_a_checkpoint_is_refused(tmp_path, clip):
     out = tmp_path / "frames"
-    parts = tmp_path / ".frames.parts"
+    parts = work_dir(out)
     args = [*PNG, "--set", "video.checkpoint_every=1", "--batch", "1", "--set", "dream.steps=2"]
     proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "render", str(clip), "-o",
                              str(out), *args],
@@ -272,6 +282,7 @@ def test_a_broken_user_preset_does_not_break_the_list(tmp_path):
 
 
 # ---------------------------------------------------------------- 3. a queued job runs once
+@pytest.mark.slow
 def test_a_render_whose_lease_was_taken_over_writes_nothing(tmp_path, clip):
     db = tmp_path / "q.db"
     q = Queue(db)
@@ -287,6 +298,7 @@ def test_a_render_whose_lease_was_taken_over_writes_nothing(tmp_path, clip):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_worker_survives_job_faults_and_a_busy_database(tmp_path, clip):
     db = tmp_path / "q.db"
     gone = tmp_path / "gone"
@@ -345,6 +357,7 @@ def test_numbers_are_checked(tmp_path, args, needle):
     assert_user_error(run_cli(*args, cwd=tmp_path), needle)
 
 
+@pytest.mark.slow
 def test_queue_add_checks_what_the_command_would(tmp_path, clip):
     db = tmp_path / "q.db"
     out = tmp_path / "o.mp4"
@@ -359,6 +372,7 @@ def test_queue_add_checks_what_the_command_would(tmp_path, clip):
 
 
 # ---------------------------------------------------------------- 4. faults are reported
+@pytest.mark.slow
 def test_a_full_disk_is_an_error_and_resume_finishes(tmp_path, clip):
     out = tmp_path / "frames"
 
@@ -378,6 +392,7 @@ def test_a_full_disk_is_an_error_and_resume_finishes(tmp_path, clip):
     assert len(list(out.glob("*.png"))) == 24
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["Tom's clip.mp4", "-dash \"quoted\" ü.mp4"])
 def test_any_file_name_works(tmp_path, clip, name):
     out = tmp_path / name
@@ -393,6 +408,7 @@ def _umask():
 
 
 # ------------------------------------------------------- 5. exit 2 for what the user can fix
+@pytest.mark.slow
 def test_user_fixable_problems_exit_2_before_any_work(tmp_path, clip):
     assert_user_error(run_cli("image", IMAGE, "-o", "/proc/dream.png"), "not writable")
     assert_user_error(run_cli("image", IMAGE, "-o", tmp_path / "x.xyz"), "image extension")
@@ -410,13 +426,14 @@ def test_user_fixable_problems_exit_2_before_any_work(tmp_path, clip):
     plain = tmp_path / "plain"
     plain.write_text("a file")
     assert_user_error(run_cli("queue", "--db", plain / "q.db", "list"), "cannot be created")
-    assert not list(tmp_path.glob(".*.parts"))
+    assert not work_dir(tmp_path / "o.mp4").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_part_manifest_is_named(tmp_path, clip):
     out = tmp_path / "o.mp4"
     r = run_cli("render", clip, "-o", out, *FAST, "--shard", "1/2")
     assert r.returncode == 0, r.stderr
-    manifest = tmp_path / ".o.mp4.parts" / "shard_1of2" / "done.json"
+    manifest = Part(0, 2).folder(out) / "done.json"
     manifest.write_text("{broken")
     assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--assemble", "2"), "damaged")

@@ -7,8 +7,8 @@ import torch
 from skimage import data
 
 from renderer.errors import UserError
-from renderer.images import to_tensor
-from renderer.models import MODELS, describe_layers, get_spec, load_network, weights_status
+from renderer.media.images import to_tensor
+from renderer.engine.models import MODELS, describe_layers, get_spec, load_network, weights_status
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

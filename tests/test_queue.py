@@ -14,7 +14,8 @@ import pytest
 from conftest import ROOT, assert_user_error, run_cli
 from media import flash_clip
 from renderer.errors import UserError
-from renderer.jobs import Queue
+from renderer.jobs.queue import Queue
+from renderer.render.checkpoints import work_dir
 
 TINY = ["-p", "preview", "--size", "64x36", "--set", "dream.octaves=1", "--set",
         "dream.steps=1", "--set", "flow.steps=1", "--set", "video.warmup=2"]
@@ -55,6 +56,7 @@ def test_expired_lease_is_taken_over_and_the_old_worker_loses_it(tmp_path):
     assert q.get(job).frames_done == 3
 
 
+@pytest.mark.slow
 def test_several_workers_run_every_job_exactly_once(tmp_path):
     db = tmp_path / "q.db"
     outputs = []
@@ -75,6 +77,7 @@ def test_several_workers_run_every_job_exactly_once(tmp_path):
     assert all(o.exists() for o in outputs)
 
 
+@pytest.mark.slow
 def test_killed_worker_job_is_resumed_by_another(tmp_path):
     db = tmp_path / "q.db"
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=5, size="96x64")
@@ -85,7 +88,7 @@ def test_killed_worker_job_is_resumed_by_another(tmp_path):
     assert run_cli("queue", "--db", db, "add", "render", src, "-o", tmp_path / "out",
                    *args).returncode == 0
     first = worker(db, "--lease", "3")
-    checkpoint = tmp_path / ".out.parts" / "checkpoint.json"
+    checkpoint = work_dir(tmp_path / "out") / "checkpoint.json"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -142,19 +145,20 @@ def test_locked_database_is_reported(tmp_path):
 def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     import torch
 
-    from renderer.checkpoints import Checkpoints, RenderState
+    from renderer.render.checkpoints import Checkpoints, RenderState
 
     store = Checkpoints(tmp_path / "o.mp4", "fp")
     store.start(resume=False)
-    store.save(RenderState(step=4), ["a.mkv"])
+    store.save(RenderState(step=4), [["a.mkv"]])
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(UserError, match="No space left"):
-        store.save(RenderState(step=8), ["a.mkv", "b.mkv"])
+        store.save(RenderState(step=8), [["a.mkv", "b.mkv"]])
     monkeypatch.undo()
     state, chunks = store.load()
-    assert state.step == 4 and chunks == ["a.mkv"]
-    assert not store.file.with_suffix(".tmp").exists()
+    assert state.step == 4 and chunks == [["a.mkv"]]
+    assert sorted(p.name for p in store.folder.iterdir()) == [
+        ".dream-work", "checkpoint.json", "state_00000004.pt"]  # no temporary file left

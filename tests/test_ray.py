@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 from media import flash_clip
-from renderer.jobs import Queue
+from renderer.jobs.queue import Queue
+from renderer.render.plan import Part
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -39,6 +40,7 @@ def driver(db, address, *extra):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_split_render_survives_a_lost_node_and_zoom_runs_whole(tmp_path, cluster):
     """A render job split over two worker nodes (tasks need a 'render' resource only they
     have): once both parts have checkpointed, both nodes are removed (the part that started
@@ -62,7 +64,7 @@ def test_split_render_survives_a_lost_node_and_zoom_runs_whole(tmp_path, cluster
     assert run_cli("queue", "--db", db, "add", "zoom", "-o", tmp_path / "zoom.mp4",
                    "--seconds", "24", "--fps", "8", *ZOOM).returncode == 0
     proc = driver(db, cluster.address, "--drain", "--ray-resources", '{"render": 1}')
-    checkpoints = [tmp_path / ".out.parts" / f"shard_{k}of2" / "checkpoint.json" for k in (1, 2)]
+    checkpoints = [Part(k, 2).folder(tmp_path / "out") / "checkpoint.json" for k in (0, 1)]
     deadline = time.time() + 300
     while not all(c.exists() for c in checkpoints) and time.time() < deadline:
         time.sleep(0.05)

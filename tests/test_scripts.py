@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end at a tiny size (CI smoke test; figures are not checked)."""
 
 import subprocess
+import pytest
 import sys
 
 from conftest import ROOT
@@ -13,6 +14,7 @@ def script(*args):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_bench_reports_fps_ratio_and_floor(tmp_path):
     out = script("scripts/bench.py", "samples/pan.mp4", "-p", "preview", "--size", "64x36",
                  "--frames", "12", "--naive-frames", "4", "--batch", "2", "--out",
@@ -22,6 +24,7 @@ def test_bench_reports_fps_ratio_and_floor(tmp_path):
     assert (tmp_path / "bench.md").read_text().strip() == out.strip()
 
 
+@pytest.mark.slow
 def test_coherence_bench_prints_every_mode():
     out = script("scripts/coherence_bench.py", "samples/pan.mp4", "-p", "preview", "--size",
                  "64x36", "--frames", "16", "--batch", "1")

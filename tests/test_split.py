@@ -1,4 +1,5 @@
-"""One render split into parts (`--shard K/N`) rendered on their own, then joined (`--assemble N`)."""
+"""One render split into parts (`--part K/N`, alias `--shard`) rendered on their own, then joined
+(`--assemble N`)."""
 
 import cv2
 import numpy as np
@@ -11,51 +12,54 @@ FAST = ["-p", "preview", "--set", "dream.octaves=1", "--set", "dream.steps=1",
         "--set", "flow.steps=1", "--set", "video.warmup=2", "--batch", "1"]
 
 
+@pytest.mark.slow
 def test_parts_join_in_order_with_cross_faded_hand_overs(tmp_path):
-    """Every frame a part wrote lands unchanged at its place; each hand-over frame is the
-    smoothstep blend of one part's tail and the next part's warm-up, as in a single render."""
-    from renderer.framestore import crossfade
-    from renderer.video import fade_weight, plan_segments
+    """Every frame lands at its place; each hand-over frame is the smoothstep blend of one
+    part's tail and the next part's warm-up, as a single render blends its segments."""
+    from renderer.media.images import crossfade
+    from renderer.render.plan import Part, fade_weight, plan_segments
+    from renderer.render.video import HandOver
 
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=5, size="96x64")
-    out, parts = tmp_path / "out", tmp_path / ".out.parts"
+    out = tmp_path / "out"
     args = [*FAST, "--set", "encode.codec=png", "--set", "video.checkpoint_every=8"]
     for k in (1, 2):
-        assert run_cli("render", src, "-o", out, *args, "--shard", f"{k}/3").returncode == 0
+        assert run_cli("render", src, "-o", out, *args, "--part", f"{k}/3").returncode == 0
     early = run_cli("render", src, "-o", out, *args, "--assemble", "3")
-    assert_user_error(early, "part 3/3", "--shard 3/3")
+    assert_user_error(early, "part 3/3", "--part 3/3")
     assert run_cli("render", src, "-o", out, *args, "--shard", "3/3").returncode == 0
 
-    own = {p.name: p.read_bytes() for p in parts.glob("shard_*/frames/*.png")}
     segments = plan_segments(125, 3, 2)
     expected = {}
-    for k, incoming in enumerate(segments[1:], start=1):
+    for k, incoming in enumerate(segments[1:]):
+        tails, warmups = HandOver(out, Part(k, 3)), HandOver(out, Part(k + 1, 3))
         for frame in range(incoming.start, incoming.keep):
-            tail = np.load(parts / f"shard_{k}of3" / "fades" / f"tail_{frame}.npy")
-            warm = np.load(parts / f"shard_{k + 1}of3" / "fades" / f"0_{frame}.npy")
-            expected[f"frame_{frame:06d}.png"] = crossfade(tail, warm,
-                                                           fade_weight(incoming, frame))
-    assert len(own) == 125 - 4 and len(expected) == 4 and not set(own) & set(expected)
+            expected[f"frame_{frame:06d}.png"] = crossfade(
+                tails.tail(frame), warmups.warmup(frame), fade_weight(incoming, frame))
+    assert len(expected) == 4
 
     joined = run_cli("render", src, "-o", out, *args, "--assemble", "3")
     assert joined.returncode == 0, joined.stderr
     frames = sorted(p.name for p in out.glob("frame_*.png"))
     assert frames == [f"frame_{i:06d}.png" for i in range(125)]
-    assert all((out / name).read_bytes() == data for name, data in own.items())
     for name, rgb in expected.items():
         written = cv2.cvtColor(cv2.imread(str(out / name)), cv2.COLOR_BGR2RGB)
         assert np.array_equal(written, rgb), name
-    assert (out / "audio.flac").exists() and not parts.exists()
+    brightness = [cv2.imread(str(out / name)).mean() for name in frames]
+    assert int(np.argmax(brightness)) == round(1.5 * 25)  # the source's flash, at its frame
+    assert (out / "audio.flac").exists() and not any(tmp_path.glob(".out.*"))
 
 
 def test_more_parts_than_segments_and_audio_in_sync(tmp_path):
     """8 parts of a 48-frame clip that holds 6 segments: two parts are empty; the joined h264
     file has every frame, and the flash still lands on the beep after --start."""
     from renderer import presets
-    from renderer.decode import index_video
-    from renderer.dream import dreamer_for
+    from renderer.media.decode import index_video
+    from renderer.engine.dream import dreamer_for
     from renderer.errors import UserError
-    from renderer.video import Shard, assemble_shards, render_video, shard_plan
+    from renderer.render.checkpoints import work_dir
+    from renderer.render.plan import Part, part_plan
+    from renderer.render.video import assemble_parts, render_video
 
     src = flash_clip(tmp_path / "flash.mp4")
     out = tmp_path / "out.mkv"
@@ -65,15 +69,16 @@ def test_more_parts_than_segments_and_audio_in_sync(tmp_path):
     dreamer = dreamer_for(preset, "cpu")
     empty = 0
     for k in range(8):
-        empty += not shard_plan(index.count, 1, 2, Shard(k, 8)).mine
-        render_video(index, preset, dreamer, out, size, 1, shard=Shard(k, 8))
+        empty += not part_plan(index.count, 1, 2, Part(k, 8)).mine
+        render_video(index, preset, dreamer, out, size, batch=1, part=Part(k, 8))
     assert empty == 2 and not out.exists()
-    tail = next((tmp_path / ".out.mkv.parts" / "shard_1of8" / "fades").glob("tail_*.npy"))
+    tail = next(Part(0, 8).folder(out).rglob("tail_*.npy"))
     tail.unlink()  # a lost hand-over frame: a clear error, then render that part again
     with pytest.raises(UserError, match="render parts 1/8 and 2/8 again"):
-        assemble_shards(index, preset, out, size, 1, 8)
-    render_video(index, preset, dreamer, out, size, 1, shard=Shard(0, 8))
-    assemble_shards(index, preset, out, size, 1, 8)
+        assemble_parts(index, preset, out, size, 1, 8)
+    render_video(index, preset, dreamer, out, size, batch=1, part=Part(0, 8))
+    assemble_parts(index, preset, out, size, 1, 8)
+    assert not work_dir(out).exists()
     rate = 24000 / 1001
     written = info(out)
     assert written["frames"] == index.count == round(2.0 * rate) and written["acodec"]
@@ -82,11 +87,12 @@ def test_more_parts_than_segments_and_audio_in_sync(tmp_path):
     assert abs(audio_onset(out) - flash_frame / rate) <= 1 / rate + 0.01
 
 
+@pytest.mark.slow
 def test_bad_part_arguments(tmp_path):
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=1, size="96x64")
-    for extra, needles in ((["--shard", "3/2"], ["--shard '3/2'", "K/N"]),
-                           (["--shard", "two"], ["--shard 'two'", "e.g. --shard 2/4"]),
-                           (["--shard", "1/2", "--assemble", "2"], ["either --shard or"]),
+    for extra, needles in ((["--shard", "3/2"], ["--part '3/2'", "K/N"]),
+                           (["--part", "two"], ["--part 'two'", "e.g. --part 2/4"]),
+                           (["--part", "1/2", "--assemble", "2"], ["either --part or"]),
                            (["--assemble", "0"], ["--assemble 0", "1..256"])):
         result = run_cli("render", src, "-o", tmp_path / "o.mkv", *FAST, *extra)
         assert_user_error(result, *needles)

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from conftest import ROOT
-from renderer.flow import flow_to_tensor
-from renderer.threads import plan
+from renderer.motion.flow import flow_to_tensor
+from renderer.render.threads import plan
 
 
 def test_budget_adds_up_to_the_machine(monkeypatch):
@@ -21,9 +21,9 @@ def test_budget_adds_up_to_the_machine(monkeypatch):
 
 def test_a_render_sizes_the_pools_as_the_preset_says(tmp_path):
     from renderer import load_preset
-    from renderer.decode import index_video
-    from renderer.dream import dreamer_for
-    from renderer.video import render_video
+    from renderer.media.decode import index_video
+    from renderer.engine.dream import dreamer_for
+    from renderer.render.video import render_video
 
     before = torch.get_num_threads(), cv2.getNumThreads()
     try:

@@ -68,6 +68,7 @@ def check_every_frame_shown(codes, count):
     assert not missing, f"source frames never shown: {missing}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CLIPS))
 def test_every_frame_on_its_own_slot_at_the_source_rate(tmp_path, name):
     count, rate, video, audio, suffix, times = CLIPS[name]
@@ -95,6 +96,7 @@ def test_every_frame_on_its_own_slot_at_the_source_rate(tmp_path, name):
         assert due in codes[max(0, slot - 1):slot + 2], (due, codes[slot - 1:slot + 2])
 
 
+@pytest.mark.slow
 def test_a_cut_keeps_the_audio_in_sync(tmp_path):
     count, rate, video, audio, suffix, _ = CLIPS["h264_bframes_mp4"]
     src = coded_clip(tmp_path / f"src{suffix}", count, rate, video, audio, tone=BEEPING)
@@ -105,6 +107,7 @@ def test_a_cut_keeps_the_audio_in_sync(tmp_path):
     assert abs(audio_onset(out) - (BEEP - 1)) <= 1 / 30 + 0.01
 
 
+@pytest.mark.slow
 def test_forced_rate_picks_frames_by_timestamp(tmp_path):
     src = coded_clip(tmp_path / "src.mp4", 60, "30", ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
                      tone=None)
@@ -114,6 +117,7 @@ def test_forced_rate_picks_frames_by_timestamp(tmp_path):
     assert decoded_codes(out) == list(range(0, 60, 2))
 
 
+@pytest.mark.slow
 def test_portrait_clip_with_a_rotation_matrix(tmp_path):
     flat = coded_clip(tmp_path / "flat.mp4", 20, "25", ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
                       tone=None)
@@ -127,6 +131,7 @@ def test_portrait_clip_with_a_rotation_matrix(tmp_path):
     assert read_codes(frames) == list(range(20))
 
 
+@pytest.mark.slow
 def test_one_frame_clip(tmp_path):
     src = coded_clip(tmp_path / "one.mp4", 1, "25", ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
                      tone=None)
@@ -135,6 +140,7 @@ def test_one_frame_clip(tmp_path):
     assert decoded_codes(out) == [0]
 
 
+@pytest.mark.slow
 def test_a_stream_whose_last_packets_are_cut_off(tmp_path):
     src = coded_clip(tmp_path / "full.mp4", 90, "30", ["-c:v", "libx264", "-pix_fmt", "yuv420p",
                                                        "-g", "10", "-movflags", "+faststart"],
@@ -156,6 +162,7 @@ def song(path, beep_at=0.5, seconds=3.0):
     return path
 
 
+@pytest.mark.slow
 def test_render_puts_a_song_under_the_picture(tmp_path):
     src = coded_clip(tmp_path / "src.mp4", 60, "30", ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
                      ["-c:a", "aac"], tone=None)
@@ -171,6 +178,7 @@ def test_render_puts_a_song_under_the_picture(tmp_path):
                               "0.3"), "--audio")
 
 
+@pytest.mark.slow
 def test_copied_audio_says_why_it_was_re_encoded(tmp_path):
     src = coded_clip(tmp_path / "src.mkv", 60, "30", ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
                      ["-c:a", "flac"])
@@ -181,6 +189,7 @@ def test_copied_audio_says_why_it_was_re_encoded(tmp_path):
     assert info(tmp_path / "whole.mkv")["acodec"] == "flac"
 
 
+@pytest.mark.slow
 def test_zoom_as_long_as_the_song(tmp_path):
     tune = song(tmp_path / "song.m4a", seconds=2.0)
     out = tmp_path / "z.mp4"
@@ -192,6 +201,7 @@ def test_zoom_as_long_as_the_song(tmp_path):
     assert_user_error(run_cli(*zoom, "--overwrite"), "--seconds")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".gif", ".webp"])
 def test_animated_outputs(tmp_path, suffix):
     src = coded_clip(tmp_path / "src.mp4", 20, "10", ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
@@ -210,6 +220,7 @@ def test_animated_outputs(tmp_path, suffix):
     assert loop.stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fit, corner", [("crop", 255), ("pad", 0), ("stretch", 255)])
 def test_size_of_another_aspect_keeps_the_picture(tmp_path, fit, corner):
     """A white 64x48 picture into 32x32: crop and stretch fill it, pad adds black bars."""
@@ -225,6 +236,7 @@ def test_size_of_another_aspect_keeps_the_picture(tmp_path, fit, corner):
     assert abs(int(frame[1, 16].mean()) - corner) < 40 and frame[16, 16].mean() > 200
 
 
+@pytest.mark.slow
 def test_wrote_line_describes_the_file(tmp_path):
     src = coded_clip(tmp_path / "src.mp4", 25, "24000/1001", ["-c:v", "libx264", "-pix_fmt",
                                                               "yuv420p"], ["-c:a", "aac"])
@@ -253,6 +265,7 @@ def test_listings_go_to_stdout_and_pipes_end_quietly(tmp_path):
     assert json.loads(run_cli("queue", "--db", db, "show", "1", "--json").stdout)["id"] == 1
 
 
+@pytest.mark.slow
 def test_progress_reads_frames_per_second_and_shows_the_finish(tmp_path):
     src = coded_clip(tmp_path / "src.mp4", 20, "10", ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
                      tone=None)

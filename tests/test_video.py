@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, assert_user_error, run_cli
+from renderer.render.checkpoints import work_dir
 from media import (audio_onset, brightness_per_frame, ffmpeg, flash_clip, info, odd_clip,
                    rotated_clip, vfr_webm, video_durations)
 
@@ -19,6 +20,7 @@ def render(src, out, *extra):
     return info(out)
 
 
+@pytest.mark.slow
 def test_vfr_webm_keeps_duration_and_audio(tmp_path):
     src = vfr_webm(tmp_path / "vfr.webm")
     out = render(src, tmp_path / "out.mp4", "--size", "80x60")
@@ -30,6 +32,7 @@ def test_vfr_webm_keeps_duration_and_audio(tmp_path):
     assert abs(video - audio) <= 1 / 30 + 0.025  # one frame, plus one AAC packet
 
 
+@pytest.mark.slow
 def test_ntsc_rate_flash_and_beep_stay_in_sync(tmp_path):
     """24000/1001 fps, cut with --start: the flash frame and the beep land at the same time."""
     src = flash_clip(tmp_path / "flash.mp4")
@@ -42,6 +45,7 @@ def test_ntsc_rate_flash_and_beep_stay_in_sync(tmp_path):
     assert abs(audio_onset(out_path) - flash_frame / rate) <= 1 / rate + 0.01
 
 
+@pytest.mark.slow
 def test_odd_size_is_cropped_to_even_for_h264(tmp_path):
     src = odd_clip(tmp_path / "odd.mkv")
     out = render(src, tmp_path / "out.mp4")
@@ -49,6 +53,7 @@ def test_odd_size_is_cropped_to_even_for_h264(tmp_path):
     assert out["frames"] == 30 and out["acodec"] == "aac"
 
 
+@pytest.mark.slow
 def test_png_sequence_keeps_odd_size(tmp_path):
     src = odd_clip(tmp_path / "odd.mkv")
     result = run_cli("render", src, "-o", tmp_path / "frames", *FAST, "--set", "encode.codec=png")
@@ -60,6 +65,7 @@ def test_png_sequence_keeps_odd_size(tmp_path):
     assert cv2.imread(str(pngs[0])).shape == (91, 161, 3)
 
 
+@pytest.mark.slow
 def test_rotation_metadata_is_respected(tmp_path):
     src = flash_clip(tmp_path / "flat.mp4", rate="25", seconds=1, size="96x64")
     rotated = rotated_clip(tmp_path / "rotated.mp4", src)
@@ -69,12 +75,14 @@ def test_rotation_metadata_is_respected(tmp_path):
 
 @pytest.mark.parametrize("codec,suffix,vcodec", [("h265", ".mp4", "hevc"),
                                                  ("prores", ".mov", "prores")])
+@pytest.mark.slow
 def test_other_codecs(tmp_path, codec, suffix, vcodec):
     src = odd_clip(tmp_path / "odd.mkv")
     out = render(src, tmp_path / f"out{suffix}", "--set", f"encode.codec={codec}", "--end", "0.4")
     assert out["vcodec"] == vcodec and out["frames"] == 10
 
 
+@pytest.mark.slow
 def test_truncated_video_renders_good_frames_with_a_warning(tmp_path):
     src = flash_clip(tmp_path / "full.mkv", rate="25", seconds=4)
     data = src.read_bytes()
@@ -121,6 +129,7 @@ def test_audio_only(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_video_with_no_frames(tmp_path):
     """An AVI whose header declares a video stream but whose every frame is empty."""
     full = tmp_path / "full.avi"
@@ -138,11 +147,13 @@ def test_video_with_no_frames(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_output_folder_missing(tmp_path):
     result = run_cli("render", ROOT / "samples/pan.mp4", "-o", tmp_path / "nope" / "o.mp4", *FAST)
     assert_user_error(result, "does not exist")
 
 
+@pytest.mark.slow
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "o.mp4"
     out.write_bytes(b"keep me")
@@ -159,7 +170,7 @@ def test_codec_the_container_cannot_hold(tmp_path):
 
 def test_segment_readers_start_exactly_where_asked(tmp_path):
     """Each segment decodes from its own first frame: the same pixels a full pass gives."""
-    from renderer.decode import FrameReader, index_video
+    from renderer.media.decode import FrameReader, index_video
 
     index = index_video(vfr_webm(tmp_path / "vfr.webm"))
     full = list(FrameReader(index, 0, index.count, (80, 60)))
@@ -169,6 +180,7 @@ def test_segment_readers_start_exactly_where_asked(tmp_path):
         assert all(np.array_equal(a, b) for a, b in zip(part, full[start:]))
 
 
+@pytest.mark.slow
 def test_killed_render_resumes_to_identical_frames(tmp_path):
     """SIGKILL at random points after a checkpoint, --resume, and get the same PNG frames."""
     import random
@@ -186,7 +198,7 @@ def test_killed_render_resumes_to_identical_frames(tmp_path):
     rng = random.Random(7)
     for trial in range(3):
         out = tmp_path / f"run{trial}"
-        checkpoint = tmp_path / f".run{trial}.parts" / "checkpoint.json"
+        checkpoint = work_dir(tmp_path / f"run{trial}") / "checkpoint.json"
         proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "render", str(src), "-o",
                                  str(out), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -206,10 +218,11 @@ def test_killed_render_resumes_to_identical_frames(tmp_path):
         assert not checkpoint.parent.exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_render(tmp_path):
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=3, size="96x64")
     out = tmp_path / "o.mkv"
-    parts = tmp_path / ".o.mkv.parts"
+    parts = work_dir(tmp_path / "o.mkv")
     parts.mkdir()
     (parts / "checkpoint.json").write_text(json.dumps(
         {"fingerprint": "another render", "step": 0, "chunks": [], "state": "x", "sha256": {}}))
@@ -221,7 +234,7 @@ def test_resume_refuses_a_checkpoint_of_another_render(tmp_path):
 def test_parked_frames_are_written_in_order_off_the_loop_and_a_failed_write_is_raised(tmp_path):
     import shutil
 
-    from renderer.framestore import AsyncFrameStore, FrameStore
+    from renderer.render.framestore import AsyncFrameStore, FrameStore
 
     parked = AsyncFrameStore(FrameStore(tmp_path / "fades"), backlog=2)
     frames = [np.full((4, 6, 3), k, np.uint8) for k in range(5)]
@@ -245,11 +258,11 @@ def test_a_checkpoint_that_fails_in_the_background_stops_the_render(tmp_path, mo
 
     import torch
 
-    from renderer.decode import index_video
-    from renderer.dream import dreamer_for
+    from renderer.media.decode import index_video
+    from renderer.engine.dream import dreamer_for
     from renderer.errors import UserError
     from renderer.presets import load
-    from renderer.video import render_video
+    from renderer.render.video import render_video
 
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=2, size="64x48")
     preset = load("preview", ["dream.octaves=1", "dream.steps=1", "flow.steps=1",
@@ -261,5 +274,6 @@ def test_a_checkpoint_that_fails_in_the_background_stops_the_render(tmp_path, mo
     monkeypatch.setattr(torch, "save", full)
     out = tmp_path / "out.mp4"
     with pytest.raises(UserError, match="No space left.*--resume"):
-        render_video(index_video(src), preset, dreamer_for(preset, "cpu"), out, (64, 48), 2)
+        render_video(index_video(src), preset, dreamer_for(preset, "cpu"), out, (64, 48),
+                     batch=2)
     assert not out.exists()

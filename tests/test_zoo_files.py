@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from conftest import ROOT, assert_user_error, run_cli
-from renderer.models import get_spec
+from renderer.engine.models import get_spec
 
 # what torchvision's builder passes to the constructor before it loads its ImageNet file
 BUILDER_KWARGS = {
@@ -42,6 +42,7 @@ def hub(tmp_path):
     return {"TORCH_HOME": str(tmp_path / "torch")}, folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_torchvision_file_loads_in_every_command(name, tmp_path, hub):
     env, cache = hub
@@ -76,6 +77,7 @@ def test_torchvision_file_loads_in_every_command(name, tmp_path, hub):
 
 @pytest.mark.parametrize("name, other", [("googlenet", "inception_v3"), ("vgg16", "vgg19"),
                                          ("resnet50", "googlenet")])
+@pytest.mark.slow
 def test_a_file_of_another_model_is_refused(name, other, tmp_path, hub):
     env, cache = hub
     torchvision_layout_file(other, cache / get_spec(name).download_url.rsplit("/", 1)[1])

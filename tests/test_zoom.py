@@ -8,12 +8,15 @@ import torch
 
 from conftest import assert_user_error, run_cli
 from media import ffmpeg, info, video_durations
-from renderer.dream import Dreamer, build_objective
-from renderer.framestore import FrameStore
-from renderer.models import load_network
+from renderer.engine.dream import Dreamer
+from renderer.engine.objectives import build_objective
+from renderer.render.checkpoints import work_dir
+from renderer.render.zoom import ZoomRenderer, zoom_frames
+from renderer.render.framestore import FrameStore
+from renderer.engine.models import load_network
 from renderer.presets import Keyframe, load
-from renderer.zoom import (ZoomRenderer, affine_step, frame_motion, hold_colour, channel_stats,
-                           motion_at, noise_image, render_zoom)
+from renderer.motion.zoom import (affine_step, channel_stats, frame_motion, hold_colour, motion_at,
+                                  noise_image)
 
 
 @pytest.mark.parametrize("fps", [24, 30, 60])
@@ -76,10 +79,10 @@ def test_loop_is_seamless():
     network = load_network(preset.model.name)
     dreamer = Dreamer(network, build_objective(preset, network), preset.dream, "cpu")
     fps, count = 12, 24
-    renderer = ZoomRenderer(dreamer, preset.zoom, fps, [0])
+    renderer = ZoomRenderer(dreamer, preset, fps, [0])
     frames = []
     store = FrameStore()
-    render_zoom(renderer, noise_image((64, 64), [0]), count, lambda i, b: frames.append(b[0]),
+    zoom_frames(renderer, noise_image((64, 64), [0]), count, lambda i, b: frames.append(b[0]),
                 store)
     store.close()
     assert len(frames) == count
@@ -95,6 +98,7 @@ def zoom_cli(tmp_path, *extra, out="z.mp4"):
                    "--set", "zoom.octaves=1", *extra)
 
 
+@pytest.mark.slow
 def test_zoom_cli_with_audio_trimmed_to_video(tmp_path):
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=220", "-t", "3", tmp_path / "music.wav")
     r = zoom_cli(tmp_path, "--seconds", "1", "--fps", "12", "--audio", tmp_path / "music.wav")
@@ -105,6 +109,7 @@ def test_zoom_cli_with_audio_trimmed_to_video(tmp_path):
     assert abs(audio - 1.0) < 0.05
 
 
+@pytest.mark.slow
 def test_zoom_cli_video_fitted_to_audio_and_variants(tmp_path):
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=220", "-t", "0.5", tmp_path / "music.wav")
     r = zoom_cli(tmp_path, "--seconds", "9", "--fps", "10", "--audio", tmp_path / "music.wav",
@@ -126,12 +131,14 @@ def test_zoom_cli_video_fitted_to_audio_and_variants(tmp_path):
     (["--seconds", "1", "--init", "/nonexistent/start.png"], "init image"),
     (["--seconds", "1", "--audio", "/nonexistent/song.mp3"], "audio file"),
 ])
+@pytest.mark.slow
 def test_zoom_bad_input(tmp_path, args, needle):
     r = zoom_cli(tmp_path, *args)
     assert_user_error(r, needle)
     assert not (tmp_path / "z.mp4").exists()
 
 
+@pytest.mark.slow
 def test_killed_zoom_loop_resumes_to_identical_frames(tmp_path):
     """SIGKILL a zoom loop after a checkpoint, --resume, decode: the frames of an uninterrupted
     run (lossless H.264), the loop's held-back frames included."""
@@ -157,7 +164,7 @@ def test_killed_zoom_loop_resumes_to_identical_frames(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "zoom", "-o", str(out),
                              *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / ".out.mkv.parts" / "checkpoint.json"
+    checkpoint = work_dir(tmp_path / "out.mkv") / "checkpoint.json"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.02)

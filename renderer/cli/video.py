@@ -1,16 +1,20 @@
-"""CLI commands for video renders and zoom animations (registered into the main parser)."""
+"""`dream render` and `dream zoom`: parse, check everything that can be checked before any
+work (also what `dream queue add` checks), then call `render_video` / `render_zoom` with the
+progress listeners (rich bars, and a queued job's progress file)."""
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserError
+from renderer.cli.common import add_common, load_preset, number
+from renderer.errors import UserError
 
 PREVIEW = ["dream.octaves=2", "flow.quality=ultrafast", "encode.speed=veryfast"]
 
 
-def register(sub, add_common, number) -> None:
+def register(sub) -> None:
     p = sub.add_parser("render", help="dream a video with temporal coherence",
                        description="Dream every frame of a video, carrying the dream along "
                                    "optical flow; keeps the audio and the timing.")
@@ -37,25 +41,26 @@ def register(sub, add_common, number) -> None:
     p.add_argument("--preview", action="store_true",
                    help="fast low-resolution pass (320 px, fewer octaves)")
     p.add_argument("--batch", type=number(int, 1, 256), default=None,
-                   help="segments per GPU batch (default: what GPU memory holds; with --shard "
+                   help="segments per GPU batch (default: what GPU memory holds; with --part "
                         "or --assemble: per part, default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed or interrupted render from its last checkpoint "
-                        "(kept in a hidden .OUTPUT.parts folder beside the output)")
-    p.add_argument("--shard", default=None, metavar="K/N",
+                        "(kept in a hidden .OUTPUT.work folder beside the output)")
+    p.add_argument("--part", "--shard", dest="part", default=None, metavar="K/N",
                    help="render only part K of N (a run of consecutive segments), to split one "
-                        "render over machines that share the output folder; then --assemble N")
+                        "render over machines that share the output folder; then --assemble N "
+                        "(--shard is the same)")
     p.add_argument("--assemble", type=int, default=None, metavar="N",
-                   help="join the N finished parts of a render split with --shard (same "
+                   help="join the N finished parts of a render split with --part (same "
                         "arguments otherwise)")
     add_common(p, "video")
     p.set_defaults(run=cmd_render, check=check_render)
-    register_zoom(sub, add_common, number)
+    register_zoom(sub)
 
 
 def render_size(args, width: int, height: int) -> tuple[int, int]:
-    from .images import fit_size, parse_size
+    from renderer.media.images import fit_size, parse_size
 
     if args.size and args.scale:
         raise UserError("give either --size or --scale, not both")
@@ -68,12 +73,12 @@ def render_size(args, width: int, height: int) -> tuple[int, int]:
     return width, height
 
 
-def parse_shard(text: str | None, assemble: int | None):
-    """--shard K/N as a 0-based Shard; --assemble N checked; None for a whole render."""
-    from .video import Shard
+def parse_part(text: str | None, assemble: int | None):
+    """--part K/N as a 0-based Part; --assemble N checked; None for a whole render."""
+    from renderer.render.plan import Part
 
     if text is not None and assemble is not None:
-        raise UserError("give either --shard or --assemble, not both")
+        raise UserError("give either --part or --assemble, not both")
     if assemble is not None:
         if not 1 <= assemble <= 256:
             raise UserError(f"--assemble {assemble} is out of range: use 1..256")
@@ -85,18 +90,17 @@ def parse_shard(text: str | None, assemble: int | None):
     except ValueError:
         number = count = 0
     if not 1 <= number <= count <= 256:
-        raise UserError(f"--shard '{text}' is not a part: use K/N with 1 <= K <= N <= 256, "
-                        "e.g. --shard 2/4")
-    return Shard(number - 1, count)
+        raise UserError(f"--part '{text}' is not a part: use K/N with 1 <= K <= N <= 256, "
+                        "e.g. --part 2/4")
+    return Part(number - 1, count)
 
 
 def check_render(args):
     """Everything about a render's arguments that can be checked without decoding the video
-    (also what `dream queue add` checks): (preset, output, shard, --audio's song or None)."""
-    from .cli import load_preset
-    from .decode import check_video
-    from .encode import AudioTrack, check_output
-    from .images import parse_size
+    (also what `dream queue add` checks): (preset, output, part, --audio's song or None)."""
+    from renderer.media.decode import check_video
+    from renderer.media.encode import AudioTrack, check_video_output
+    from renderer.media.images import parse_size
 
     if args.preview:
         args.overrides = PREVIEW + args.overrides
@@ -104,23 +108,24 @@ def check_render(args):
         args.overrides = [*args.overrides, f"video.fit={args.fit_size}"]
     if args.end is not None and args.end <= args.start:
         raise UserError(f"--end {args.end:g} must be greater than --start {args.start:g}")
-    shard = parse_shard(args.shard, args.assemble)
+    part = parse_part(args.part, args.assemble)
     if args.audio is None and (args.audio_mix is not None or args.audio_start):
         raise UserError("--audio-mix and --audio-start need --audio SONG")
     preset = load_preset(args)
-    output = check_output(args.output, preset.encode, args.overwrite, [args.input, args.audio])
+    output = check_video_output(args.output, preset.encode, args.overwrite,
+                                [args.input, args.audio])
     check_video(args.input)
     song = None
     if args.audio:
         song = AudioTrack(Path(args.audio), args.audio_start, check_audio(args.audio).audio_codec)
     if args.size:
         parse_size(args.size)
-    return preset, output, shard, song
+    return preset, output, part, song
 
 
 def check_audio(path: str):
     """A file with an audio stream: its MediaInfo."""
-    from .media import probe
+    from renderer.media.probe import probe
 
     if not Path(path).is_file():
         raise UserError(f"audio file '{path}' does not exist: check the path")
@@ -132,8 +137,8 @@ def check_audio(path: str):
 
 def render_audio(args, index, song):
     """The tracks under a render: the source's (None), or the song (mixed with --audio-mix)."""
-    from .encode import AudioTrack
-    from .video import source_audio
+    from renderer.media.encode import AudioTrack
+    from renderer.render.video import source_audio
 
     if song is None:
         return None
@@ -144,15 +149,26 @@ def render_audio(args, index, song):
             AudioTrack(song.path, song.start, song.codec, args.audio_mix)]
 
 
-def cmd_render(args) -> None:
-    from .decode import index_video
-    from .dream import dreamer_for
-    from .jobs import report_progress
-    from .media import describe_output
-    from .progress import console, make_progress
-    from .video import SHARD_BATCH, Shard, assemble_shards, default_batch, render_video, shard_plan
+@contextmanager
+def listeners():
+    """The progress sink of a command: rich bars, plus the progress file of a queued job."""
+    from renderer.cli.bars import RichBars, make_progress
+    from renderer.jobs.progress import ProgressFile
+    from renderer.progress import Fanout
 
-    preset, output, shard, song = check_render(args)
+    with make_progress() as bars:
+        yield Fanout(RichBars(bars), ProgressFile.from_env())
+
+
+def cmd_render(args) -> None:
+    from renderer.cli.bars import console
+    from renderer.engine.dream import dreamer_for
+    from renderer.media.decode import index_video
+    from renderer.media.probe import describe_output
+    from renderer.render.plan import PART_BATCH, WHOLE, default_batch, part_plan
+    from renderer.render.video import assemble_parts, render_video
+
+    preset, output, part, song = check_render(args)
     index = index_video(args.input, args.start, args.end, args.fps)
     if index.warning:
         console.print(f"[yellow]warning:[/yellow] {index.warning}")
@@ -163,46 +179,27 @@ def cmd_render(args) -> None:
         console.print(f"note: the {index.width}x{index.height} picture is {how} "
                       f"({size[0]}x{size[1]}); --fit-size crop|pad|stretch chooses")
     chosen = args.batch or preset.video.batch
-    if args.assemble:  # parts default to SHARD_BATCH segments: every part must agree
-        assemble_shards(index, preset, output, size, chosen or SHARD_BATCH, args.assemble,
-                        render_audio(args, index, song))
+    audio = render_audio(args, index, song)
+    if args.assemble:  # parts default to PART_BATCH segments: every part must agree
+        assemble_parts(index, preset, output, size, chosen or PART_BATCH, args.assemble, audio)
         print(f"wrote {output}: {describe_output(output)} ({args.assemble} parts joined)")
         return
     dreamer = dreamer_for(preset, args.device)
-    batch = chosen or (SHARD_BATCH if shard else default_batch(dreamer.device, size))
-    plan = shard_plan(index.count, batch, preset.video.warmup, shard or Shard(0, 1))
-    dreamed_total = sum(s.length for s in plan.mine)
-    kept_total = plan.kept
+    batch = chosen or (PART_BATCH if part else default_batch(dreamer.device, size))
     started = time.perf_counter()
-    encoded = [0, 0.0]  # frames, time of the last report to a queue worker
-
-    def advance(progress, tasks, stage, n=1):
-        if stage not in tasks:  # a stage without a count: encoders draining, the mux
-            tasks[stage] = progress.add_task(stage, total=None, unit="")
-            return
-        progress.advance(tasks[stage], n)
-        if stage == "encoded":
-            encoded[0] += n
-            if time.perf_counter() - encoded[1] > 1.0 or encoded[0] == kept_total:
-                encoded[1] = time.perf_counter()
-                report_progress(encoded[0], kept_total, started)
-
-    with make_progress() as progress:
-        tasks = {name: progress.add_task(name, total=total, unit="frames") for name, total in
-                 (("decoded", dreamed_total), ("dreamed", dreamed_total),
-                  ("encoded", kept_total))}
-        render_video(index, preset, dreamer, output, size, batch,
-                     lambda stage, n=1: advance(progress, tasks, stage, n), resume=args.resume,
-                     shard=shard, audio=render_audio(args, index, song))
-    rate = f"{kept_total / (time.perf_counter() - started):.2f} frames/s"
-    if shard:
-        print(f"wrote part {shard} of {output} ({kept_total} frames at {size[0]}x{size[1]}, "
+    with listeners() as progress:
+        render_video(index, preset, dreamer, output, size, batch=batch, progress=progress,
+                     resume=args.resume, audio=audio, part=part or WHOLE)
+    plan = part_plan(index.count, batch, preset.video.warmup, part or WHOLE)
+    rate = f"{plan.kept / (time.perf_counter() - started):.2f} frames/s"
+    if part:
+        print(f"wrote part {part} of {output} ({plan.kept} frames at {size[0]}x{size[1]}, "
               f"{rate}, {len(plan.mine)} of {len(plan.segments)} segments)")
     else:
         print(f"wrote {output}: {describe_output(output)} (rendered at {rate})")
 
 
-def register_zoom(sub, add_common, number) -> None:
+def register_zoom(sub) -> None:
     p = sub.add_parser("zoom", help="zoom-feedback 'infinite dream' animation or seamless loop",
                        description="Feed each dream back into itself while zooming, rotating "
                                    "and panning, as keyframed in the preset's 'zoom:' section.")
@@ -225,13 +222,6 @@ def register_zoom(sub, add_common, number) -> None:
     p.set_defaults(run=cmd_zoom, check=check_zoom)
 
 
-def zoom_fingerprint(preset, args, size, count, variant) -> str:
-    from .checkpoints import digest
-
-    return digest(preset.model_dump(mode="json"), args.init, args.variants, list(size), count,
-                  args.fps, variant)
-
-
 def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
     """(fps, frame count) from --fps, --seconds and --fit."""
     seconds = args.seconds
@@ -249,10 +239,9 @@ def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
 
 def check_zoom(args):
     """A zoom's arguments, checked before any work (also by `dream queue add`):
-    (preset, outputs, fps, frame count, audio codec)."""
-    from . import encode
-    from .cli import load_preset
-    from .images import parse_size
+    (preset, outputs, fps, frame count, audio tracks)."""
+    from renderer.media import encode
+    from renderer.media.images import parse_size
 
     audio_seconds = audio_codec = None
     if args.audio:
@@ -266,116 +255,31 @@ def check_zoom(args):
         raise UserError("dream zoom writes video files: use encode.codec h264, h265 or prores")
     inputs = [args.audio, None if args.init == "noise" else args.init]
     for out in outputs:
-        encode.check_output(out, preset.encode, args.overwrite, inputs)
+        encode.check_video_output(out, preset.encode, args.overwrite, inputs)
     if args.init != "noise" and not Path(args.init).is_file():
         raise UserError(f"init image '{args.init}' does not exist: give an image file or 'noise'")
     if args.size:
         parse_size(args.size)
-    return preset, outputs, fps, count, audio_codec
+    audio = [encode.AudioTrack(Path(args.audio), 0.0, audio_codec)] if args.audio else []
+    return preset, outputs, fps, count, audio
 
 
 def cmd_zoom(args) -> None:
-    from contextlib import ExitStack
+    from renderer.media.images import load_image, parse_size
+    from renderer.media.probe import describe_output
+    from renderer.motion.zoom import noise_image
+    from renderer.render.zoom import ZoomRenderer, render_zoom
 
-    with ExitStack() as locks:
-        _zoom(args, locks)
-
-
-def _zoom(args, locks) -> None:
-    import torch
-
-    from . import encode
-    from .checkpoints import Checkpoints, RenderState, remove_work_folder
-    from .dream import Dreamer, build_objective, pick_device
-    from .framestore import FrameStore
-    from .images import load_image, parse_size
-    from .media import as_rate, describe_output
-    from .models import load_network
-    from .outputs import OutputLock
-    from .progress import console, make_progress
-    from .zoom import MixedObjective, ZoomRenderer, noise_image, render_zoom
-
-    preset, outputs, fps, count, audio_codec = check_zoom(args)
-    for out in outputs:
-        locks.enter_context(OutputLock(out))
+    preset, outputs, fps, count, audio = check_zoom(args)
+    renderer = ZoomRenderer.of(preset, fps, args.variants, args.device)
     size = parse_size(args.size) if args.size else None
-    seeds = [preset.seed + i for i in range(args.variants)]
     if args.init == "noise":
-        init = noise_image(size or (640, 360), seeds)
+        init = noise_image(size or (640, 360), renderer.seeds)
     else:
         init = load_image(args.init, size=size, max_side=None if size else 1280)
         init = init.expand(args.variants, -1, -1, -1).contiguous()
-    device = pick_device(args.device)
-    network = load_network(preset.model.name, preset.model.weights)
-    mixed = None
-    if any(k.layer_mix is not None for k in preset.zoom.keyframes):
-        if len(preset.objective) != 2:
-            raise UserError("keyframed 'layer_mix' needs exactly two objective terms "
-                            "(mix 0 = the first, 1 = the second)")
-        first, second = (build_objective(preset.model_copy(update={"objective": [t]}), network,
-                                         device) for t in preset.objective)
-        objective = mixed = MixedObjective(first, second)
-    else:
-        objective = build_objective(preset, network, device)
-    dreamer = Dreamer(network, objective, preset.dream, device)
-    renderer = ZoomRenderer(dreamer, preset.zoom, fps, seeds, mixed)
-    h, w = init.shape[-2:]
-    rate = as_rate(fps)
-    suffix = encode.segment_suffix(preset.encode)
-    stores = [Checkpoints(out, zoom_fingerprint(preset, args, (w, h), count, i))
-              for i, out in enumerate(outputs)]
-    restored = stores[0].start(args.resume)  # the first output's folder holds the shared state
-    for store in stores[1:]:
-        if restored is None:
-            store.start(False)
-    start, current, chunks = 0, None, [[] for _ in outputs]
-    if restored is not None:
-        saved, chunks = restored
-        start, current = saved.step, torch.stack([saved.prev_dream[i]
-                                                  for i in range(len(outputs))])
-        console.print(f"resuming from frame {start}")
-    writers: list = []
-
-    def open_chunks(frame: int) -> None:
-        writers[:] = [encode.SegmentWriter(store.folder / f"zoom_{frame:06d}{suffix}", (w, h),
-                                           rate, preset.encode) for store in stores]
-
-    def checkpoint(frame: int, batch) -> None:
-        for k, writer in enumerate(writers):
-            writer.close()
-            if writer.frames:
-                chunks[k].append(writer.path.name)
-        state = RenderState(frame, prev_dream={k: t.cpu() for k, t in enumerate(batch)})
-        stores[0].save(state, chunks, [f for writer in writers for f in writer.files])
-        open_chunks(frame)
-
-    open_chunks(start)
-    fades = FrameStore(stores[0].folder / "loop")
-    try:
-        with make_progress() as progress:
-            task = progress.add_task("zoom", total=count, unit="frames",
-                                     completed=min(start, count))
-
-            def emit(frame, batch):
-                for writer, rgb in zip(writers, batch):
-                    writer.write(rgb)
-                progress.advance(task)
-
-            render_zoom(renderer, init, count, emit, fades, start, current, checkpoint,
-                        preset.zoom.checkpoint_every)
-        duration = count / float(rate)
-        for k, (writer, out, store) in enumerate(zip(writers, outputs, stores)):
-            writer.close()
-            names = chunks[k] + ([writer.path.name] if writer.frames else [])
-            tracks = [encode.AudioTrack(Path(args.audio), 0.0, audio_codec)] if args.audio else []
-            if note := encode.finalize([store.folder / n for n in names], out, preset.encode,
-                                       tracks, duration):
-                console.print(f"note: {note}")
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
-    for store in stores:
-        remove_work_folder(store.folder)
+    with listeners() as progress:
+        render_zoom(renderer, init, outputs, count, audio=audio, progress=progress,
+                    resume=args.resume)
     for out in outputs:
         print(f"wrote {out}: {describe_output(out)}{' (a loop)' if preset.zoom.loop else ''}")

@@ -1,8 +1,9 @@
-"""Encoding with ffmpeg-python: per-segment writers, then one concat + audio mux into the output.
+"""Encoding with ffmpeg-python: chunk writers, then one concat + audio mux into the output.
 
-Every render writes segment files into a parts folder beside the output; `finalize` joins them
-(stream copy), muxes the source audio trimmed to the rendered span, writes a temporary file and
-renames it over the output. A crash never leaves a half-written output.
+A render writes its frames as chunk files (one encoder per segment and checkpoint stretch) into
+a work folder beside the output; `finalize` joins them (stream copy), muxes the audio trimmed
+to the rendered span, writes a temporary file and renames it over the output. A crash never
+leaves a half-written output.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import cv2
 import ffmpeg
 import numpy as np
 
-from .errors import UserError
-from .media import ffmpeg_exe
-from .outputs import (atomic_path, check_target, publish, refuse_same_file,
-                      remove_owned_folder, write_manifest)
-from .presets import EncodeSection
+from renderer.errors import UserError
+from renderer.media.probe import ffmpeg_exe
+from renderer.outputs import (atomic_path, check_output, publish, remove_owned_folder,
+                              write_manifest)
+from renderer.presets import EncodeSection
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ CODECS = {
 AUDIO_FOR = {".mp4": "aac", ".mov": "aac", ".mkv": "copy"}
 
 
-def check_output(path: str | Path, settings: EncodeSection, overwrite: bool,
-                 inputs=()) -> Path:
+def check_video_output(path: str | Path, settings: EncodeSection, overwrite: bool,
+                       inputs=()) -> Path:
     """Refuse what cannot work before any frame is dreamed: a container that cannot hold the
     codec, an output that is an input, a folder that is not ours, a missing ffmpeg binary."""
     path = Path(path)
@@ -58,8 +59,7 @@ def check_output(path: str | Path, settings: EncodeSection, overwrite: bool,
         fits = ", ".join(c for c in codec.containers if c) or "a folder"
         raise UserError(f"a {suffix or 'folder'} output cannot hold codec {settings.codec}: "
                         f"use {fits}, or another codec with --set encode.codec=...")
-    refuse_same_file(path, *inputs)
-    check_target(path, overwrite, folder_output=settings.codec == "png")
+    check_output(path, overwrite, inputs, folder_output=settings.codec == "png")
     ffmpeg_exe(settings.ffmpeg)
     return path
 
@@ -71,8 +71,9 @@ def _video_args(settings: EncodeSection) -> dict:
     return args
 
 
-class SegmentWriter:
-    """Pipes RGB frames into one ffmpeg process (or PNG files) for one segment of the output."""
+class ChunkWriter:
+    """Pipes RGB frames into one ffmpeg process writing one chunk file of the output (or, for
+    codec png, into numbered PNG files in a folder, numbered by the output's slots)."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction,
                  settings: EncodeSection, first_slot: int = 0, threads: int = 0):
@@ -104,6 +105,11 @@ class SegmentWriter:
         self._drain = threading.Thread(target=lambda: self._stderr.append(
             self.proc.stderr.read()), daemon=True)
         self._drain.start()
+
+    @property
+    def chunk(self) -> str | None:
+        """The chunk file's name once it holds frames (None for PNG frames or none yet)."""
+        return self.path.name if self.frames and self.settings.codec != "png" else None
 
     def write(self, rgb: np.ndarray, repeats: int = 1) -> None:
         """Write one frame `repeats` times (0 drops it: timing comes from timestamps)."""
@@ -159,7 +165,7 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
                         "space, then run the same command with --resume") from None
 
 
-def segment_suffix(settings: EncodeSection) -> str:
+def chunk_suffix(settings: EncodeSection) -> str:
     return "" if settings.codec == "png" else ".mkv"
 
 
@@ -194,18 +200,18 @@ def _audio_mode(settings: EncodeSection, output: Path, tracks: list[AudioTrack])
     return mode, None
 
 
-def finalize(parts: list[Path], output: Path, settings: EncodeSection,
+def finalize(chunks: list[Path], output: Path, settings: EncodeSection,
              tracks: list[AudioTrack], duration: float) -> str | None:
-    """Join the segment files into `output` with the audio `tracks` (mixed when several), each
+    """Join the chunk files (for codec png: one folder of frames) into `output` with the audio `tracks` (mixed when several), each
     from its start for `duration`; returns a note for the user, if any."""
     exe = ffmpeg_exe(settings.ffmpeg)
     suffix = output.suffix.lower()
     tracks = [t for t in tracks if t.codec] if settings.audio != "none" else []
     if settings.codec == "png":
-        _finalize_png(parts, output, exe, tracks, duration)
+        _finalize_png(chunks[0], output, exe, tracks, duration)
         return None
-    listing = parts[0].parent / "concat.txt"
-    listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in parts))
+    listing = chunks[0].parent / "concat.txt"
+    listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in chunks))
     video = ffmpeg.input(str(listing.resolve()), format="concat", safe=0)["v"]
     note = None
     if suffix == ".gif":  # one palette for the whole loop, so colours do not flicker
@@ -249,10 +255,9 @@ def _concat_quote(path: Path) -> str:
     return str(path).replace("'", "'\\''")
 
 
-def _finalize_png(parts, output: Path, exe, tracks: list[AudioTrack], duration) -> None:
-    """PNG sequences are written straight into the parts folder; move it into place, with a
-    manifest of its files so that a later --overwrite removes exactly those."""
-    folder = parts[0]
+def _finalize_png(folder: Path, output: Path, exe, tracks: list[AudioTrack], duration) -> None:
+    """PNG sequences are written straight into a folder of the work folder; move it into place,
+    with a manifest of its files so that a later --overwrite removes exactly those."""
     if tracks:
         inputs = [arg for t in tracks for arg in ("-ss", f"{t.start:.6f}", "-t",
                                                    f"{duration:.6f}", "-i", str(t.path.resolve()))]

@@ -1,51 +1,15 @@
-"""The `dream` command line. Exit codes: 0 success, 2 bad input or usage, 1 internal failure."""
+"""The `dream` parser, the still-image and catalogue commands, and `main`: every error a user
+can fix is one line and exit 2, an internal failure one line and exit 1."""
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
-from .errors import LeaseLost, UserError
-
-SEED_MAX = 2**63 - 1
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors as one line, like every other error (exit 2)."""
-
-    def error(self, message):
-        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
-        sys.exit(2)
-
-
-def number(kind, low, high):
-    """An argparse type: a finite int or float in [low, high], else a one-line usage error."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except (ValueError, OverflowError):
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: use {low:g}..{high:g}")
-        return value
-
-    return parse
-
-
-def _add_common(p: argparse.ArgumentParser, preset: str | None) -> None:
-    p.add_argument("-p", "--preset", default=preset,
-                   help="a built-in preset name ('dream presets list') or a .yaml file"
-                        + (f" (default: {preset})" if preset else ""))
-    p.add_argument("--seed", type=number(int, 0, SEED_MAX), default=None,
-                   help="random seed, 0..2^63-1 (default: the preset's)")
-    p.add_argument("--size", default=None, help="output size WIDTHxHEIGHT")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a preset value, e.g. --set dream.octaves=5 (repeatable)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
-
+from renderer.cli import queue, video
+from renderer.cli.common import Parser, add_common, load_preset, number
+from renderer.errors import LeaseLost, UserError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -56,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="input image file")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    _add_common(p, "classic")
+    add_common(p, "classic")
     p.set_defaults(run=cmd_image)
 
     p = sub.add_parser("layers", help="contact sheet of one image dreamed at many layers",
@@ -71,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", type=number(int, 16, 4096), default=320,
                    help="longest side of each cell (pixels)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    _add_common(p, None)
+    add_common(p, None)
     p.set_defaults(run=cmd_layers)
 
     p = sub.add_parser("models", help="list models, or show one model's layers",
@@ -88,29 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(run=cmd_presets)
 
-    from . import commands_queue, commands_video
-
-    commands_video.register(sub, _add_common, number)
-    commands_queue.register(sub, number)
+    video.register(sub)
+    queue.register(sub)
     return parser
 
 
 # ---------------------------------------------------------------- commands
-def load_preset(args):
-    from . import presets
-
-    preset = presets.load(args.preset, args.overrides) if args.preset else presets.defaults()
-    if getattr(args, "seed", None) is not None:
-        preset.seed = args.seed
-    return preset
-
-
 def cmd_image(args) -> None:
-    from . import images
-    from .dream import dreamer_for
-    from .progress import make_progress
+    from renderer.media import images
+    from renderer.engine.dream import dreamer_for
+    from renderer.cli.bars import make_progress
 
-    out = images.check_output(args.output, args.overwrite, [args.input])
+    out = images.check_image_output(args.output, args.overwrite, [args.input])
     preset = load_preset(args)
     size = images.parse_size(args.size) if args.size else None
     picture = images.load_image(args.input, size=size)
@@ -124,13 +77,13 @@ def cmd_image(args) -> None:
 
 
 def cmd_layers(args) -> None:
-    from . import images
-    from .dream import Dreamer, pick_device
-    from .models import get_spec, load_network
-    from .objectives import layer
-    from .progress import make_progress
+    from renderer.media import images
+    from renderer.engine.dream import Dreamer, pick_device
+    from renderer.engine.models import get_spec, load_network
+    from renderer.engine.objectives import layer
+    from renderer.cli.bars import make_progress
 
-    out = images.check_output(args.output, args.overwrite, [args.input])
+    out = images.check_image_output(args.output, args.overwrite, [args.input])
     preset = load_preset(args)
     spec = get_spec(args.model)
     chosen = [s.strip() for s in args.layers.split(",")] if args.layers else spec.default_layers
@@ -156,8 +109,8 @@ def cmd_layers(args) -> None:
 def cmd_models(args) -> None:
     from rich.table import Table
 
-    from .models import MODELS, describe_layers, get_spec, load_network, weights_status
-    from .progress import print_table
+    from renderer.engine.models import MODELS, describe_layers, get_spec, load_network, weights_status
+    from renderer.cli.bars import print_table
 
     if args.action == "show":
         if not args.name:
@@ -196,8 +149,8 @@ def cmd_presets(args) -> None:
     import yaml
     from rich.table import Table
 
-    from . import presets
-    from .progress import print_table
+    from renderer import presets
+    from renderer.cli.bars import print_table
 
     if args.action == "show":
         if not args.name:
@@ -219,8 +172,11 @@ def cmd_presets(args) -> None:
 
 
 def main(argv=None) -> int:
+    from renderer.cli.bars import show_library_notes
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_library_notes()
     try:
         args.run(args)
         return 0
@@ -243,6 +199,3 @@ def main(argv=None) -> int:
               "traceback)", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from .errors import UserError
+from renderer.errors import UserError
 
 
 def ffmpeg_exe(configured: str | None = None) -> str:

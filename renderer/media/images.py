@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import UserError
-from .outputs import atomic_path, check_target, refuse_same_file
+from renderer.errors import UserError
+from renderer.outputs import atomic_path, check_output
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -41,6 +41,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     host.copy_(frames, non_blocking=True)
     torch.cuda.current_stream(frames.device).synchronize()
     return host.numpy()
+
+
+def crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
+    """uint8 frames blended: `weight` of `incoming` over `rgb`."""
+    return ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -96,15 +101,13 @@ def load_image(path, size: tuple[int, int] | None = None, max_side: int | None =
     return to_tensor(rgb)
 
 
-def check_output(path: str | Path, overwrite: bool = False, inputs=()) -> Path:
-    """An image output: its extension, not an input, a writable folder, nothing replaced
-    unless asked."""
+def check_image_output(path: str | Path, overwrite: bool = False, inputs=()) -> Path:
+    """An image output: an image extension, then the checks of every output."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"output '{path}' needs an image extension "
                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-    refuse_same_file(path, *inputs)
-    return check_target(path, overwrite)
+    return check_output(path, overwrite, inputs)
 
 
 def save_image(rgb: np.ndarray, path: str | Path) -> None:

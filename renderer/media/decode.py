@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,9 +20,10 @@ import av
 import cv2
 import numpy as np
 
-from .errors import UserError
-from .images import IMAGE_SUFFIXES, framing, place
-from .media import MediaInfo, as_rate, probe
+from renderer.background import Producer
+from renderer.errors import UserError
+from renderer.media.images import IMAGE_SUFFIXES, framing, place
+from renderer.media.probe import MediaInfo, as_rate, probe
 
 logging.getLogger("libav").setLevel(logging.CRITICAL)  # decode errors are ours to report
 SEEKABLE = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "mpegts", "flv"}  # pts we seek by
@@ -238,22 +237,16 @@ def slot_counts(index: VideoIndex) -> list[int]:
     return [max(0, b - a) for a, b in zip(starts, starts[1:])]
 
 
-_DONE = object()
-
-
 class FrameReader:
-    """Decodes frames [first, first + count) of the index on a thread into a bounded queue."""
+    """Decodes frames [first, first + count) of the index on a background thread, `depth`
+    frames ahead; iterate over it for HxWx3 uint8 frames of `size`."""
 
     def __init__(self, index: VideoIndex, first: int, count: int, size: tuple[int, int],
                  depth: int = 8, threads: int = 0, fit: str = "crop"):
         self.index, self.first, self.count, self.size = index, first, count, size
         self.fit = fit
         self.threads = threads
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.worker = Producer(self._decode, depth, name="decode")
 
     def _frames(self, container, stream):
         """Decoded frames from the first one asked for: by seeking to its keyframe where the
@@ -275,9 +268,9 @@ class FrameReader:
             if n >= skip:
                 yield frame
 
-    def _run(self) -> None:
+    def _decode(self):
+        container, stream = open_video(self.index.path)
         try:
-            container, stream = open_video(self.index.path)
             if self.threads:
                 stream.thread_count = self.threads
             w, h = framing((self.index.width, self.index.height), self.size, self.fit)
@@ -285,8 +278,6 @@ class FrameReader:
             shape = (h, w) if turns % 2 else (w, h)
             frames = self._frames(container, stream)
             for _ in range(self.count):
-                if self.stop.is_set():
-                    break
                 frame = next(frames, None)
                 if frame is None:
                     raise UserError(f"'{self.index.path}' stopped decoding early")
@@ -294,28 +285,15 @@ class FrameReader:
                 if (rgb.shape[1], rgb.shape[0]) != shape:
                     rgb = cv2.resize(rgb, shape, interpolation=cv2.INTER_AREA)
                 upright = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-                self.queue.put(place(upright, self.size))
-            container.close()
-        except BaseException as exc:  # surfaced to the consumer by next()
-            self.error = exc
+                yield place(upright, self.size)
         finally:
-            self.queue.put(_DONE)
+            container.close()
 
     def __iter__(self):
         return self
 
     def __next__(self) -> np.ndarray:
-        item = self.queue.get()
-        if item is _DONE:
-            if self.error is not None:
-                raise self.error
-            raise StopIteration
-        return item
+        return next(self.worker)
 
     def close(self) -> None:
-        self.stop.set()
-        while self.thread.is_alive():
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                self.thread.join(0.05)
+        self.worker.close()

@@ -1,5 +1,5 @@
 """Frames parked on disk until they are needed (cross-fades), so memory stays flat, written and
-read off the dream loop's thread, and the weight curve every cross-fade uses."""
+read off the dream loop's thread."""
 
 from __future__ import annotations
 
@@ -10,22 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-
-
-def smoothstep(x: float) -> float:
-    """0 -> 1 with zero slope at both ends: fades and eases start and stop without a kink."""
-    return x * x * (3 - 2 * x)
-
-
-def crossfade_weight(k: int, length: int) -> float:
-    """Weight of the incoming picture at frame k (0-based) of a `length`-frame cross-fade."""
-    return smoothstep((k + 1) / (length + 1))
-
-
-def crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
-    """uint8 frames blended: `weight` of `incoming` over `rgb`."""
-    return ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
+from renderer.errors import UserError
+from renderer.outputs import atomic_path
 
 
 class FrameStore:
@@ -40,9 +26,8 @@ class FrameStore:
         return self.folder / f"{'_'.join(map(str, key))}.npy"
 
     def put(self, key: tuple, rgb: np.ndarray) -> None:
-        tmp = self._path(key).with_suffix(".part.npy")
-        np.save(tmp, rgb)
-        tmp.replace(self._path(key))  # a kill never leaves a half-written frame
+        with atomic_path(self._path(key), fence=False) as tmp:  # never a half-written frame
+            np.save(tmp, rgb)
 
     def get(self, key: tuple) -> np.ndarray | None:
         path = self._path(key)

@@ -2,7 +2,7 @@
 
 The driver claims jobs from the SQLite queue exactly as a local worker does (same lease and
 heartbeat), and hands each to Ray as a task with `num_gpus` (Ray sets CUDA_VISIBLE_DEVICES).
-A video render is split into parts, runs of consecutive segments (`dream render --shard K/N`),
+A video render is split into parts, runs of consecutive segments (`dream render --part K/N`),
 one task each; a last task that depends on all of them joins the parts in order
 (`--assemble N`). Every task runs with --resume on the shared filesystem, so a task that Ray
 retries after its node died continues from its last checkpoint instead of starting over.
@@ -11,12 +11,14 @@ retries after its node died continues from its last checkpoint instead of starti
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from .jobs import Job, Queue, die_with_parent, fence_env, job_command, read_progress
+from renderer.jobs.child import start_child
+from renderer.jobs.progress import PROGRESS_ENV, read_progress
+from renderer.jobs.queue import Job, Queue
+from renderer.jobs.workers import fence_env, job_command
 
 
 def _run_command(command: list[str], cwd: str, log: str, label: str, progress: str | None,
@@ -29,12 +31,9 @@ def _run_command(command: list[str], cwd: str, log: str, label: str, progress: s
     """
     if any(parts):
         return next(code for code in parts if code)
-    env = dict(os.environ, **fence, **({"DREAM_PROGRESS_FILE": progress} if progress else {}))
-    with open(log, "a") as out:
-        out.write(f"--- ray task ({label}) on {os.uname().nodename} pid {os.getpid()}\n")
-        out.flush()
-        return subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                              preexec_fn=die_with_parent).returncode
+    env = dict(fence, **({PROGRESS_ENV: progress} if progress else {}))
+    return start_child(command, cwd, log, f"ray task ({label}) on {os.uname().nodename} pid "
+                                          f"{os.getpid()}", env).wait()
 
 
 @dataclass
@@ -99,20 +98,21 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
         fence = fence_env(queue, job)
         if job.fresh:
             queue.started_fresh(job)
-        whole = job.kind != "render" or parts == 1 or {"--shard", "--assemble"} & set(job.args)
+        whole = job.kind != "render" or parts == 1 or \
+            {"--part", "--shard", "--assemble"} & set(job.args)
         if whole:  # a zoom, or a job that is already one part (or the joining) of a render
             progress = str(logs / f"job_{job.id}.progress.json")
             task = render_task.remote(job_command(job), job.cwd, log, job.kind, progress, fence)
             return _Dispatched(job, [task], 1, [progress])
         progress = [str(logs / f"job_{job.id}.part{k}.progress.json")
                     for k in range(1, parts + 1)]
-        shards = [render_task.remote(
-            job_command(replace(job, args=[*job.args, "--shard", f"{k}/{parts}"])), job.cwd,
+        tasks = [render_task.remote(
+            job_command(replace(job, args=[*job.args, "--part", f"{k}/{parts}"])), job.cwd,
             log, f"part {k}/{parts}", progress[k - 1], fence) for k in range(1, parts + 1)]
         join = join_task.remote(job_command(replace(job, args=[*job.args, "--assemble",
                                                                str(parts)])),
-                                job.cwd, log, "assemble", None, fence, *shards)
-        return _Dispatched(job, [*shards, join], parts, progress)
+                                job.cwd, log, "assemble", None, fence, *tasks)
+        return _Dispatched(job, [*tasks, join], parts, progress)
 
     try:
         while True:

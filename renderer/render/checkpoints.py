@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
-from .jobs import fenced
+from renderer.errors import UserError
+from renderer.outputs import atomic_write
 
 WORK_MARKER = ".dream-work"  # in every folder a render creates for itself
 
@@ -33,13 +32,14 @@ class RenderState:
     prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 source frame
 
 
-def parts_dir(output: Path) -> Path:
-    return output.parent / f".{output.name}.parts"
+def work_dir(output: Path) -> Path:
+    """The hidden work folder beside an output: chunks, parked frames, checkpoints, parts."""
+    return output.parent / f".{output.name}.work"
 
 
-def digest(*parts) -> str:
-    """A stable hash of JSON-able parts: what must match for a checkpoint to be continued."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+def digest(*values) -> str:
+    """A stable hash of JSON-able values: what must match for a checkpoint to be continued."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -52,7 +52,7 @@ def file_sha256(path: Path) -> str:
 
 def make_work_folder(folder: Path) -> None:
     """Create a work folder (and a work parent, for a part of a split render), marked as ours."""
-    for path in (folder.parent, folder) if folder.name.startswith("shard_") else (folder,):
+    for path in (folder.parent, folder) if folder.name.startswith("part_") else (folder,):
         if path.exists() and not (path / WORK_MARKER).exists() and any(path.iterdir()):
             raise UserError(f"'{path}' exists and was not made by dream: move it away, or "
                             "choose another output name")
@@ -66,13 +66,18 @@ def remove_work_folder(folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _plain_name(name) -> bool:
+    """A file name inside the work folder (never a path that leads out of it)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+
+
 class Checkpoints:
-    """The work folder beside an output: finished encoder chunks, parked cross-fade frames and
-    the checkpoint (written atomically), enough to resume a killed render exactly."""
+    """A render's work folder: finished chunks, parked cross-fade frames and the checkpoint
+    (written atomically), enough to resume a killed render exactly."""
 
     def __init__(self, output: Path, fingerprint: str, folder: Path | None = None):
         self.output = output
-        self.folder = folder or parts_dir(output)
+        self.folder = folder or work_dir(output)
         self.file = self.folder / "checkpoint.json"
         self.manifest = self.folder / "done.json"
         self.fingerprint = fingerprint
@@ -82,7 +87,7 @@ class Checkpoints:
         return UserError(f"the checkpoint of '{self.output}' is damaged ({what}): run again "
                          "without --resume")
 
-    def start(self, resume: bool) -> tuple[RenderState, list[str]] | None:
+    def start(self, resume: bool) -> tuple[RenderState, list[list[str]]] | None:
         """The saved state and chunks when resuming from a checkpoint; otherwise a clean work
         folder (an old one of ours is cleared) and None."""
         restored = self.load() if resume else None
@@ -91,7 +96,7 @@ class Checkpoints:
             make_work_folder(self.folder)
         return restored
 
-    def load(self) -> tuple[RenderState, list[str]] | None:
+    def load(self) -> tuple[RenderState, list[list[str]]] | None:
         if not self.file.exists():
             if (self.folder / "checkpoint.pt").exists():
                 raise UserError(f"the checkpoint in '{self.folder}' is of an older version and "
@@ -120,14 +125,16 @@ class Checkpoints:
         except Exception:
             raise self._damaged(f"{state_file} cannot be read") from None
         self.sums = {k: v for k, v in sums.items() if k != state_file}
-        return state, list(chunks)
+        if not (isinstance(chunks, list) and all(isinstance(names, list) and all(
+                _plain_name(n) for n in names) for names in chunks)):
+            raise self._damaged("its chunk list is not a list of file names")
+        return state, chunks
 
-    def save(self, state: RenderState, chunks: list[str], written=()) -> None:
+    def save(self, state: RenderState, chunks: list[list[str]], written=()) -> None:
         """Write beside, then rename: a full disk or a kill keeps the previous checkpoint.
         `written` are the files finished since the last save: their checksums join the record."""
         state_name = f"state_{state.step:08d}.pt"
         state_file = f"{self.folder.name}/{state_name}"
-        tmp = self.file.with_suffix(".tmp")
         try:
             for path in written:  # keyed from the output's folder: zoom variants share one
                 self.sums[str(Path(path).relative_to(self.folder.parent))] = file_sha256(path)
@@ -136,12 +143,10 @@ class Checkpoints:
                                      for k, v in state.prev_rgb.items()}},
                        self.folder / state_name)
             sums = dict(self.sums, **{state_file: file_sha256(self.folder / state_name)})
-            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "step": state.step,
-                                       "chunks": chunks, "state": state_file, "sha256": sums}))
-            with fenced():
-                os.replace(tmp, self.file)
+            atomic_write(self.file, json.dumps({"fingerprint": self.fingerprint, "step": state.step,
+                                                "chunks": chunks, "state": state_file,
+                                                "sha256": sums}))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             reason = exc.strerror or str(exc)
             raise UserError(f"could not write the checkpoint in '{self.folder}' ({reason}): "
                             "free some disk space, then run again with --resume") from None
@@ -151,10 +156,8 @@ class Checkpoints:
 
     def finish(self, chunks: list[str]) -> None:
         """Mark a part finished: its chunks, in output order, for the assembly."""
-        tmp = self.manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "chunks": chunks}))
-        with fenced():
-            os.replace(tmp, self.manifest)
+        atomic_write(self.manifest, json.dumps({"fingerprint": self.fingerprint,
+                                                 "chunks": chunks}))
 
     def finished(self) -> list[str] | None:
         """The chunks of a finished part of this render, or None."""
@@ -166,8 +169,7 @@ class Checkpoints:
         except (OSError, ValueError, KeyError, TypeError):
             raise UserError(f"'{self.manifest}' is damaged: render that part again without "
                             "--resume") from None
-        if not (isinstance(chunks, list) and all(isinstance(c, str) and "/" not in c
-                                                 for c in chunks)):
+        if not (isinstance(chunks, list) and all(_plain_name(c) for c in chunks)):
             raise UserError(f"'{self.manifest}' is damaged: render that part again without "
                             "--resume")
         return chunks if fingerprint == self.fingerprint else None

@@ -1,4 +1,5 @@
-"""CLI commands for the job queue and its workers (registered into the main parser)."""
+"""`dream queue` and `dream worker`: the job queue's commands, and the vetting of a queued
+job's arguments (parsed exactly as `dream render` / `dream zoom` parse them)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
+from renderer.cli import video
+from renderer.cli.common import Parser, number
+from renderer.errors import UserError
 
 ID_MAX = 2**63 - 1
 
 
-def register(sub, number) -> None:
+def register(sub) -> None:
     q = sub.add_parser("queue", help="queue render and zoom jobs for `dream worker`",
                        description="A crash-safe job queue (SQLite). Jobs run on `dream worker`.")
     q.add_argument("--db", default=None, help="queue database (default: "
@@ -89,12 +92,12 @@ def parse_at(text: str) -> float:
 
 def parse_job_args(kind: str, args: list[str]) -> argparse.Namespace:
     """A job's arguments as the command itself parses them."""
-    from .cli import build_parser
-
+    parser = Parser(prog="dream")
+    video.register(parser.add_subparsers(dest="command", required=True))
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return build_parser().parse_args([kind, *args])
+            return parser.parse_args([kind, *args])
     except SystemExit:
         lines = [line for line in captured.getvalue().splitlines() if line.strip()]
         reason = lines[-1].removeprefix("error: ") if lines else " ".join(args)
@@ -112,7 +115,7 @@ def vet_job(job, roots: list[Path]) -> str | None:
     """Why a worker refuses a queued job, or None. Anyone who can write the queue database
     chooses a job's arguments: a job may name no ffmpeg binary, and its folder and every file
     it names must lie inside the worker's roots."""
-    from . import presets
+    from renderer import presets
 
     cwd = Path(job.cwd)
     if not cwd.is_absolute():
@@ -149,8 +152,8 @@ def vet_job(job, roots: list[Path]) -> str | None:
 def cmd_queue(args) -> None:
     from rich.table import Table
 
-    from .jobs import Queue
-    from .progress import print_table
+    from renderer.jobs.queue import Queue
+    from renderer.cli.bars import print_table
 
     queue = Queue(args.db)
     action = args.queue_command
@@ -217,8 +220,9 @@ def parse_resources(text: str | None) -> dict:
 
 
 def cmd_worker(args) -> None:
-    from .jobs import Queue, work
-    from .progress import console
+    from renderer.jobs.queue import Queue
+    from renderer.jobs.workers import work
+    from renderer.cli.bars import console
 
     queue = Queue(args.db)
     roots = [Path(r).resolve() for r in args.roots or ["."]]
@@ -235,7 +239,7 @@ def cmd_worker(args) -> None:
 
         if importlib.util.find_spec("ray") is None:
             raise UserError("--ray needs Ray: pip install '.[ray]'")
-        from .distributed import work_on_ray
+        from renderer.jobs.ray import work_on_ray
 
         resources = parse_resources(args.ray_resources)
         work_on_ray(queue, args.ray, args.gpus_per_task, args.lease, args.drain,

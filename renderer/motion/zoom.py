@@ -1,8 +1,8 @@
-"""Zoom feedback ("infinite dream"): transform the last dream, dream a few steps, emit, repeat.
+"""Zoom motion: keyframed camera moves, the affine step between frames, and the colour hold
+that keeps a feedback loop from drifting.
 
 Motion is keyframed in seconds (rates per second), so a preset gives the same motion at 24, 30
-or 60 fps: a zoom of z per second is a scale of z ** (1 / fps) per frame. Loops are closed by
-rendering past the end and cross-fading that continuation into the first frames.
+or 60 fps: a zoom of z per second is a scale of z ** (1 / fps) per frame.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .dream import Dreamer
-from .framestore import crossfade, crossfade_weight, smoothstep
-from .objectives import Objective
-from .presets import Keyframe, ZoomSection
+from renderer.curves import smoothstep
+from renderer.presets import Keyframe
 
 
 # ---------------------------------------------------------------- keyframed motion
@@ -127,24 +125,6 @@ def per_frame(rate_per_second: float, fps: float) -> float:
     return 1.0 - (1.0 - rate_per_second) ** (1.0 / fps)
 
 
-# ---------------------------------------------------------------- objectives that travel
-class MixedObjective(Objective):
-    """(1 - mix) * first + mix * second, with `mix` set per frame by the keyframes."""
-
-    def __init__(self, first: Objective, second: Objective):
-        self.mix = torch.zeros(())  # a tensor, so changing it never retriggers torch.compile
-
-        def mixed(acts):
-            m = self.mix.to(next(iter(acts.values())).device)
-            return (1 - m) * first(acts) + m * second(acts)
-
-        super().__init__(mixed, first.layers | second.layers,
-                         f"mix({first.description}, {second.description})")
-
-    def set_mix(self, value: float) -> None:
-        self.mix.fill_(value)
-
-
 def noise_image(size: tuple[int, int], seeds: list[int]) -> torch.Tensor:
     """Soft coloured noise around mid-grey: a neutral start for a dream from nothing."""
     w, h = size
@@ -156,72 +136,3 @@ def noise_image(size: tuple[int, int], seeds: list[int]) -> torch.Tensor:
         smooth = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
         out.append((0.5 + 0.35 * (smooth - 0.5) + 0.08 * (fine - 0.5)).clamp(0, 1))
     return torch.cat(out)
-
-
-# ---------------------------------------------------------------- the loop
-class ZoomRenderer:
-    """Produces the frames of a zoom sequence for a batch of variants, one frame at a time."""
-
-    def __init__(self, dreamer: Dreamer, settings: ZoomSection, fps: float, seeds: list[int],
-                 mixed: MixedObjective | None = None):
-        self.dreamer, self.settings, self.fps, self.seeds = dreamer, settings, fps, seeds
-        self.mixed = mixed
-        self.hold = per_frame(settings.color_hold, fps)
-
-    def frames(self, init: torch.Tensor, count: int, period: int | None = None,
-               start: int = 0, current: torch.Tensor | None = None):
-        """Yield (frame number, batch) for frames start .. count - 1; frame 0 is the first dream.
-
-        With a `period` (loops) the keyframes repeat after `period` frames, so frames past the
-        end move exactly like the frames they will be faded into. To resume, pass the frame to
-        start at and `current`, the dream of the frame before it.
-        """
-        s = self.settings
-        reference = channel_stats(init.to(self.dreamer.device))
-        current = (init if current is None else current).to(self.dreamer.device)
-        for frame in range(start, count):
-            motion, dt = frame_motion(frame % period if period else frame, self.fps,
-                                      s.keyframes, s.easing)
-            if frame > 0:
-                current = transform(current, motion, dt)
-            if self.mixed is not None and motion.layer_mix is not None:
-                self.mixed.set_mix(motion.layer_mix)
-            seeds = [seed * 1_000_003 + frame for seed in self.seeds]
-            steps = s.steps if motion.steps is None else round(motion.steps)
-            if frame == 0:  # the first frame grows a full dream out of the init
-                steps = max(steps, self.dreamer.settings.steps)
-            current = self.dreamer.dream(current, seed=seeds, steps=steps, octaves=s.octaves,
-                                         step_scale=motion.strength)
-            current = hold_colour(current, reference, self.hold)
-            yield frame, current
-
-
-def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, count: int, emit, store,
-                start: int = 0, current: torch.Tensor | None = None, checkpoint=None,
-                every: int = 0) -> None:
-    """Call emit(frame, uint8 batch) for frames 0 .. count - 1 in order, closing loops.
-
-    For a loop, frames count .. count + L - 1 continue the motion; the first L frames are held
-    back (in `store`) and emitted last as a cross-fade from the continuation into themselves,
-    so the final frame flows into frame 0. Output order: L .. count - 1, then 0 .. L - 1, and
-    the player starts at the faded frames - the clip is a rotation of a seamless loop.
-    Every `every` frames checkpoint(frames done, current dream) is called (see resume).
-    """
-    from .images import to_uint8
-
-    blend = min(count - 1, max(1, round(renderer.settings.loop_blend * renderer.fps))) \
-        if renderer.settings.loop else 0
-    total = count + blend
-    for frame, batch in renderer.frames(init, total, count if blend else None, start, current):
-        rgb = to_uint8(batch)
-        if frame < blend:
-            store.put((frame,), rgb)
-        elif frame < count:
-            emit(frame, rgb)
-        else:
-            j = frame - count
-            w = crossfade_weight(j, blend)  # the original frame j fades in
-            original = store.get((j,))
-            emit(j, crossfade(rgb, original, w))
-        if checkpoint is not None and every and (frame + 1) % every == 0 and frame + 1 < total:
-            checkpoint(frame + 1, batch)

@@ -1,4 +1,5 @@
 """The job queue: render and zoom jobs in SQLite (WAL), claimed atomically under a lease.
+(Workers that run the jobs: `jobs.workers` and `jobs.ray`; the fence: `renderer.fence`.)
 
 A worker claims the best runnable job in one UPDATE ... RETURNING inside BEGIN IMMEDIATE, so two
 workers can never take the same job. Each claim bumps the job's epoch, its fencing token: the
@@ -11,21 +12,15 @@ and continues from its checkpoint; after MAX_ATTEMPTS such take-overs it fails.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LeaseLost, UserError
+from renderer.errors import UserError
 
 
 class QueueBusy(UserError):
@@ -57,7 +52,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 COLUMNS = {"epoch": "INTEGER NOT NULL DEFAULT 0", "fresh": "INTEGER NOT NULL DEFAULT 0"}
 FINISHED = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 3  # claims of one job (take-overs after a lost lease) before it fails
-FENCE_ENV = "DREAM_JOB_FENCE"  # set by the worker for a job's render: [database, job, epoch]
 
 
 def default_db() -> Path:
@@ -247,167 +241,3 @@ class Queue:
     def set_log(self, job_id: int, log: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET log=? WHERE id=?", (log, job_id))
-
-
-def die_with_parent() -> None:
-    """Linux: the render dies with its worker, so a reclaimed job never runs twice."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def job_command(job: Job) -> list[str]:
-    """The render or zoom command of a job, with --resume: a job taken over from a dead worker
-    continues from its checkpoint (a fresh job has none and starts at the beginning). A job
-    retried with --fresh starts over once."""
-    resume = [] if job.fresh or "--resume" in job.args else ["--resume"]
-    return [sys.executable, "-m", "renderer.cli", job.kind, *job.args, *resume]
-
-
-def fence_env(queue: Queue, job: Job) -> dict:
-    """The environment that makes a job's render check its lease before every commit."""
-    return {FENCE_ENV: json.dumps([str(queue.path.resolve()), job.id, job.epoch])}
-
-
-@contextmanager
-def fenced():
-    """Around a write that commits a queued job's work (a checkpoint, progress, the output):
-    holds the queue's write lock while it runs, and raises LeaseLost instead if another worker
-    took the job over. Outside a queued job it does nothing."""
-    spec = os.environ.get(FENCE_ENV)
-    if not spec:
-        yield
-        return
-    path, job_id, epoch = json.loads(spec)
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        row = db.execute("SELECT epoch, state FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if row is None or tuple(row) != (epoch, "running"):
-            db.execute("ROLLBACK")
-            raise LeaseLost(f"job {job_id} was taken over by another worker (its lease ran out): "
-                            "this render stops without writing")
-        try:
-            yield
-        finally:
-            db.execute("COMMIT")
-    finally:
-        db.close()
-
-
-def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None = None,
-            vet=None) -> str:
-    """Run one claimed job to its end; returns its final state. `vet(job)` may refuse it (a
-    reason string) before anything runs."""
-    log = queue.log_file(job.id)
-    log.parent.mkdir(exist_ok=True)
-    progress_file = log.with_name(f"job_{job.id}.progress.json")
-    refusal = "its arguments are not a JSON list of strings" if job.args is None else \
-        vet(job) if vet else None
-    if refusal:
-        queue.finish(job, "failed", f"refused: {refusal}")
-        return "failed"
-    queue.set_log(job.id, str(log))
-    child_env = dict(os.environ, **(env or {}), **fence_env(queue, job),
-                     DREAM_PROGRESS_FILE=str(progress_file))
-    with log.open("a") as out:
-        out.write(f"--- attempt {job.attempts} on {worker}\n")
-        out.flush()
-        try:
-            proc = subprocess.Popen(job_command(job), cwd=job.cwd, stdout=out,
-                                    stderr=subprocess.STDOUT, env=child_env,
-                                    preexec_fn=die_with_parent)
-        except OSError as exc:  # its working folder is gone, or cannot be entered
-            queue.finish(job, "failed", f"cannot start in '{job.cwd}': {exc.strerror or exc}")
-            return "failed"
-        if job.fresh:
-            queue.started_fresh(job)
-        while proc.poll() is None:
-            time.sleep(min(1.0, lease / 4))
-            try:
-                ours = queue.heartbeat(job, lease, read_progress([progress_file]))
-            except QueueBusy:  # the lease has slack; the next beat tries again
-                continue
-            if not ours:
-                proc.kill()  # cancelled, or our lease was taken over
-                proc.wait()
-                return "cancelled"
-    if proc.returncode == 0:
-        queue.finish(job, "done")
-        return "done"
-    if not queue.heartbeat(job, lease, {}):  # cancelled, or taken over: its fence stopped it
-        return "cancelled"
-    last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
-    queue.finish(job, "failed", f"exit {proc.returncode}: {last[0] if last else '?'}")
-    return "failed"
-
-
-def work(queue: Queue, slots: int = 1, lease: float = 30.0, drain: bool = False,
-         poll: float = 2.0, say=print, vet=None) -> None:
-    """Run jobs until interrupted (or, with `drain`, until no job is runnable).
-
-    A job's own failure fails that job and the worker goes on; a busy database is waited
-    out with back-off; any other queue error stops every slot and is raised here.
-    """
-    name = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    fatal: list[BaseException] = []
-
-    def slot(k: int) -> None:
-        env = {"CUDA_VISIBLE_DEVICES": str(k)} if slots > 1 else {}
-        backoff = 0.5
-        try:
-            own = Queue(queue.path)
-            while not fatal:
-                try:
-                    job = own.claim(f"{name}/{k}", lease)
-                except QueueBusy:
-                    time.sleep(backoff)
-                    backoff = min(10.0, backoff * 2)
-                    continue
-                backoff = 0.5
-                if job is None:
-                    if drain:
-                        return
-                    time.sleep(poll)
-                    continue
-                say(f"job {job.id}: {job.kind} (attempt {job.attempts}) on slot {k}")
-                state = run_job(own, job, f"{name}/{k}", lease, env, vet)
-                say(f"job {job.id}: {state}")
-        except BaseException as exc:
-            fatal.append(exc)
-
-    threads = [threading.Thread(target=slot, args=(k,), daemon=True) for k in range(slots)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(0.5)
-    if fatal:
-        raise fatal[0]
-
-
-def read_progress(paths: list) -> dict:
-    """What renders left with `report_progress`: frames done and total and fps, summed over
-    the files (the parts of a split job run at once); {} before any report."""
-    reports = []
-    for path in paths:
-        try:
-            reports.append(json.loads(Path(path).read_text()))
-        except (OSError, ValueError):
-            continue
-    if not reports:
-        return {}
-    return {key: sum(r[key] for r in reports) for key in ("done", "total", "fps")}
-
-
-def report_progress(done: int, total: int, started: float) -> None:
-    """Called by a render: leave progress where the worker's heartbeat reads it."""
-    path = os.environ.get("DREAM_PROGRESS_FILE")
-    if not path:
-        return
-    elapsed = max(1e-6, time.perf_counter() - started)
-    tmp = f"{path}.tmp"
-    Path(tmp).write_text(json.dumps({"done": done, "total": total, "fps": done / elapsed}))
-    with fenced():
-        os.replace(tmp, path)

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import UserError, close_matches
+from renderer.errors import UserError, close_matches
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,4 +1,5 @@
-"""Objectives: small composable functions from layer activations to one score per image.
+"""Objectives: small composable functions from layer activations to one score per image, and
+every way a preset's `objective:` terms become one (the only place objectives are built).
 
 As in Lucent, an objective names the layers it reads, and objectives combine with `+`, `-` and
 scalar `*`. The engine maximises the score of every image in a batch independently.
@@ -10,7 +11,8 @@ from typing import Callable
 
 import torch
 
-from .errors import UserError, close_matches
+from renderer.errors import UserError, close_matches
+from renderer.presets import ObjectiveTerm, Preset
 
 Activations = dict[str, torch.Tensor]
 
@@ -100,3 +102,68 @@ def class_index(label: str | int, categories: list[str]) -> tuple[int, str]:
         names = ", ".join(categories[i] for i in partial[:6])
         raise UserError(f"class '{label}' is ambiguous: it matches {names}; name one exactly")
     raise UserError(f"unknown ImageNet class '{label}'{close_matches(wanted, lowered)}")
+
+
+# ---------------------------------------------------------------- objectives from a preset
+def guide_features(network, layer_name: str, image_path: str, device) -> torch.Tensor:
+    """The guide image's activations at `layer_name`, flattened per channel."""
+    from renderer.media.images import load_image
+
+    picture = load_image(image_path, max_side=320).to(device)
+    with torch.no_grad():
+        act = network.truncated([layer_name]).to(device)(picture)[layer_name][0]
+    return act.flatten(1)
+
+
+def term_objective(term: ObjectiveTerm, network, device) -> Objective:
+    """One `objective:` entry: a class, a guide image, a channel or a whole layer, weighted."""
+    if term.class_ is not None:
+        part = imagenet_class(*class_index(term.class_, network.categories))
+    else:
+        network.check_layer(term.layer)
+        if term.guide is not None:
+            part = guide(term.layer, guide_features(network, term.layer, term.guide, device))
+        elif term.channel is not None:
+            part = channel(term.layer, term.channel)
+        else:
+            part = layer(term.layer)
+    return part * term.weight if term.weight != 1.0 else part
+
+
+def build_objective(preset: Preset, network, device="cpu") -> Objective:
+    """The sum of the preset's terms (the model's classic layer when it names none)."""
+    terms = preset.objective or [ObjectiveTerm(layer=network.spec.classic_layer)]
+    total = None
+    for term in terms:
+        part = term_objective(term, network, device)
+        total = part if total is None else total + part
+    return total
+
+
+class MixedObjective(Objective):
+    """(1 - mix) * first + mix * second, with `mix` set per frame (zoom's `layer_mix`)."""
+
+    def __init__(self, first: Objective, second: Objective):
+        self.mix = torch.zeros(())  # a tensor, so changing it never retriggers torch.compile
+
+        def mixed(acts):
+            m = self.mix.to(next(iter(acts.values())).device)
+            return (1 - m) * first(acts) + m * second(acts)
+
+        super().__init__(mixed, first.layers | second.layers,
+                         f"mix({first.description}, {second.description})")
+
+    def set_mix(self, value: float) -> None:
+        self.mix.fill_(value)
+
+
+def zoom_objective(preset: Preset, network, device="cpu") -> tuple[Objective, MixedObjective | None]:
+    """A zoom's objective, and the mixed one when its keyframes move `layer_mix` between the
+    two terms (mix 0 = the first, 1 = the second)."""
+    if not any(k.layer_mix is not None for k in preset.zoom.keyframes):
+        return build_objective(preset, network, device), None
+    if len(preset.objective) != 2:
+        raise UserError("keyframed 'layer_mix' needs exactly two objective terms "
+                        "(mix 0 = the first, 1 = the second)")
+    mixed = MixedObjective(*(term_objective(t, network, device) for t in preset.objective))
+    return mixed, mixed

@@ -7,13 +7,14 @@ torch.compile, and replay the step as a CUDA graph when shapes repeat.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .progress import console
+log = logging.getLogger(__name__)
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -26,7 +27,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
         return fuse(module, inplace=False)
     except Exception as exc:  # an untraceable architecture keeps its batch-norms
-        console.print(f"[yellow]note:[/yellow] batch-norm folding skipped ({type(exc).__name__})")
+        log.warning(f"batch-norm folding skipped ({type(exc).__name__})")
         return module
 
 
@@ -57,6 +58,6 @@ class Compiled:
             return self.compiled(*args)
         except Exception as exc:
             self.failed = True
-            console.print(f"[yellow]note:[/yellow] torch.compile unavailable here "
-                          f"({type(exc).__name__}); running uncompiled")
+            log.warning(f"torch.compile unavailable here ({type(exc).__name__}); running "
+                        "uncompiled")
             return self.eager(*args)

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .flow import FlowEstimator, consistency_mask, flow_to_tensor, warping_error
-from .images import to_tensor
-
-
-class FrameCollector:
-    """A stand-in for an encoder segment writer that keeps the frames in memory."""
-
-    def __init__(self, name: str = "memory"):
-        self.path = Path(name)
-        self.frames: list[np.ndarray] = []
-
-    def write(self, rgb: np.ndarray, repeats: int = 1) -> None:
-        self.frames.append(rgb)
-
-    def close(self) -> None:
-        pass
-
-    abort = close
+from renderer.motion.flow import FlowEstimator, consistency_mask, flow_to_tensor, warping_error
+from renderer.media.images import to_tensor
 
 
 def consecutive_errors(sources: list[np.ndarray], outputs: list[np.ndarray],
@@ -72,8 +55,3 @@ def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
         elsewhere = np.delete(out_err, sorted(set(at_seams) | cuts))
         seam = float(out_err[at_seams].mean() / np.median(elsewhere if elsewhere.size else out_err))
     return Coherence(float(out_err.mean() / src_err.mean()), strength, seam)
-
-
-def seam_ranges(segments) -> list[tuple[int, int]]:
-    """The frames over which each segment after the first takes over from the one before."""
-    return [(s.start, s.keep) for s in segments[1:]]

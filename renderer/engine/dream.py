@@ -6,6 +6,7 @@ the truncated network and the render loop. Images are float tensors in [0, 1], s
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import objectives as obj
-from .accel import Compiled, fold_batchnorm
-from .errors import UserError
-from .models import Network, load_network
-from .presets import DreamSection, ObjectiveTerm, Preset
-from .progress import console
+from renderer.engine import objectives as obj
+from renderer.engine.accel import Compiled, fold_batchnorm
+from renderer.errors import UserError
+from renderer.engine.models import Network, load_network
+from renderer.presets import DreamSection, Preset
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- pure tensor functions
@@ -116,35 +118,6 @@ class Anchor:
     target: torch.Tensor
     mask: torch.Tensor
     weight: float
-
-
-# ---------------------------------------------------------------- objectives from a preset
-def guide_features(network: Network, layer: str, image_path: str, device) -> torch.Tensor:
-    from .images import load_image
-
-    guide = load_image(image_path, max_side=320).to(device)
-    with torch.no_grad():
-        act = network.truncated([layer]).to(device)(guide)[layer][0]
-    return act.flatten(1)
-
-
-def build_objective(preset: Preset, network: Network, device="cpu") -> obj.Objective:
-    terms = preset.objective or [ObjectiveTerm(layer=network.spec.classic_layer)]
-    total = None
-    for term in terms:
-        if term.class_ is not None:
-            part = obj.imagenet_class(*obj.class_index(term.class_, network.categories))
-        else:
-            network.check_layer(term.layer)
-            if term.guide is not None:
-                part = obj.guide(term.layer, guide_features(network, term.layer, term.guide, device))
-            elif term.channel is not None:
-                part = obj.channel(term.layer, term.channel)
-            else:
-                part = obj.layer(term.layer)
-        part = part * term.weight if term.weight != 1.0 else part
-        total = part if total is None else total + part
-    return total
 
 
 # ---------------------------------------------------------------- the engine
@@ -288,8 +261,7 @@ class Dreamer:
                     raise
                 torch.cuda.empty_cache()
                 self.tile_size = max(256, min(self.tile_size, max(x.shape[-2:])) // 2)
-                console.print(f"[yellow]note:[/yellow] GPU memory full: tiles of "
-                              f"{self.tile_size} px from now on")
+                log.warning(f"GPU memory full: tiles of {self.tile_size} px from now on")
 
     def step(self, x, step_size: float, rng: StepRandomness, anchor: Anchor | None = None):
         s = self.settings
@@ -345,4 +317,4 @@ def dreamer_for(preset: Preset, device=None) -> Dreamer:
     """The usual way in: a preset becomes a ready Dreamer on the best device."""
     device = pick_device(device)
     network = load_network(preset.model.name, preset.model.weights)
-    return Dreamer(network, build_objective(preset, network, device), preset.dream, device)
+    return Dreamer(network, obj.build_objective(preset, network, device), preset.dream, device)

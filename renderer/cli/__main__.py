@@ -1,0 +1,5 @@
+import sys
+
+from renderer.cli.main import main
+
+sys.exit(main())

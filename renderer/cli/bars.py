@@ -1,0 +1,83 @@
+"""What the CLI shows: rich progress bars (count, rate, elapsed and ETA) that listen to a
+render's progress sink, listings, and the library's notes on stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from renderer.progress import ProgressSink
+
+console = Console(stderr=True)  # progress, warnings and errors
+
+
+def print_table(table) -> None:
+    """Listings go to stdout, so `dream presets list | grep loop` works; as plain text with
+    full paths (no boxes, no cut cells) when stdout is not a terminal."""
+    if sys.stdout.isatty():
+        Console().print(table)
+        return
+    table.box, table.title, table.show_edge = None, None, False
+    Console(width=10_000, no_color=True, highlight=False, soft_wrap=True).print(table)
+
+
+class RateColumn(TextColumn):
+    """Items per second, labelled with the unit ('fps' for frames)."""
+
+    def __init__(self):
+        super().__init__("")
+
+    def render(self, task):
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "it")
+        return f"{speed:6.2f} {unit}/s" if speed else f"   -- {unit}/s"
+
+
+def make_progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), console=console, disable=not sys.stderr.isatty()
+                    and not _forced())
+
+
+def _forced() -> bool:
+    import os
+
+    return os.environ.get("DREAM_PROGRESS") == "1"
+
+
+class RichBars(ProgressSink):
+    """A bar per stage of a render (a spinner for a stage without a total)."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.tasks = progress, {}
+
+    def stage(self, name: str, total: int | None, done: int = 0) -> None:
+        self.tasks[name] = self.progress.add_task(name, total=total, completed=done,
+                                                  unit="frames" if total else "")
+
+    def advance(self, name: str, n: int = 1) -> None:
+        if name in self.tasks:
+            self.progress.advance(self.tasks[name], n)
+
+
+class _Notes(logging.Handler):
+    """The library's log records as lines on stderr: warnings as 'note: ...', info as is."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = escape(record.getMessage())
+        console.print(f"[yellow]note:[/yellow] {text}" if record.levelno >= logging.WARNING
+                      else text, highlight=False)
+
+
+def show_library_notes() -> None:
+    logger = logging.getLogger("renderer")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

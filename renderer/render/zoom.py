@@ -1,0 +1,197 @@
+"""Render a zoom ("infinite dream"): transform the last dream, dream a few steps, write, repeat.
+
+`ZoomRenderer` produces the frames of a batch of variants (one seed each); `zoom_frames` puts
+them in output order and closes loops; `render_zoom` writes them as checkpointed chunks and
+finalizes each variant's file, as `render_video` does for a clip. Loops are closed by rendering
+past the end and cross-fading that continuation into the first frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from renderer.curves import crossfade_weight
+from renderer.engine.dream import Dreamer, pick_device
+from renderer.engine.models import load_network
+from renderer.engine.objectives import MixedObjective, zoom_objective
+from renderer.media import encode
+from renderer.media.images import crossfade, to_uint8
+from renderer.media.probe import as_rate
+from renderer.motion.zoom import channel_stats, frame_motion, hold_colour, per_frame, transform
+from renderer.outputs import OutputLock
+from renderer.presets import Preset
+from renderer.render.checkpoints import Checkpoints, RenderState, digest, remove_work_folder
+from renderer.render.framestore import FrameStore
+from renderer.progress import SILENT, ProgressSink
+from renderer.render.sinks import ChunkedOutput
+
+log = logging.getLogger(__name__)
+
+
+class ZoomRenderer:
+    """Produces the frames of a zoom sequence for a batch of variants, one frame at a time."""
+
+    def __init__(self, dreamer: Dreamer, preset: Preset, fps: float, seeds: list[int],
+                 mixed: MixedObjective | None = None):
+        self.dreamer, self.preset, self.settings = dreamer, preset, preset.zoom
+        self.fps, self.seeds, self.mixed = fps, seeds, mixed
+        self.hold = per_frame(self.settings.color_hold, fps)
+
+    @classmethod
+    def of(cls, preset: Preset, fps: float, variants: int = 1, device=None) -> "ZoomRenderer":
+        """The usual way in: a zoom preset on the best device, seeds seed .. seed + variants."""
+        device = pick_device(device)
+        network = load_network(preset.model.name, preset.model.weights)
+        objective, mixed = zoom_objective(preset, network, device)
+        return cls(Dreamer(network, objective, preset.dream, device), preset, fps,
+                   [preset.seed + i for i in range(variants)], mixed)
+
+    @property
+    def blend(self) -> int:
+        """Frames of the cross-fade that closes a loop (0: not a loop)."""
+        return max(1, round(self.settings.loop_blend * self.fps)) if self.settings.loop else 0
+
+    def steps(self, frame: int, keyframed: float | None) -> int:
+        """Ascent steps of a frame: the keyframes' or `zoom.steps`; the first frame grows a
+        full dream out of the init, so it takes at least `dream.steps`."""
+        steps = self.settings.steps if keyframed is None else round(keyframed)
+        return max(steps, self.dreamer.settings.steps) if frame == 0 else steps
+
+    def frames(self, init: torch.Tensor, count: int, period: int | None = None,
+               start: int = 0, current: torch.Tensor | None = None):
+        """Yield (frame number, batch) for frames start .. count - 1; frame 0 is the first dream.
+
+        With a `period` (loops) the keyframes repeat after `period` frames, so frames past the
+        end move exactly like the frames they will be faded into. To resume, pass the frame to
+        start at and `current`, the dream of the frame before it.
+        """
+        s = self.settings
+        reference = channel_stats(init.to(self.dreamer.device))
+        current = (init if current is None else current).to(self.dreamer.device)
+        for frame in range(start, count):
+            motion, dt = frame_motion(frame % period if period else frame, self.fps,
+                                      s.keyframes, s.easing)
+            if frame > 0:
+                current = transform(current, motion, dt)
+            if self.mixed is not None and motion.layer_mix is not None:
+                self.mixed.set_mix(motion.layer_mix)
+            seeds = [seed * 1_000_003 + frame for seed in self.seeds]
+            current = self.dreamer.dream(current, seed=seeds, steps=self.steps(frame, motion.steps),
+                                         octaves=s.octaves, step_scale=motion.strength)
+            current = hold_colour(current, reference, self.hold)
+            yield frame, current
+
+
+def zoom_frames(renderer: ZoomRenderer, init: torch.Tensor, count: int,
+                emit: Callable[[int, object], None], store: FrameStore, start: int = 0,
+                current: torch.Tensor | None = None,
+                checkpoint: Callable[[int, torch.Tensor], None] | None = None,
+                every: int = 0, progress: ProgressSink = SILENT) -> None:
+    """Call emit(frame, uint8 batch) for frames 0 .. count - 1, closing loops.
+
+    For a loop, frames count .. count + L - 1 continue the motion; the first L frames are held
+    back (in `store`) and emitted last as a cross-fade from the continuation into themselves,
+    so the final frame flows into frame 0. Output order: L .. count - 1, then 0 .. L - 1, and
+    the player starts at the faded frames - the clip is a rotation of a seamless loop.
+    Every `every` frames checkpoint(frames done, current dream) is called (see resume).
+    """
+    blend = min(count - 1, renderer.blend)
+    total = count + blend
+    for frame, batch in renderer.frames(init, total, count if blend else None, start, current):
+        progress.advance("dreamed")
+        rgb = to_uint8(batch)
+        if frame < blend:
+            store.put((frame,), rgb)
+        elif frame < count:
+            emit(frame, rgb)
+        else:
+            j = frame - count
+            w = crossfade_weight(j, blend)  # the original frame j fades in
+            emit(j, crossfade(rgb, store.get((j,)), w))
+        if checkpoint is not None and every and (frame + 1) % every == 0 and frame + 1 < total:
+            checkpoint(frame + 1, batch)
+
+
+def fingerprint(renderer: ZoomRenderer, init: torch.Tensor, count: int) -> str:
+    pixels = hashlib.sha256(init.cpu().contiguous().numpy().tobytes()).hexdigest()
+    return digest(renderer.preset.model_dump(mode="json"), renderer.seeds, renderer.fps, count,
+                  list(init.shape), pixels)
+
+
+def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path], count: int, *,
+                audio: list[encode.AudioTrack] | None = None, progress: ProgressSink = SILENT,
+                resume: bool = False) -> None:
+    """Render `count` frames of each variant (a row of `init`) into its output, checkpointing
+    every `zoom.checkpoint_every` frames; `resume` continues from the last checkpoint. Only one
+    render at a time writes an output. `audio` tracks are muxed under every variant."""
+    locks = [OutputLock(out) for out in outputs]
+    try:
+        for lock in locks:
+            lock.__enter__()
+        _render_zoom(renderer, init, outputs, count, audio or [], progress, resume)
+    finally:
+        for lock in reversed(locks):
+            lock.__exit__(None, None, None)
+
+
+def _render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path], count: int,
+                 audio: list, progress: ProgressSink, resume: bool) -> None:
+    preset = renderer.preset
+    h, w = init.shape[-2:]
+    rate = as_rate(renderer.fps)
+    key = fingerprint(renderer, init, count)
+    stores = [Checkpoints(out, f"{key}/{k}") for k, out in enumerate(outputs)]
+    restored = stores[0].start(resume)  # the first output's folder holds the shared state
+    for store in stores[1:]:
+        if restored is None:
+            store.start(False)
+    start, current, chunks = 0, None, None
+    if restored is not None:
+        saved, chunks = restored
+        start, current = saved.step, torch.stack([saved.prev_dream[k] for k in range(len(outputs))])
+        log.info(f"resuming from frame {start}")
+    suffix = encode.chunk_suffix(preset.encode)
+    folders = [store.folder for store in stores]
+
+    def chunk_writer(k: int, frame: int) -> encode.ChunkWriter:
+        return encode.ChunkWriter(folders[k] / f"chunk_{frame:06d}{suffix}", (w, h), rate,
+                                  preset.encode)
+
+    output = ChunkedOutput(stores[0], folders, chunk_writer, preset.zoom.checkpoint_every, chunks)
+    writers = output.open(start)
+    blend = min(count - 1, renderer.blend)
+    progress.stage("dreamed", count + blend, start)
+    progress.stage("encoded", count, max(0, min(start, count) - blend))
+
+    def emit(frame: int, batch) -> None:
+        for writer, rgb in zip(writers, batch):
+            writer.write(rgb)
+        progress.advance("encoded")
+
+    def checkpoint(frame: int, batch: torch.Tensor) -> None:
+        for writer in writers:
+            writer.close()
+        output.commit(RenderState(frame, prev_dream={k: t.cpu() for k, t in enumerate(batch)}),
+                      writers)
+        writers[:] = output.open(frame)
+
+    try:
+        zoom_frames(renderer, init, count, emit, FrameStore(stores[0].folder / "loop"), start,
+                    current, checkpoint, preset.zoom.checkpoint_every, progress)
+        for writer in writers:
+            writer.close()
+        progress.stage("finishing", None)
+        for files, out in zip(output.finish(), outputs):
+            if note := encode.finalize(files, out, preset.encode, audio, count / float(rate)):
+                log.warning(note)
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    for store in stores:
+        remove_work_folder(store.folder)
