@@ -66,15 +66,22 @@ def test_several_workers_run_every_job_exactly_once(tmp_path):
         r = run_cli("queue", "--db", db, "add", "render", ROOT / "samples/pan.mp4", "-o", out,
                     "--end", "0.5", *TINY)
         assert r.returncode == 0, r.stderr
+    zoom = tmp_path / "zoom.mp4"
+    r = run_cli("queue", "--db", db, "add", "zoom", "-o", zoom, "--seconds", "0.5", "--fps", "8",
+                *TINY[2:], "--set", "zoom.steps=1")
+    assert r.returncode == 0, r.stderr
     workers = [worker(db, "--drain", "--lease", "20") for _ in range(3)]
     for w in workers:
         w.wait(timeout=600)
     jobs = Queue(db).jobs()
-    assert [j.state for j in jobs] == ["done"] * 5
+    assert [j.state for j in jobs] == ["done"] * 6
     assert all(j.attempts == 1 for j in jobs)
     for j in jobs:
         assert open(j.log).read().count("--- attempt") == 1
-    assert all(o.exists() for o in outputs)
+    assert all(o.exists() for o in [*outputs, zoom])
+    # every job, the zoom too, reported its frames to `dream queue list`
+    assert all(j.frames_total and j.frames_done == j.frames_total and j.fps for j in jobs)
+    assert jobs[-1].frames_total == 4
 
 
 @pytest.mark.slow

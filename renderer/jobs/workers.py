@@ -63,6 +63,10 @@ def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None 
             proc.wait()
             return "cancelled"
     if proc.returncode == 0:
+        try:  # the last report, written after the last beat
+            queue.heartbeat(job, lease, read_progress([progress_file]))
+        except QueueBusy:
+            pass
         queue.finish(job, "done")
         return "done"
     if not queue.heartbeat(job, lease, {}):  # cancelled, or taken over: its fence stopped it
