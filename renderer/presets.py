@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import UserError, close_matches
+from renderer.errors import UserError, close_matches
 
 
 class Section(BaseModel):
@@ -131,6 +131,106 @@ class ZoomSection(Section):
         return frames
 
 
+# ---------------------------------------------------------------- music: timeline and react
+# what a timeline or a react row may drive; per row: each batch row (a segment at its own time
+# of the song) gets its own value; per step: one value per batch step (the first row's)
+MODULATED = {
+    "dream.step_size": "per row", "flow.persistence": "per row",
+    "flow.temporal_weight": "per row", "objective.N.weight": "per row",
+    "dream.steps": "per step", "zoom.zoom": "zoom", "zoom.rotate": "zoom",
+    "zoom.pan.x": "zoom", "zoom.pan.y": "zoom", "zoom.center.x": "zoom", "zoom.center.y": "zoom",
+    "zoom.strength": "zoom", "zoom.layer_mix": "zoom", "zoom.steps": "zoom",
+}
+EASES = ("linear", "smooth", "cubic", "ease-in", "ease-out", "step", "hold")
+SOURCES = ("onset", "percussive", "harmonic", "rms", "low", "mid", "high", "beat", "section")
+
+
+def _check_target(target: str, terms: int | None = None) -> str:
+    """A parameter music may drive (`terms`: the preset's objective terms, once known)."""
+    parts = target.split(".")
+    if len(parts) == 3 and parts[0] == "objective" and parts[2] == "weight" and \
+            parts[1].isdigit():
+        if terms is not None and int(parts[1]) >= max(terms, 1):
+            raise ValueError(f"'{target}': objective terms are numbered 0..{max(terms, 1) - 1}")
+        return target
+    if target not in MODULATED:
+        raise ValueError(f"'{target}' cannot be driven{close_matches(target, MODULATED)}; "
+                         f"these can: {', '.join(MODULATED)}")
+    return target
+
+
+class TimelineKey(Section):
+    """A value at a time; `ease` shapes the way from this key to the next."""
+    at: float | str
+    value: float | str
+    ease: Literal["linear", "smooth", "cubic", "ease-in", "ease-out", "step", "hold"] = "linear"
+
+    @field_validator("at")
+    @classmethod
+    def _time(cls, value):
+        from renderer.expressions import ExpressionError, TimeSpec
+
+        try:
+            TimeSpec.parse(value)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _expression(cls, value):
+        if isinstance(value, str):
+            check_expression(value)
+        return value
+
+
+def check_expression(text: str) -> None:
+    from renderer.expressions import Expression, ExpressionError
+
+    try:
+        Expression(text)
+    except ExpressionError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class ReactRow(Section):
+    """An audio feature driving a parameter: normalised source -> threshold -> power curve ->
+    attack/release envelope (milliseconds: the same at any frame rate) -> times `amount`,
+    added to the parameter's own (or timeline) value."""
+    source: Literal["onset", "percussive", "harmonic", "rms", "low", "mid", "high", "beat",
+                    "section"]
+    target: str
+    amount: float = Field(ge=-1000, le=1000)
+    threshold: float = Field(0.0, ge=0.0, lt=1.0)
+    curve: float = Field(1.0, gt=0.0, le=10.0)  # power: > 1 keeps only the peaks
+    attack: float = Field(5.0, ge=0.0, le=10_000.0)  # ms to rise
+    release: float = Field(200.0, ge=0.0, le=60_000.0)  # ms to fall back
+
+    @field_validator("target")
+    @classmethod
+    def _drivable(cls, target):
+        return _check_target(target)
+
+
+class MusicSection(Section):
+    bpm: Optional[float] = Field(None, gt=0.0, le=400.0)  # a fixed tempo when there is no song
+    low: tuple[float, float] = (20.0, 250.0)  # band edges in Hz
+    mid: tuple[float, float] = (250.0, 2000.0)
+    high: tuple[float, float] = (2000.0, 11025.0)
+
+    @model_validator(mode="after")
+    def _bands(self):
+        for name in ("low", "mid", "high"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo < hi <= 48000:
+                raise ValueError(f"band {name} ({lo:g}, {hi:g}) Hz must satisfy 0 <= low < high")
+        return self
+
+    @property
+    def bands(self) -> dict:
+        return {"low": self.low, "mid": self.mid, "high": self.high}
+
+
 class Preset(Section):
     name: str = "custom"
     description: str = ""
@@ -143,6 +243,39 @@ class Preset(Section):
     video: VideoSection = Field(default_factory=VideoSection)
     encode: EncodeSection = Field(default_factory=EncodeSection)
     zoom: ZoomSection = Field(default_factory=ZoomSection)
+    music: MusicSection = Field(default_factory=MusicSection)
+    # parameter -> keys over time (one expression or number alone: the whole song)
+    timeline: dict[str, list[TimelineKey]] = Field(default_factory=dict)
+    react: list[ReactRow] = Field(default_factory=list)
+
+    @field_validator("timeline", mode="before")
+    @classmethod
+    def _single_values(cls, timeline):
+        if not isinstance(timeline, dict):
+            return timeline
+        return {target: [{"at": 0, "value": keys}] if isinstance(keys, (str, int, float))
+                and not isinstance(keys, bool) else keys for target, keys in timeline.items()}
+
+    @field_validator("timeline")
+    @classmethod
+    def _some_keys(cls, timeline):
+        for target, keys in timeline.items():
+            _check_target(target)
+            if not keys:
+                raise ValueError(f"'{target}' has no keys: give at least one")
+        return timeline
+
+    @model_validator(mode="after")
+    def _targets(self):
+        for target in self.timeline:
+            _check_target(target, len(self.objective))
+        for row in self.react:
+            _check_target(row.target, len(self.objective))
+        return self
+
+    @property
+    def modulated(self) -> bool:
+        return bool(self.timeline or self.react)
 
     @field_validator("objective", mode="before")
     @classmethod

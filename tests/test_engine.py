@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from renderer.engine.objectives import build_objective
-from renderer.engine.dream import (Dreamer, ascend, device_scalar, dreamer_for,
+from renderer.engine.dream import (Dreamer, ascend, dreamer_for, row_values,
                             laplacian_normalize, merge_tiles, octave_sizes, roll_each,
                             roll_indices, split_tiles)
 from renderer.errors import UserError
@@ -105,7 +105,8 @@ def test_roll_each_rolls_every_image_by_its_own_shift_and_back():
 @pytest.mark.slow
 def test_compiled_update_matches_eager_and_compiles_once(tmp_path, monkeypatch):
     """The fused update the GPU path compiles, run here on the CPU: same numbers as eager, and
-    new jitter, step sizes and anchor weights reuse one graph (no recompile per step)."""
+    new jitter, step sizes and anchor weights (one per image: music drives them per batch row)
+    reuse one graph (no recompile per step)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -118,9 +119,10 @@ def test_compiled_update_matches_eager_and_compiles_once(tmp_path, monkeypatch):
     torch.manual_seed(0)
     x, grad = torch.rand(2, 3, 24, 40), torch.randn(2, 3, 24, 40)
     target, mask = torch.rand(2, 3, 24, 40), torch.rand(2, 1, 24, 40)
-    for shifts, size, weight in (([(1, 2), (3, -4)], 0.01, 0.7), ([(5, -2), (0, 7)], 0.03, 0.2)):
-        args = (x, grad, *roll_indices(shifts, 24, 40, "cpu", -1), device_scalar(size, "cpu"), 4,
-                target, mask, device_scalar(weight, "cpu"))
+    for shifts, size, weight in (([(1, 2), (3, -4)], 0.01, 0.7), ([(5, -2), (0, 7)], 0.03, 0.2),
+                                 ([(2, 2), (1, 1)], [0.02, 0.005], [0.1, 0.9])):
+        args = (x, grad, *roll_indices(shifts, 24, 40, "cpu", -1), row_values(size, 2, "cpu"), 4,
+                target, mask, row_values(weight, 2, "cpu"))
         torch.testing.assert_close(fused(*args), ascend(*args), rtol=1e-5, atol=1e-5)
     assert not fused.failed
     assert counters["stats"]["unique_graphs"] == 1

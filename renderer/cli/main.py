@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from renderer.cli import queue, video
+from renderer.cli import music, queue, video
 from renderer.cli.common import Parser, add_common, load_preset, number
 from renderer.errors import LeaseLost, UserError
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_presets)
 
     video.register(sub)
+    music.register(sub)
     queue.register(sub)
     return parser
 
@@ -155,8 +156,14 @@ def cmd_presets(args) -> None:
     if args.action == "show":
         if not args.name:
             raise UserError("'dream presets show' needs a preset name or file")
+        from renderer.music.schedule import describe_targets
+
         preset = presets.load(args.name, args.overrides)
         print(yaml.safe_dump(preset.model_dump(mode="json", by_alias=True), sort_keys=False))
+        driven = describe_targets(preset)
+        if driven:
+            print("# driven by the timeline and the music:")
+            print("\n".join(f"#   {line}" for line in driven))
         return
     table = Table(title="presets")
     for col in ("name", "description", "file"):

@@ -149,6 +149,27 @@ def render_audio(args, index, song):
             AudioTrack(song.path, song.start, song.codec, args.audio_mix)]
 
 
+def driven_values(preset, index, song) -> dict:
+    """The music-driven parameters of every frame of the clip (empty for a preset without
+    `timeline:` or `react:`): analysed on exactly the audio that ends up in the file, the
+    song from --audio-start, or the clip's own soundtrack from --start."""
+    import numpy as np
+
+    from renderer.music.schedule import base_values, schedule_for
+
+    if not preset.modulated:
+        return {}
+    if song is not None:
+        source, offset = song.path, song.start
+    elif index.info.audio_codec:
+        source, offset = index.path, index.pts[0]
+    else:
+        source, offset = None, 0.0
+    schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
+    times = offset + np.asarray(index.pts) - index.pts[0]
+    return schedule.values(times, np.arange(index.count), base_values(preset))
+
+
 @contextmanager
 def listeners():
     """The progress sink of a command: rich bars, plus the progress file of a queued job."""
@@ -180,8 +201,10 @@ def cmd_render(args) -> None:
                       f"({size[0]}x{size[1]}); --fit-size crop|pad|stretch chooses")
     chosen = args.batch or preset.video.batch
     audio = render_audio(args, index, song)
+    values = driven_values(preset, index, song)
     if args.assemble:  # parts default to PART_BATCH segments: every part must agree
-        assemble_parts(index, preset, output, size, chosen or PART_BATCH, args.assemble, audio)
+        assemble_parts(index, preset, output, size, chosen or PART_BATCH, args.assemble, audio,
+                       values)
         print(f"wrote {output}: {describe_output(output)} ({args.assemble} parts joined)")
         return
     dreamer = dreamer_for(preset, args.device)
@@ -189,7 +212,7 @@ def cmd_render(args) -> None:
     started = time.perf_counter()
     with listeners() as progress:
         render_video(index, preset, dreamer, output, size, batch=batch, progress=progress,
-                     resume=args.resume, audio=audio, part=part or WHOLE)
+                     resume=args.resume, audio=audio, part=part or WHOLE, values=values)
     plan = part_plan(index.count, batch, preset.video.warmup, part or WHOLE)
     rate = f"{plan.kept / (time.perf_counter() - started):.2f} frames/s"
     if part:
@@ -270,8 +293,12 @@ def cmd_zoom(args) -> None:
     from renderer.motion.zoom import noise_image
     from renderer.render.zoom import ZoomRenderer, render_zoom
 
+    from renderer.music.schedule import schedule_for
+
     preset, outputs, fps, count, audio = check_zoom(args)
-    renderer = ZoomRenderer.of(preset, fps, args.variants, args.device)
+    schedule = schedule_for(preset, Path(args.audio) if args.audio else None, fps, 0.0,
+                            count / fps)
+    renderer = ZoomRenderer.of(preset, fps, args.variants, args.device, schedule)
     size = parse_size(args.size) if args.size else None
     if args.init == "noise":
         init = noise_image(size or (640, 360), renderer.seeds)

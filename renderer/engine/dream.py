@@ -114,10 +114,11 @@ def merge_tiles(tiles: torch.Tensor, layout: TileLayout) -> torch.Tensor:
 
 @dataclass
 class Anchor:
-    """Temporal loss: each step pulls x towards `target` where `mask` trusts it."""
+    """Temporal loss: each step pulls x towards `target` where `mask` trusts it; `weight` is
+    one number, or one per image."""
     target: torch.Tensor
     mask: torch.Tensor
-    weight: float
+    weight: float | torch.Tensor
 
 
 # ---------------------------------------------------------------- the engine
@@ -158,10 +159,18 @@ def roll_each(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> t
     return images.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
 
 
-def device_scalar(value: float, device) -> torch.Tensor:
-    """A 0-d tensor made on the device (a fill, no host copy): a compiled function takes it as
-    data, so it neither syncs nor recompiles when the value changes."""
-    return torch.full((), value, device=device)
+def row_values(value, rows: int, device) -> torch.Tensor:
+    """One value per image as an (N, 1, 1, 1) tensor on the device: a number is a fill (no host
+    copy), a sequence one value per row (a music-driven parameter differs per batch row). A
+    compiled function takes it as data, so it neither recompiles nor syncs when values change."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, torch.float32).reshape(rows, 1, 1, 1)
+    if isinstance(value, (int, float)):
+        return torch.full((rows, 1, 1, 1), float(value), device=device)
+    host = torch.tensor([float(v) for v in value], dtype=torch.float32).reshape(rows, 1, 1, 1)
+    if torch.device(device).type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)
 
 
 def ascend(x, grad, rows, cols, step_size, lap_levels: int, target=None, mask=None, weight=None):
@@ -263,7 +272,8 @@ class Dreamer:
                 self.tile_size = max(256, min(self.tile_size, max(x.shape[-2:])) // 2)
                 log.warning(f"GPU memory full: tiles of {self.tile_size} px from now on")
 
-    def step(self, x, step_size: float, rng: StepRandomness, anchor: Anchor | None = None):
+    def step(self, x, step_size: torch.Tensor, rng: StepRandomness, anchor: Anchor | None = None):
+        """One ascent step of the batch; `step_size` is (N, 1, 1, 1) on the device."""
         s = self.settings
         shifts = rng.shifts(s.jitter) if s.jitter else [(0, 0)] * x.shape[0]
         # a fresh random tile grid every step, so no tile seam stays in one place
@@ -271,16 +281,17 @@ class Dreamer:
         h, w = x.shape[-2:]
         grad = self.gradient(roll_each(x, *roll_indices(shifts, h, w, x.device)), offset)
         pull = () if anchor is None else (anchor.target, anchor.mask,
-                                          device_scalar(anchor.weight, x.device))
+                                          row_values(anchor.weight, x.shape[0], x.device))
         return self.ascend(x, grad, *roll_indices(shifts, h, w, x.device, -1),
-                           device_scalar(step_size, x.device), s.lap_levels, *pull)
+                           step_size, s.lap_levels, *pull)
 
     def dream(self, images: torch.Tensor, seed: int | list[int] = 0, steps: int | None = None,
-              octaves: int | None = None, step_scale: float = 1.0, anchor: Anchor | None = None,
+              octaves: int | None = None, step_scale=1.0, anchor: Anchor | None = None,
               progress=None) -> torch.Tensor:
         """Dream a batch: octave by octave from small to full size, carrying the added detail.
 
-        `seed` is one seed for the batch or one per image.
+        `seed` is one seed for the batch or one per image; `step_scale` multiplies
+        `dream.step_size`, one number or one per image.
         """
         s = self.settings
         seeds = [int(seed)] * images.shape[0] if isinstance(seed, int) else [int(v) for v in seed]
@@ -293,6 +304,7 @@ class Dreamer:
             anchor = Anchor(anchor.target.contiguous(), anchor.mask.contiguous(), anchor.weight)
         sizes = octave_sizes(*base.shape[-2:], octaves or s.octaves, s.octave_scale,
                              s.min_octave_size)
+        step_size = s.step_size * row_values(step_scale, base.shape[0], self.device)
         detail = None
         for size in sizes:
             octave_base = resize(base, size)
@@ -300,7 +312,7 @@ class Dreamer:
             octave_anchor = None if anchor is None else Anchor(
                 resize(anchor.target, size), resize(anchor.mask, size), anchor.weight)
             for _ in range(steps):
-                x = self.step(x, s.step_size * step_scale, rng, octave_anchor)
+                x = self.step(x, step_size, rng, octave_anchor)
                 if progress is not None:
                     progress()
             detail = x - octave_base

@@ -131,13 +131,42 @@ def term_objective(term: ObjectiveTerm, network, device) -> Objective:
 
 
 def build_objective(preset: Preset, network, device="cpu") -> Objective:
-    """The sum of the preset's terms (the model's classic layer when it names none)."""
+    """The sum of the preset's terms (the model's classic layer when it names none); a
+    `WeightedTerms` when music drives a term's weight."""
     terms = preset.objective or [ObjectiveTerm(layer=network.spec.classic_layer)]
+    driven = {*preset.timeline, *(row.target for row in preset.react)}
+    if any(target.startswith("objective.") for target in driven):
+        return WeightedTerms([term_objective(t.model_copy(update={"weight": 1.0}), network,
+                                             device) for t in terms], [t.weight for t in terms])
     total = None
     for term in terms:
         part = term_objective(term, network, device)
         total = part if total is None else total + part
     return total
+
+
+class WeightedTerms(Objective):
+    """sum_k w[n, k] * term_k: the terms' weights set per image before each batch (a
+    music-driven weight differs per batch row); a tensor, so compiled code is not retraced."""
+
+    def __init__(self, terms: list[Objective], weights: list[float]):
+        self.weights = torch.tensor([weights], dtype=torch.float32)  # (1 or N, K)
+
+        def weighted(acts):
+            w = self.weights.to(next(iter(acts.values())).device)
+            return sum(w[:, k] * term(acts) for k, term in enumerate(terms))
+
+        layers = frozenset().union(*(t.layers for t in terms))
+        super().__init__(weighted, layers,
+                         "weighted(" + ", ".join(t.description for t in terms) + ")")
+
+    def set_weights(self, weights) -> None:
+        """(N, K) weights, one row per image of the next batch."""
+        self.weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1, self.count)
+
+    @property
+    def count(self) -> int:
+        return self.weights.shape[1]
 
 
 class MixedObjective(Objective):
@@ -158,12 +187,14 @@ class MixedObjective(Objective):
 
 
 def zoom_objective(preset: Preset, network, device="cpu") -> tuple[Objective, MixedObjective | None]:
-    """A zoom's objective, and the mixed one when its keyframes move `layer_mix` between the
-    two terms (mix 0 = the first, 1 = the second)."""
-    if not any(k.layer_mix is not None for k in preset.zoom.keyframes):
+    """A zoom's objective, and the mixed one when its keyframes (or the music) move
+    `layer_mix` between the two terms (mix 0 = the first, 1 = the second)."""
+    driven = {*preset.timeline, *(row.target for row in preset.react)}
+    if not any(k.layer_mix is not None for k in preset.zoom.keyframes) and \
+            "zoom.layer_mix" not in driven:
         return build_objective(preset, network, device), None
     if len(preset.objective) != 2:
-        raise UserError("keyframed 'layer_mix' needs exactly two objective terms "
+        raise UserError("a keyframed or driven 'layer_mix' needs exactly two objective terms "
                         "(mix 0 = the first, 1 = the second)")
     mixed = MixedObjective(*(term_objective(t, network, device) for t in preset.objective))
     return mixed, mixed

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from renderer.engine.dream import Anchor
+from renderer.engine.dream import Anchor, row_values
 from renderer.motion.flow import consistency_mask, warp
 from renderer.presets import FlowSection, Preset
 
@@ -36,24 +36,35 @@ class Carry:
     def needs_flow(self) -> bool:
         return self.settings.mode in ("warp", "consistent")
 
-    def steps(self, first: bool) -> int:
-        return self.fresh_steps if first else self.carried_steps
+    def steps(self, first: bool, fresh: int | None = None) -> int:
+        """Steps of a first (fresh) or carried frame; `fresh` replaces `dream.steps` (a
+        driven value), and so a carried frame's too unless `flow.steps` sets those."""
+        if fresh is None:
+            return self.fresh_steps if first else self.carried_steps
+        own_carried = self.settings.steps is not None and self.settings.mode != "independent"
+        return self.carried_steps if own_carried and not first else fresh
 
     def start(self, source: torch.Tensor, prev_source: torch.Tensor, prev_dream: torch.Tensor,
-              backward: torch.Tensor | None, forward: torch.Tensor | None
-              ) -> tuple[torch.Tensor, Anchor | None]:
+              backward: torch.Tensor | None, forward: torch.Tensor | None,
+              persistence=None, temporal_weight=None) -> tuple[torch.Tensor, Anchor | None]:
         """The image a carried frame starts dreaming from, and its temporal anchor (if any);
-        all (N, C, H, W) batches on one device, flows at the frame's size."""
+        all (N, C, H, W) batches on one device, flows at the frame's size. `persistence` and
+        `temporal_weight` replace the preset's with one value per image (driven by music)."""
         s = self.settings
+        rows = source.shape[0]
+        keep = s.persistence if persistence is None else row_values(persistence, rows,
+                                                                    source.device)
+        pull = s.temporal_weight if temporal_weight is None else \
+            row_values(temporal_weight, rows, source.device)
         if s.mode == "independent":
             return source, None
         if s.mode == "blend":
             return (1 - s.blend) * source + s.blend * prev_dream, None
         residual = warp(prev_dream - prev_source, backward)
         if s.mode == "warp":
-            return (source + s.persistence * residual).clamp(0, 1), None
+            return (source + keep * residual).clamp(0, 1), None
         mask = consistency_mask(backward, forward, s.mask_blur)
-        start = (source + s.persistence * mask * residual).clamp(0, 1)
+        start = (source + keep * mask * residual).clamp(0, 1)
         # the temporal loss pulls towards the carried dream (persistence applied, so it can fade)
-        anchor = Anchor(start, mask, s.temporal_weight) if s.temporal_weight else None
-        return start, anchor
+        pulling = bool((pull > 0).any()) if isinstance(pull, torch.Tensor) else pull > 0
+        return start, Anchor(start, mask, pull) if pulling else None

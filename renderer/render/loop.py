@@ -51,13 +51,15 @@ TAIL = "tail"  # the parked-frame key of a part's hand-over tail: (TAIL, frame)
 class Lockstep:
     """What the loop dreams: the indexed clip at `size`, as `segments` advancing together.
     Frames of the last segment from `tail_from` on are parked as (TAIL, frame) instead of
-    written: another part's warm-up is cross-faded into them at assembly."""
+    written: another part's warm-up is cross-faded into them at assembly. `values` are the
+    music-driven parameters (`music.schedule`): target -> one value per frame of the clip."""
     index: VideoIndex
     preset: Preset
     dreamer: Dreamer
     size: tuple[int, int]
     segments: list[Segment]
     tail_from: int | None = None
+    values: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -172,17 +174,40 @@ def _close_stretch(encoders: _Encoders, fades_written: Future, output, state: Re
     output.commit(state, encoders.sinks)
 
 
-def _padded(start: torch.Tensor, anchor: Anchor | None, rows: int):
-    """The batch padded to `rows` (repeating its last row): compiled code keeps one shape when
-    a shorter segment has ended."""
+def _padded(start: torch.Tensor, anchor: Anchor | None, driven: dict, rows: int):
+    """The batch (and its per-row values) padded to `rows`, repeating its last row: compiled
+    code keeps one shape when a shorter segment has ended."""
     pad = rows - start.shape[0]
     if pad <= 0:
-        return start, anchor
-    start = torch.cat([start, start[-1:].expand(pad, -1, -1, -1)])
+        return start, anchor, driven
+
+    def longer(t):
+        return torch.cat([t, t[-1:].expand(pad, *t.shape[1:])])
+
+    start = longer(start)
     if anchor is not None:
-        anchor = Anchor(*(torch.cat([t, t[-1:].expand(pad, -1, -1, -1)])
-                          for t in (anchor.target, anchor.mask)), anchor.weight)
-    return start, anchor
+        weight = anchor.weight if isinstance(anchor.weight, float | int) else longer(anchor.weight)
+        anchor = Anchor(longer(anchor.target), longer(anchor.mask), weight)
+    driven = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in driven.items()}
+    return start, anchor, driven
+
+
+def _driven_steps(carry: Carry, first: bool, driven: dict) -> int:
+    """The batch step's ascent steps: one value for the whole batch (the first row's)."""
+    fresh = driven.get("dream.steps")
+    return carry.steps(first, None if fresh is None else int(round(float(fresh[0]))))
+
+
+def _set_term_weights(dreamer: Dreamer, driven: dict) -> None:
+    """Music-driven objective term weights, one row per image of the batch."""
+    keys = [k for k in driven if k.startswith("objective.")]
+    if not keys:
+        return
+    objective = dreamer.objective
+    weights = np.repeat(objective.weights[:1].numpy(), len(driven[keys[0]]), axis=0)
+    for key in keys:
+        weights[:, int(key.split(".")[1])] = driven[key]
+    objective.set_weights(weights)
 
 
 def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
@@ -228,6 +253,8 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
             t = time.perf_counter()
             source = packet.sources.to(device, non_blocking=cuda).permute(0, 3, 1, 2).float() / 255
             start, anchor, first = source, None, packet.step == 0
+            driven = {k: v[[segments[i].start + packet.step for i in packet.rows]]
+                      for k, v in run.values.items()}
             if not first:
                 prev_s = torch.stack([prev_source[i] for i in packet.rows])
                 prev_d = torch.stack([prev_dream[i] for i in packet.rows])
@@ -235,11 +262,17 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                 if packet.flows is not None:
                     backward, forward = (resize_flow(f.to(device, non_blocking=cuda),
                                                      source.shape[-2:]) for f in packet.flows)
-                start, anchor = carry.start(source, prev_s, prev_d, backward, forward)
+                start, anchor = carry.start(source, prev_s, prev_d, backward, forward,
+                                            driven.get("flow.persistence"),
+                                            driven.get("flow.temporal_weight"))
             if static_shapes:
-                start, anchor = _padded(start, anchor, len(segments))
-            dreamed = dreamer.dream(start, seed=preset.seed, steps=carry.steps(first),
-                                    anchor=anchor)[:len(packet.rows)]
+                start, anchor, driven = _padded(start, anchor, driven, len(segments))
+            _set_term_weights(dreamer, driven)
+            scale = driven["dream.step_size"] / preset.dream.step_size \
+                if "dream.step_size" in driven else 1.0
+            dreamed = dreamer.dream(start, seed=preset.seed, steps=_driven_steps(carry, first,
+                                                                                 driven),
+                                    step_scale=scale, anchor=anchor)[:len(packet.rows)]
             for row, i in enumerate(packet.rows):
                 prev_source[i], prev_dream[i] = source[row], dreamed[row]
                 prev_rgb[i] = packet.sources[row].numpy()

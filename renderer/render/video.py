@@ -7,10 +7,13 @@ stretch is checkpointed, so `resume` continues a killed render bit for bit.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from pathlib import Path
+
+import numpy as np
 
 from renderer.engine.dream import Dreamer
 from renderer.errors import UserError
@@ -31,9 +34,11 @@ from renderer.render.sinks import ChunkedOutput
 log = logging.getLogger(__name__)
 
 
-def fingerprint(index: VideoIndex, preset: Preset, size, segments) -> str:
+def fingerprint(index: VideoIndex, preset: Preset, size, segments, values: dict) -> str:
+    driven = {k: hashlib.sha256(np.ascontiguousarray(v, np.float64).tobytes()).hexdigest()
+              for k, v in sorted(values.items())}  # what the song made of the preset
     return digest(str(index.path.resolve()), index.pts[0], index.count, str(index.rate), list(size),
-                  preset.model_dump(mode="json"), [vars(s) for s in segments])
+                  preset.model_dump(mode="json"), [vars(s) for s in segments], driven)
 
 
 def source_audio(index: VideoIndex) -> list[encode.AudioTrack]:
@@ -63,32 +68,34 @@ def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Pa
                  size: tuple[int, int], *, batch: int | None = None,
                  progress: ProgressSink = SILENT, times: StageTimes | None = None,
                  resume: bool = False, part: Part = WHOLE,
-                 audio: list[encode.AudioTrack] | None = None) -> StageTimes:
+                 audio: list[encode.AudioTrack] | None = None,
+                 values: dict | None = None) -> StageTimes:
     """Render the indexed clip into `output`, checkpointing every `video.checkpoint_every`
     steps into its work folder; `resume` continues from the last checkpoint. Only one render
     at a time writes `output` (or one part of it).
 
     With a `part` of several, only that part's segments are rendered (`batch` segments per
     part), into its own folder, and left there for `assemble_parts`. `audio` replaces the
-    source's audio (`source_audio`) with other tracks.
+    source's audio (`source_audio`) with other tracks. `values` are music-driven parameters
+    (target -> one value per frame of the clip, see `music.schedule`).
     """
     times = times or StageTimes()
     batch = batch or preset.video.batch or default_batch(dreamer.device, size)
     whole = part.count == 1
     with OutputLock(output, "" if whole else part.folder(output).name):
         _render(index, preset, dreamer, output, size, batch, progress, times, resume, part,
-                source_audio(index) if audio is None else audio)
+                source_audio(index) if audio is None else audio, values or {})
     return times
 
 
 def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
             size: tuple[int, int], batch: int, progress: ProgressSink, times: StageTimes,
-            resume: bool, part: Part, audio: list) -> None:
+            resume: bool, part: Part, audio: list, values: dict) -> None:
     plan = part_plan(index.count, batch, preset.video.warmup, part)
     mine = plan.mine
     repeats = slot_counts(index)
     whole = part.count == 1
-    store = Checkpoints(output, fingerprint(index, preset, size, plan.segments) + str(part),
+    store = Checkpoints(output, fingerprint(index, preset, size, plan.segments, values) + str(part),
                         None if whole else part.folder(output))
     if resume and not whole and store.finished() is not None:
         log.info(f"part {part} is already rendered")
@@ -118,7 +125,8 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
 
     output_chunks = ChunkedOutput(store, [store.folder] * len(mine), chunk_writer,
                                   preset.video.checkpoint_every, chunks)
-    render_frames(Lockstep(index, preset, dreamer, size, mine, plan.tail_from), output_chunks,
+    render_frames(Lockstep(index, preset, dreamer, size, mine, plan.tail_from, values),
+                  output_chunks,
                   state=state, fades=FrameStore(parked_frames(store.folder)), progress=progress,
                   times=times, budget=budget)
     # in output order: by segment, then by step
@@ -135,21 +143,22 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
 
 
 def assemble_parts(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, int],
-                   batch: int, count: int, audio: list | None = None) -> None:
+                   batch: int, count: int, audio: list | None = None,
+                   values: dict | None = None) -> None:
     """Join the `count` finished parts of a split render: the tail of each part is cross-faded
     with the next part's warm-up (as one render does between its segments) and encoded, then
     every chunk is concatenated in order with the audio."""
     with OutputLock(output):
         _assemble(index, preset, output, size, batch, count,
-                  source_audio(index) if audio is None else audio)
+                  source_audio(index) if audio is None else audio, values or {})
 
 
 def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, int],
-              batch: int, count: int, audio: list) -> None:
+              batch: int, count: int, audio: list, values: dict) -> None:
     parts = [Part(k, count) for k in range(count)]
     plans = [part_plan(index.count, batch, preset.video.warmup, p) for p in parts]
     repeats = slot_counts(index)
-    base = fingerprint(index, preset, size, plans[0].segments)
+    base = fingerprint(index, preset, size, plans[0].segments, values)
     stores = [Checkpoints(output, base + str(p), p.folder(output)) for p in parts]
     manifests = [store.finished() for store in stores]
     for part, manifest in zip(parts, manifests):

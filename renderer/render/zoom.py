@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from renderer.curves import crossfade_weight
@@ -22,7 +24,9 @@ from renderer.engine.objectives import MixedObjective, zoom_objective
 from renderer.media import encode
 from renderer.media.images import crossfade, to_uint8
 from renderer.media.probe import as_rate
-from renderer.motion.zoom import channel_stats, frame_motion, hold_colour, per_frame, transform
+from renderer.motion.zoom import (Motion, channel_stats, frame_motion, hold_colour, per_frame,
+                                  transform)
+from renderer.music.schedule import Schedule, base_values
 from renderer.outputs import OutputLock
 from renderer.presets import Preset
 from renderer.render.checkpoints import Checkpoints, RenderState, digest, remove_work_folder
@@ -33,23 +37,75 @@ from renderer.render.sinks import ChunkedOutput
 log = logging.getLogger(__name__)
 
 
+def keyframe_values(preset: Preset, frames: np.ndarray, fps: float) -> dict[str, list]:
+    """What the keyframes (and the preset) give each driven target at `frames`: the base that
+    a timeline replaces and react rows add to."""
+    s = preset.zoom
+    motions = [frame_motion(int(f), fps, s.keyframes, s.easing)[0] for f in frames]
+    return {"zoom.zoom": [m.zoom for m in motions], "zoom.rotate": [m.rotate for m in motions],
+            "zoom.pan.x": [m.pan[0] for m in motions], "zoom.pan.y": [m.pan[1] for m in motions],
+            "zoom.center.x": [m.center[0] for m in motions],
+            "zoom.center.y": [m.center[1] for m in motions],
+            "zoom.strength": [m.strength for m in motions],
+            "zoom.layer_mix": [m.layer_mix or 0.0 for m in motions],
+            "zoom.steps": [s.steps if m.steps is None else m.steps for m in motions],
+            **base_values(preset)}
+
+
 class ZoomRenderer:
     """Produces the frames of a zoom sequence for a batch of variants, one frame at a time."""
 
     def __init__(self, dreamer: Dreamer, preset: Preset, fps: float, seeds: list[int],
-                 mixed: MixedObjective | None = None):
+                 mixed: MixedObjective | None = None, schedule: Schedule | None = None):
         self.dreamer, self.preset, self.settings = dreamer, preset, preset.zoom
-        self.fps, self.seeds, self.mixed = fps, seeds, mixed
+        self.fps, self.seeds, self.mixed, self.schedule = fps, seeds, mixed, schedule
         self.hold = per_frame(self.settings.color_hold, fps)
 
     @classmethod
-    def of(cls, preset: Preset, fps: float, variants: int = 1, device=None) -> "ZoomRenderer":
-        """The usual way in: a zoom preset on the best device, seeds seed .. seed + variants."""
+    def of(cls, preset: Preset, fps: float, variants: int = 1, device=None,
+           schedule: Schedule | None = None) -> "ZoomRenderer":
+        """The usual way in: a zoom preset on the best device, seeds seed .. seed + variants;
+        a `schedule` drives its motion and strength from the timeline and the music."""
         device = pick_device(device)
         network = load_network(preset.model.name, preset.model.weights)
         objective, mixed = zoom_objective(preset, network, device)
         return cls(Dreamer(network, objective, preset.dream, device), preset, fps,
-                   [preset.seed + i for i in range(variants)], mixed)
+                   [preset.seed + i for i in range(variants)], mixed, schedule)
+
+    def driven(self, count: int, period: int | None = None) -> dict[str, np.ndarray]:
+        """The schedule's values for frames 0 .. count - 1 (target -> array), over the
+        keyframes' motion; a loop's frames past `period` repeat the song time of the frames
+        they fade into. Empty without a schedule."""
+        if self.schedule is None:
+            return {}
+        frames = np.arange(count)
+        local = frames % period if period else frames
+        return self.schedule.values(local / self.fps, local,
+                                    keyframe_values(self.preset, local, self.fps))
+
+    def motion(self, frame: int, period: int | None, driven: dict) -> tuple[Motion, float, float]:
+        """The motion into `frame`, dt, and the step scale (keyframed strength times any
+        driven dream.step_size), with the driven values in place of the keyframes'."""
+        motion, dt = frame_motion(frame % period if period else frame, self.fps,
+                                  self.settings.keyframes, self.settings.easing)
+        if not driven:
+            return motion, dt, motion.strength
+
+        def at(target, default):
+            return float(driven[target][frame]) if target in driven else default
+
+        motion = replace(motion, zoom=at("zoom.zoom", motion.zoom),
+                         rotate=at("zoom.rotate", motion.rotate),
+                         pan=(at("zoom.pan.x", motion.pan[0]), at("zoom.pan.y", motion.pan[1])),
+                         center=(at("zoom.center.x", motion.center[0]),
+                                 at("zoom.center.y", motion.center[1])),
+                         strength=at("zoom.strength", motion.strength),
+                         layer_mix=at("zoom.layer_mix", motion.layer_mix)
+                         if motion.layer_mix is not None or "zoom.layer_mix" in driven else None,
+                         steps=at("zoom.steps", motion.steps) if "zoom.steps" in driven
+                         else motion.steps)
+        scale = at("dream.step_size", self.preset.dream.step_size) / self.preset.dream.step_size
+        return motion, dt, motion.strength * scale
 
     @property
     def blend(self) -> int:
@@ -73,16 +129,16 @@ class ZoomRenderer:
         s = self.settings
         reference = channel_stats(init.to(self.dreamer.device))
         current = (init if current is None else current).to(self.dreamer.device)
+        driven = self.driven(count, period)
         for frame in range(start, count):
-            motion, dt = frame_motion(frame % period if period else frame, self.fps,
-                                      s.keyframes, s.easing)
+            motion, dt, scale = self.motion(frame, period, driven)
             if frame > 0:
                 current = transform(current, motion, dt)
             if self.mixed is not None and motion.layer_mix is not None:
                 self.mixed.set_mix(motion.layer_mix)
             seeds = [seed * 1_000_003 + frame for seed in self.seeds]
             current = self.dreamer.dream(current, seed=seeds, steps=self.steps(frame, motion.steps),
-                                         octaves=s.octaves, step_scale=motion.strength)
+                                         octaves=s.octaves, step_scale=scale)
             current = hold_colour(current, reference, self.hold)
             yield frame, current
 
@@ -119,8 +175,11 @@ def zoom_frames(renderer: ZoomRenderer, init: torch.Tensor, count: int,
 
 def fingerprint(renderer: ZoomRenderer, init: torch.Tensor, count: int) -> str:
     pixels = hashlib.sha256(init.cpu().contiguous().numpy().tobytes()).hexdigest()
+    blend = min(count - 1, renderer.blend)
+    driven = {k: hashlib.sha256(np.ascontiguousarray(v, np.float64).tobytes()).hexdigest()
+              for k, v in sorted(renderer.driven(count + blend, count if blend else None).items())}
     return digest(renderer.preset.model_dump(mode="json"), renderer.seeds, renderer.fps, count,
-                  list(init.shape), pixels)
+                  list(init.shape), pixels, driven)
 
 
 def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path], count: int, *,

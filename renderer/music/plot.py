@@ -1,0 +1,60 @@
+"""The `dream audio` picture: waveform with the beat grid and sections, the audio envelopes, and
+every parameter curve a preset will drive over the song, so a user sees the result before a
+long render. Drawn with matplotlib (Agg: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from renderer.music.analysis import GRID_HZ, Analysis
+
+COLOURS = {"onset": "#444444", "percussive": "#d62728", "harmonic": "#1f77b4",
+           "rms": "#2ca02c", "low": "#8c564b", "mid": "#9467bd", "high": "#e377c2"}
+
+
+def draw(samples: np.ndarray, rate: int, analysis: Analysis, curves: dict[str, np.ndarray],
+         out: Path, title: str) -> None:
+    """Write the picture to `out` (PNG) atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from renderer.outputs import atomic_path
+
+    rows = 2 + len(curves)
+    fig, axes = plt.subplots(rows, 1, figsize=(14, 2.0 * rows + 0.6), sharex=True,
+                             gridspec_kw={"height_ratios": [1.2, 1.5] + [1.0] * len(curves)})
+    step = max(1, len(samples) // 20000)
+    times = np.arange(0, len(samples), step) / rate
+    wave = axes[0]
+    wave.plot(times, samples[::step], color="#555555", linewidth=0.4)
+    for beat in analysis.beats:
+        wave.axvline(beat, color="#ff7f0e", linewidth=0.5, alpha=0.6)
+    for bar in analysis.downbeats:
+        wave.axvline(bar, color="#d62728", linewidth=1.0)
+    for section in analysis.sections:
+        wave.axvline(section, color="black", linewidth=2.0, linestyle="--")
+    tempo = f"{analysis.tempo:.1f} BPM" if analysis.tempo else "no beat found"
+    wave.set_title(f"{title}: {tempo}, {len(analysis.beats)} beats, "
+                   f"{len(analysis.sections) + 1} sections", loc="left")
+    wave.set_ylabel("waveform")
+    envelopes = axes[1]
+    grid = np.arange(len(analysis.curves["onset"])) / GRID_HZ
+    for name, values in analysis.curves.items():
+        envelopes.plot(grid, values, label=name, color=COLOURS.get(name), linewidth=0.8)
+    envelopes.set_ylabel("features (0..1)")
+    envelopes.legend(loc="upper right", ncol=len(analysis.curves), fontsize=7)
+    for ax, (name, values) in zip(axes[2:], curves.items()):
+        frame_times = values[0]
+        ax.plot(frame_times, values[1], color="#17becf", linewidth=1.0)
+        ax.set_ylabel(name, fontsize=8)
+        for beat in analysis.beats:
+            ax.axvline(beat, color="#ff7f0e", linewidth=0.3, alpha=0.4)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    with atomic_path(out, fence=False) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

@@ -1,0 +1,272 @@
+"""Per-frame parameter values from a preset's `timeline:` and `react:` sections.
+
+A frame's value is its song time's value, whatever the frame rate: timeline keys are placed in
+seconds, beats or frames and eased between; react rows add an audio feature shaped by threshold,
+power curve and an attack/release envelope computed on a fixed 100 Hz control grid. The same
+`Schedule` draws the `dream audio` plot and drives the render, so the plot is the render.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from renderer.curves import smoothstep
+from renderer.errors import UserError
+from renderer.expressions import Expression, ExpressionError, TimeSpec
+from renderer.music.analysis import GRID_HZ, Analysis
+from renderer.presets import Preset
+
+log = logging.getLogger(__name__)
+
+# the valid range of each driven value (a sum of rows may leave it; it is clamped back)
+RANGES = {"dream.step_size": (1e-6, 1.0), "flow.persistence": (0.0, 1.0),
+          "flow.temporal_weight": (0.0, 1.0), "dream.steps": (0, 1000),
+          "zoom.zoom": (0.01, 100.0), "zoom.rotate": (-3600.0, 3600.0),
+          "zoom.pan.x": (-100.0, 100.0), "zoom.pan.y": (-100.0, 100.0),
+          "zoom.center.x": (0.0, 1.0), "zoom.center.y": (0.0, 1.0),
+          "zoom.strength": (0.0, 10.0), "zoom.layer_mix": (0.0, 1.0), "zoom.steps": (0, 100)}
+EASE = {"linear": lambda u: u, "smooth": smoothstep, "cubic": lambda u: u,
+        "ease-in": lambda u: u * u, "ease-out": lambda u: 1 - (1 - u) ** 2,
+        "step": lambda u: 0 * u, "hold": lambda u: 0 * u}
+
+
+def value_range(target: str) -> tuple[float, float]:
+    return RANGES.get(target, (-100.0, 100.0))  # objective.N.weight
+
+
+@dataclass
+class Clock:
+    """Where times sit in the music: beats from the song's grid, or a fixed `music.bpm`."""
+    beats: np.ndarray  # beat times (empty: no beat)
+    bpm: float | None  # a fixed tempo, when there is no song
+    fps: float
+    downbeat: int = 0  # index of the first bar's first beat
+
+    @property
+    def has_beat(self) -> bool:
+        return len(self.beats) >= 2 or bool(self.bpm)
+
+    def beat(self, times: np.ndarray) -> np.ndarray:
+        """Beats since the song's first beat (fractional), extrapolated at the edge tempos."""
+        if len(self.beats) < 2:
+            return np.asarray(times, float) * (self.bpm or 0.0) / 60.0
+        index = np.arange(len(self.beats), dtype=float)
+        first = (self.beats[1] - self.beats[0])
+        last = (self.beats[-1] - self.beats[-2])
+        return np.where(times < self.beats[0], (times - self.beats[0]) / first,
+                        np.where(times > self.beats[-1],
+                                 index[-1] + (times - self.beats[-1]) / last,
+                                 np.interp(times, self.beats, index)))
+
+    def time_of_beat(self, beat: float) -> float:
+        if len(self.beats) < 2:
+            return beat * 60.0 / self.bpm
+        if beat <= len(self.beats) - 1:
+            return float(np.interp(beat, np.arange(len(self.beats)), self.beats))
+        return float(self.beats[-1] + (beat - len(self.beats) + 1) *
+                     (self.beats[-1] - self.beats[-2]))
+
+    def bpm_at(self, times: np.ndarray) -> np.ndarray:
+        if len(self.beats) < 2:
+            return np.full(np.shape(times), self.bpm or 0.0)
+        mids = (self.beats[1:] + self.beats[:-1]) / 2
+        return np.interp(times, mids, 60.0 / np.diff(self.beats))
+
+
+class Schedule:
+    """The driven values of a preset over song time (see the module's docstring)."""
+
+    def __init__(self, preset: Preset, analysis: Analysis | None, fps: float):
+        self.preset, self.analysis = preset, analysis
+        beats = analysis.beats if analysis is not None else np.array([])
+        downbeat = 0
+        if analysis is not None and len(analysis.downbeats) and len(beats):
+            downbeat = int(np.argmin(np.abs(beats - analysis.downbeats[0])))
+        self.clock = Clock(beats, preset.music.bpm, fps, downbeat)
+        self.targets = sorted(set(preset.timeline) | {row.target for row in preset.react})
+        self._check()
+
+    def _check(self) -> None:
+        """Everything a song must provide, checked before any frame is dreamed."""
+        if self.preset.react and self.analysis is None:
+            raise UserError(f"preset '{self.preset.name}' reacts to audio ('react:'): give a "
+                            "song with --audio SONG (or a clip with sound)")
+        for target, keys in self.preset.timeline.items():
+            for key in keys:
+                value = key.value
+                uses_beats = isinstance(value, str) and Expression(value).names & {
+                    "beat", "bar", "phase", "bpm"}
+                at = TimeSpec.parse(key.at)
+                if (uses_beats or at.unit == "b") and not self.clock.has_beat:
+                    what = f"key at '{key.at}'" if at.unit == "b" else f"value '{value}'"
+                    raise UserError(f"timeline '{target}' {what} counts beats, but there is no "
+                                    "beat: give a song with a beat (--audio SONG) or set "
+                                    "music.bpm in the preset")
+                names = Expression(value).names if isinstance(value, str) else set()
+                if names & {"onset", "percussive", "harmonic", "rms", "low", "mid", "high",
+                            "section"} and self.analysis is None:
+                    raise UserError(f"timeline '{target}' value '{value}' reads the audio: give "
+                                    "a song with --audio SONG (or a clip with sound)")
+
+    # ------------------------------------------------------------ what expressions read
+    def names(self, times: np.ndarray, frames: np.ndarray) -> dict:
+        beat = self.clock.beat(times) if self.clock.has_beat else np.zeros_like(times)
+        names = {"t": times, "frame": frames.astype(float), "beat": beat,
+                 "bar": (beat - self.clock.downbeat) / 4.0, "phase": np.mod(beat, 1.0),
+                 "bpm": self.clock.bpm_at(times)}
+        a = self.analysis
+        for name in ("onset", "percussive", "harmonic", "rms", "low", "mid", "high"):
+            names[name] = a.curve(name, times) if a is not None else np.zeros_like(times)
+        names["section"] = np.searchsorted(a.sections, times, side="right").astype(float) \
+            if a is not None else np.zeros_like(times)
+        return names
+
+    def seconds(self, spec: TimeSpec) -> float:
+        if spec.unit == "s":
+            return spec.value
+        if spec.unit == "f":
+            return spec.value / self.clock.fps
+        return self.clock.time_of_beat(spec.value)
+
+    # ------------------------------------------------------------ the values
+    def values(self, times, frames, base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every driven target at song `times` (frame numbers `frames`): its timeline value
+        (else `base[target]`) plus its react rows, clamped to the target's range."""
+        times = np.asarray(times, float)
+        frames = np.asarray(frames)
+        names = self.names(times, frames)
+        out = {}
+        for target in self.targets:
+            value = self._timeline(target, times, names) if target in self.preset.timeline \
+                else np.broadcast_to(np.asarray(base[target], float), times.shape).copy()
+            for row in self.preset.react:
+                if row.target == target:
+                    value = value + self.react(row, times)
+            out[target] = np.clip(value, *value_range(target))
+        return out
+
+    def _evaluate(self, value, names) -> np.ndarray:
+        shape = names["t"].shape
+        if not isinstance(value, str):
+            return np.full(shape, float(value))
+        try:
+            result = Expression(value).evaluate(names)
+        except ExpressionError as exc:
+            raise UserError(f"preset '{self.preset.name}': {exc}") from None
+        return np.broadcast_to(np.asarray(result, float), shape).astype(float)
+
+    def _timeline(self, target: str, times: np.ndarray, names: dict) -> np.ndarray:
+        keys = self.preset.timeline[target]
+        placed = [(self.seconds(TimeSpec.parse(k.at)), k) for k in keys]
+        if any(b[0] < a[0] for a, b in zip(placed, placed[1:])):
+            log.warning(f"timeline '{target}': keys are out of order; they are used in time "
+                        "order")
+        placed.sort(key=lambda pair: pair[0])
+        duration = self.analysis.duration if self.analysis is not None else None
+        if duration is not None and placed[-1][0] > duration:
+            log.warning(f"timeline '{target}': a key at {placed[-1][0]:.2f} s is past the "
+                        f"song's end ({duration:.2f} s); the last value holds")
+        at = np.array([p[0] for p in placed])
+        values = [self._evaluate(k.value, names) for _, k in placed]
+        if len(placed) == 1:
+            return values[0]
+        out = np.where(times < at[0], values[0], values[-1])
+        for i in range(len(placed) - 1):
+            inside = (times >= at[i]) & (times < at[i + 1])
+            if not inside.any() or at[i + 1] <= at[i]:
+                continue
+            u = (times[inside] - at[i]) / (at[i + 1] - at[i])
+            a, b = values[i][inside], values[i + 1][inside]
+            ease = placed[i][1].ease
+            if ease == "cubic":  # Catmull-Rom through the neighbouring keys
+                p0 = values[max(0, i - 1)][inside]
+                p3 = values[min(len(values) - 1, i + 2)][inside]
+                out[inside] = 0.5 * (2 * a + (b - p0) * u + (2 * p0 - 5 * a + 4 * b - p3) * u ** 2
+                                     + (3 * a - p0 - 3 * b + p3) * u ** 3)
+            else:
+                out[inside] = a + (b - a) * EASE[ease](u)
+        return out
+
+    def react(self, row, times: np.ndarray) -> np.ndarray:
+        """One react row's contribution at `times`: source -> threshold -> curve ->
+        attack/release on the control grid -> amount."""
+        a = self.analysis
+        end = max(float(np.max(times, initial=0.0)), a.duration) + 1.0
+        grid = np.arange(int(np.ceil(end * GRID_HZ)) + 1) / GRID_HZ
+        if row.source in ("beat", "section"):
+            marks = np.asarray(a.beats if row.source == "beat" else a.sections)
+            # a beat pulses as hard as it is played (a tracked beat through a breakdown with
+            # no drums barely moves); a section change is a full pulse
+            height = a.curve("onset", marks) if row.source == "beat" else np.ones(len(marks))
+            if height.size and height.max() > 0:
+                height = height / height.max()
+            signal = np.zeros_like(grid)
+            signal[np.clip(np.round(marks * GRID_HZ).astype(int), 0, len(grid) - 1)] = height
+        else:
+            signal = a.curve(row.source, grid)
+        shaped = np.clip((signal - row.threshold) / (1.0 - row.threshold), 0.0, 1.0) ** row.curve
+        envelope = follow(shaped, row.attack, row.release)
+        return row.amount * np.interp(times, grid, envelope)
+
+
+def follow(signal: np.ndarray, attack_ms: float, release_ms: float) -> np.ndarray:
+    """A one-pole envelope follower on the control grid: rises with `attack_ms`, falls with
+    `release_ms` (0: at once)."""
+    dt = 1000.0 / GRID_HZ
+
+    def coefficient(ms: float) -> float:
+        return 1.0 if ms <= 0 else 1.0 - np.exp(-dt / ms)
+
+    up, down = coefficient(attack_ms), coefficient(release_ms)
+    out = np.empty_like(signal)
+    level = 0.0
+    for i, x in enumerate(signal.tolist()):
+        level += (up if x > level else down) * (x - level)
+        out[i] = level
+    return out
+
+
+def base_values(preset: Preset) -> dict[str, float]:
+    """The preset's own value of every target a video render can drive."""
+    base = {"dream.step_size": preset.dream.step_size, "dream.steps": preset.dream.steps,
+            "flow.persistence": preset.flow.persistence,
+            "flow.temporal_weight": preset.flow.temporal_weight}
+    for k, term in enumerate(preset.objective):
+        base[f"objective.{k}.weight"] = term.weight
+    return base
+
+
+def schedule_for(preset: Preset, song, fps: float, offset: float = 0.0,
+                 length: float | None = None) -> Schedule | None:
+    """The schedule of a preset that has `timeline:` or `react:` (None otherwise), with the
+    song analysed (cached) when there is one. `offset` is where the render starts in the song
+    and `length` how long it runs: a song that ends first is warned about (react goes flat)."""
+    from renderer.music.analysis import analyse_file
+
+    if not preset.modulated:
+        return None
+    analysis = analyse_file(song, preset.music.bands) if song is not None else None
+    if analysis is not None and length is not None and offset + length > analysis.duration + 0.05:
+        log.warning(f"the song ends {offset + length - analysis.duration:.1f} s before the "
+                    "picture: after its end, react rows are flat and beats continue at the "
+                    "last tempo")
+    if analysis is not None and analysis.tempo == 0 and preset.react:
+        log.warning("no beat or sound found in the song: react rows stay flat")
+    return Schedule(preset, analysis, fps)
+
+
+def describe_targets(preset: Preset) -> list[str]:
+    """How each driven parameter varies inside a batch (for `dream presets show`)."""
+    from renderer.presets import MODULATED
+
+    lines = []
+    for target in sorted({*preset.timeline, *(row.target for row in preset.react)}):
+        key = "objective.N.weight" if target.startswith("objective.") else target
+        how = {"per row": "per frame (each batch row its own value)",
+               "per step": "per batch step (the first row's value for the whole batch)",
+               "zoom": "per frame"}[MODULATED[key]]
+        lines.append(f"{target}: {how}")
+    return lines
