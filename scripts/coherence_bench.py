@@ -8,6 +8,11 @@ advanced in lockstep, then measured against the source as in shared/research/coh
 ratio = E(output) / E(source) (1.0 = no flicker added), strength = mean |output - source|, and
 seam = error at segment boundaries / median consecutive error. With `--split N` the render is
 done as N parts of `--batch` segments each (`dream render --part`), joined as `--assemble` does.
+
+What a viewer sees over a shot (frames between scene cuts): hold = the lowest per-second dream
+strength after the first second / the first second's (the worse of mean |output - source| and
+the mean |Laplacian| of that residual, its fine detail; shots over 2 s), pop = a shot's first
+frame / the median of its next 24. `--per-second` prints each shot's seconds.
 """
 
 import argparse
@@ -69,6 +74,8 @@ def main():
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--per-second", action="store_true",
+                        help="print each shot's strength per second (relative to its median)")
     args = parser.parse_args()
     index = index_video(args.clip)
     if args.frames and args.frames < index.count:
@@ -79,17 +86,28 @@ def main():
                              load(args.preset, args.overrides).video.warmup)
     print(f"clip {args.clip}: {index.count} frames {size[0]}x{size[1]}, preset {args.preset}, "
           f"{len(segments)} segments (--batch {args.batch}, --split {args.split})")
-    print("| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | s |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | hold | pop "
+          "| s |")
+    print("|---|---|---|---|---|---|---|---|")
+    fps = float(index.rate)
+    rows = []
     base = None
     for mode in args.modes.split(","):
         outputs, seams, seconds = run_mode(index, args.preset, mode, size, args.batch,
                                            args.overrides, args.device, args.split)
-        c = measure(sources, outputs, seams)
+        c = measure(sources, outputs, seams, fps=fps)
         base = base or (c.strength if mode == "independent" else None)
         rel = f"{c.strength / base:.2f}x" if base else "-"
         print(f"| {mode} | {c.ratio:.3f} | {c.strength:.4f} | {rel} | {c.seam:.3f} | "
-              f"{seconds:.0f} |", flush=True)
+              f"{c.hold:.2f} | {c.pop:.2f} | {seconds:.0f} |", flush=True)
+        rows += [(mode, shot) for shot in c.shots]
+    if args.per_second:
+        print("\n| mode | shot (frames) | strength per second / shot median | detail per second |"
+              "\n|---|---|---|---|")
+        for mode, shot in rows:
+            print(f"| {mode} | {shot.first}-{shot.end - 1} | "
+                  f"{' '.join(f'{v:.2f}' for v in shot.per_second)} | "
+                  f"{' '.join(f'{v:.2f}' for v in shot.detail_per_second)} |")
 
 
 if __name__ == "__main__":

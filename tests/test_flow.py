@@ -1,5 +1,6 @@
 """Flow, warping and the reliability mask on known motion; coherence beats independent frames."""
 
+import pytest
 import numpy as np
 import torch
 from skimage import data
@@ -111,3 +112,33 @@ def test_reduced_size_flow_is_scaled_back_to_full_size():
     inner = (slice(20, -20), slice(30, -30))
     assert abs(forward[0][inner].median() - 6) < 0.6 and abs(forward[1][inner].median()) < 0.3
     assert abs(backward[0][inner].median() + 6) < 0.6
+
+
+@pytest.mark.slow
+def test_hold_keeps_the_shot_strength_and_a_cut_starts_afresh(tmp_path):
+    """flow.hold: the carried dream keeps its first strength over a 3 s shot (without it, it
+    fades); the measure sees the difference."""
+    from media import ffmpeg
+    from renderer.engine.dream import dreamer_for
+    from renderer.media.decode import FrameReader, index_video
+    from renderer.motion.metrics import measure
+    from renderer.presets import load
+    from renderer.render.loop import Lockstep, render_frames
+    from renderer.render.plan import plan_segments
+    from renderer.render.sinks import FixedSinks, MemorySink
+
+    clip = tmp_path / "shot.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=12", "-t", "3", "-pix_fmt", "yuv420p",
+           clip)
+    index = index_video(clip)
+    sources = list(FrameReader(index, 0, index.count, (96, 64)))
+    holds = {}
+    for hold in (0.0, 1.0):
+        preset = load("video", ["dream.octaves=2", "dream.steps=4", "flow.steps=2",
+                                f"flow.hold={hold}", "flow.persistence=0.95"])
+        memory = MemorySink()
+        render_frames(Lockstep(index, preset, dreamer_for(preset, "cpu"), (96, 64),
+                               plan_segments(index.count, 1, 0)), FixedSinks([memory]))
+        holds[hold] = measure(sources, memory.frames_written, [], fps=12)
+    assert holds[0.0].hold < 0.85 <= holds[1.0].hold, (holds[0.0].hold, holds[1.0].hold)
+    assert holds[1.0].pop <= 1.15

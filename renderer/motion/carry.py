@@ -6,6 +6,13 @@ last dream; `warp` carries the last dream's residual (dream - source) along the 
 towards the carried picture at every ascent step (an `Anchor`). A carried frame already holds
 most of its dream, so it takes `flow.steps` ascent steps; a frame that starts afresh (the first
 of a segment, or any frame in `independent` mode) takes the preset's full `dream.steps`.
+
+With `flow.hold` (0..1, 0: off) the carried dream keeps its shot's strength: warping,
+persistence and the occlusion mask each lose a little of it every frame (30% in two seconds on
+the sample clip), so the carried residual's coarse band is scaled back to the strength of the
+shot's first dream and its fine band (which bilinear warping blurs) by `hold` of its loss; a
+scene cut (less than half of the frame carried) starts a new shot, dreamed as a fresh frame.
+Measured (scripts/BENCHMARKS.md): holding costs flicker, so it is off in the built-in presets.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from renderer.engine.dream import Anchor, row_values
-from renderer.motion.flow import consistency_mask, warp
+from renderer.motion.flow import consistency_mask, gaussian_blur, warp
 from renderer.presets import FlowSection, Preset
 
 
@@ -46,10 +53,12 @@ class Carry:
 
     def start(self, source: torch.Tensor, prev_source: torch.Tensor, prev_dream: torch.Tensor,
               backward: torch.Tensor | None, forward: torch.Tensor | None,
-              persistence=None, temporal_weight=None) -> tuple[torch.Tensor, Anchor | None]:
-        """The image a carried frame starts dreaming from, and its temporal anchor (if any);
-        all (N, C, H, W) batches on one device, flows at the frame's size. `persistence` and
-        `temporal_weight` replace the preset's with one value per image (driven by music)."""
+              persistence=None, temporal_weight=None, reference: torch.Tensor | None = None
+              ) -> "Start":
+        """Where a carried frame starts dreaming; all (N, C, H, W) batches on one device, flows
+        at the frame's size. `persistence` and `temporal_weight` replace the preset's with one
+        value per image (driven by music). With `flow.hold`, `reference` (one strength per
+        image: its shot's first dream) is the energy the carried dream is held at."""
         s = self.settings
         rows = source.shape[0]
         keep = s.persistence if persistence is None else row_values(persistence, rows,
@@ -57,14 +66,57 @@ class Carry:
         pull = s.temporal_weight if temporal_weight is None else \
             row_values(temporal_weight, rows, source.device)
         if s.mode == "independent":
-            return source, None
+            return Start(source)
         if s.mode == "blend":
-            return (1 - s.blend) * source + s.blend * prev_dream, None
+            return Start((1 - s.blend) * source + s.blend * prev_dream)
         residual = warp(prev_dream - prev_source, backward)
+        mask = consistency_mask(backward, forward, s.mask_blur) if s.mode == "consistent" \
+            else torch.ones_like(residual[:, :1])
+        carried = keep * mask * residual
+        fresh = None
+        if s.hold and reference is not None:
+            carried, fresh = _held(carried, mask, reference, s.hold)
+        start = (source + carried).clamp(0, 1)
         if s.mode == "warp":
-            return (source + keep * residual).clamp(0, 1), None
-        mask = consistency_mask(backward, forward, s.mask_blur)
-        start = (source + keep * mask * residual).clamp(0, 1)
-        # the temporal loss pulls towards the carried dream (persistence applied, so it can fade)
+            return Start(start, fresh=fresh)
+        # the temporal loss pulls towards the carried dream
         pulling = bool((pull > 0).any()) if isinstance(pull, torch.Tensor) else pull > 0
-        return start, Anchor(start, mask, pull) if pulling else None
+        return Start(start, Anchor(start, mask, pull) if pulling else None, fresh)
+
+
+@dataclass
+class Start:
+    """A frame's starting image, its temporal anchor, and which rows start a new shot (a scene
+    cut: too little of the last dream could be carried) and are dreamed as fresh frames."""
+    image: torch.Tensor
+    anchor: Anchor | None = None
+    fresh: torch.Tensor | None = None  # (N,) bool
+
+
+CUT = 0.5  # a frame where less than half of the last frame could be followed starts a new shot
+
+
+def bands(residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dream residual as its coarse shapes and its fine detail (what bilinear warping blurs
+    away first)."""
+    coarse = gaussian_blur(residual, 1.0)
+    return coarse, residual - coarse
+
+
+def strength(residual: torch.Tensor) -> torch.Tensor:
+    """(N, 2): the mean magnitude of each band of every row's residual."""
+    return torch.stack([b.abs().flatten(1).mean(1) for b in bands(residual)], dim=1)
+
+
+def _held(carried: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor, detail: float):
+    """The carried dream scaled back, band by band, to its shot's strength (`reference`: (N, 2)
+    per row): what warping, persistence and the occlusion mask lost is given back (the fine
+    band's loss in the proportion `detail`, 0..1: given back in full it flickers), so the look
+    of a shot's first frame lasts; and which rows are cuts (they start afresh)."""
+    coarse, fine = bands(carried)
+    have = strength(carried)
+    gain = (reference.to(have) / have.clamp_min(1e-6)).clamp(0.0, 4.0)
+    gain = torch.stack([gain[:, 0], gain[:, 1] ** detail], 1)  # fine detail: `detail` of it
+    fresh = mask.flatten(1).mean(1) < CUT
+    gain = torch.where(fresh.unsqueeze(1), torch.zeros_like(gain), gain)
+    return coarse * gain[:, :1, None, None] + fine * gain[:, 1:, None, None], fresh

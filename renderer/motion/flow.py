@@ -63,25 +63,35 @@ def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out
 
 
-def _base_grid(n: int, h: int, w: int, device) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
-    return torch.stack([xs, ys]).unsqueeze(0).expand(n, -1, -1, -1)
+def pixel_grid(h: int, w: int, device, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y coordinates of every pixel, (H, W) each; `offset` 0.5 gives pixel centres in
+    continuous coordinates (pixel i covers [i, i + 1))."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) + offset,
+                            torch.arange(w, device=device, dtype=torch.float32) + offset,
+                            indexing="ij")
+    return xs, ys
 
 
 def warp(images: torch.Tensor, flow: torch.Tensor, padding: str = "border") -> torch.Tensor:
     """W(x)(p) = x(p + flow(p)), bilinear; images (N, C, H, W), flow (N, 2, H, W) in pixels."""
     n, _, h, w = images.shape
-    coords = _base_grid(n, h, w, images.device) + flow.to(images.device, torch.float32)
+    coords = torch.stack(pixel_grid(h, w, images.device)).unsqueeze(0) + \
+        flow.to(images.device, torch.float32)
     grid = torch.stack([2 * coords[:, 0] / max(w - 1, 1) - 1,
                         2 * coords[:, 1] / max(h - 1, 1) - 1], dim=-1)
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode=padding,
                          align_corners=True)
 
 
-def _gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian blur of every channel of an (N, C, H, W) batch."""
     if sigma <= 0:
-        return mask
+        return images
+    n, c, h, w = images.shape
+    return _blur_channel(images.reshape(n * c, 1, h, w), sigma).reshape(n, c, h, w)
+
+
+def _blur_channel(mask: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, int(round(2.5 * sigma)))
     x = torch.arange(-radius, radius + 1, device=mask.device, dtype=mask.dtype)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
@@ -97,10 +107,10 @@ def consistency_mask(backward: torch.Tensor, forward: torch.Tensor, blur: float 
     Zero where p + w_b(p) leaves the frame, where forward and backward flow do not cancel
     (disocclusion: p was not visible in frame t-1), and at motion boundaries; then softened.
     """
-    n, _, h, w = backward.shape
-    target = _base_grid(n, h, w, backward.device) + backward
-    inside = ((target[:, 0] >= 0) & (target[:, 0] <= w - 1) &
-              (target[:, 1] >= 0) & (target[:, 1] <= h - 1))
+    _, _, h, w = backward.shape
+    xs, ys = pixel_grid(h, w, backward.device)
+    tx, ty = xs + backward[:, 0], ys + backward[:, 1]
+    inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
     v = warp(forward, backward)  # w_f sampled at q = p + w_b(p)
     cancel = (backward + v).pow(2).sum(1)
     magnitude = backward.pow(2).sum(1) + v.pow(2).sum(1)
@@ -110,7 +120,7 @@ def consistency_mask(backward: torch.Tensor, forward: torch.Tensor, blur: float 
     gradient = du_dx**2 + du_dy**2 + dv_dx**2 + dv_dy**2
     boundary = gradient > 0.01 * backward.pow(2).sum(1) + 0.002
     reliable = (inside & ~occluded & ~boundary).float().unsqueeze(1)
-    return _gaussian_blur(reliable, blur).clamp(0, 1) if blur else reliable
+    return gaussian_blur(reliable, blur).clamp(0, 1) if blur else reliable
 
 
 def warping_error(current: torch.Tensor, previous: torch.Tensor, backward: torch.Tensor,

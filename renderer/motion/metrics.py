@@ -1,4 +1,6 @@
-"""Coherence measures from coherence.md: warping error ratio, dream strength and seam ratio."""
+"""Coherence measures from coherence.md: warping error ratio, dream strength and seam ratio; and
+what a viewer sees over a shot: whether the dream holds its strength (hold), whether a shot's
+first frame pops out of it (pop)."""
 
 from __future__ import annotations
 
@@ -32,10 +34,66 @@ class Coherence:
     ratio: float  # E(output) / E(source): flicker added by dreaming (1 = none)
     strength: float  # mean |output - source| in [0, 1] units
     seam: float  # error at segment boundaries / median consecutive error (1 = invisible)
+    shots: list = None  # ShotHold of every shot (frames between scene cuts)
+
+    @property
+    def hold(self) -> float:
+        """The worst hold of the shots longer than 2 s (nan: none that long)."""
+        held = [s.hold for s in self.shots or [] if not np.isnan(s.hold)]
+        return min(held) if held else float("nan")
+
+    @property
+    def pop(self) -> float:
+        pops = [s.pop for s in self.shots or [] if not np.isnan(s.pop)]
+        return max(pops) if pops else float("nan")
+
+
+@dataclass
+class ShotHold:
+    """A shot's dream strength over time: mean |output - source| (and the mean |Laplacian| of
+    that residual, its fine detail) per second, relative to the shot's median."""
+    first: int  # frame numbers [first, end)
+    end: int
+    per_second: list[float]  # strength of each whole second / the shot's median
+    detail_per_second: list[float]  # the same for the residual's fine detail
+    hold: float  # lowest second after the first / the first second (nan: shot under 2 s)
+    pop: float  # first frame / median of the next 24 (nan: shot under 25 frames)
+
+
+def residual_strength(sources, outputs) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: mean |output - source| and mean |Laplacian(output - source)| (0..1 units)."""
+    import cv2
+
+    strength, detail = [], []
+    for s, o in zip(sources, outputs):
+        residual = (o.astype(np.float32) - s.astype(np.float32)) / 255
+        strength.append(np.abs(residual).mean())
+        detail.append(np.abs(cv2.Laplacian(residual, cv2.CV_32F)).mean())
+    return np.array(strength), np.array(detail)
+
+
+def shot_holds(strength: np.ndarray, detail: np.ndarray, cuts: set, fps: float) -> list:
+    """Hold and pop of every shot; `cuts` are frames that start a new shot."""
+    bounds = [0, *sorted(c for c in cuts if 0 < c < len(strength)), len(strength)]
+    second = max(1, round(fps))
+    shots = []
+    for first, end in zip(bounds, bounds[1:]):
+        s, d = strength[first:end], detail[first:end]
+        whole = (end - first) // second
+        per = [s[k * second:(k + 1) * second].mean() for k in range(whole)]
+        per_detail = [d[k * second:(k + 1) * second].mean() for k in range(whole)]
+        median, median_detail = np.median(s) or 1.0, np.median(d) or 1.0
+        hold = min(min(per[1:]) / per[0], min(per_detail[1:]) / per_detail[0]) \
+            if whole >= 2 and end - first > 2 * fps else float("nan")
+        pop = float(s[0] / np.median(s[1:25])) if end - first >= 25 else float("nan")
+        shots.append(ShotHold(first, end, [v / median for v in per],
+                              [v / median_detail for v in per_detail], float(hold), pop))
+    return shots
 
 
 def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
-            seams: list[tuple[int, int]], quality: str = "medium") -> Coherence:
+            seams: list[tuple[int, int]], quality: str = "medium", fps: float = 24.0
+            ) -> Coherence:
     """Coherence of an output clip against its source.
 
     `seams` are the frame ranges [first, last] over which one segment hands over to the next
@@ -44,8 +102,8 @@ def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
     out of the seam comparison: there the source itself jumps.
     """
     src_err, out_err, coverage = consecutive_errors(sources, outputs, quality)
-    strength = float(np.mean([np.abs(o.astype(np.float32) - s.astype(np.float32)).mean() / 255
-                              for s, o in zip(sources, outputs)]))
+    per_frame, detail = residual_strength(sources, outputs)
+    strength = float(per_frame.mean())
     seam = float("nan")
     # E(t) is stored at t - 1: it compares frame t with frame t - 1
     cuts = set(np.flatnonzero(coverage < 0.5).tolist())
@@ -54,4 +112,5 @@ def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
     if at_seams:
         elsewhere = np.delete(out_err, sorted(set(at_seams) | cuts))
         seam = float(out_err[at_seams].mean() / np.median(elsewhere if elsewhere.size else out_err))
-    return Coherence(float(out_err.mean() / src_err.mean()), strength, seam)
+    shots = shot_holds(per_frame, detail, {t + 1 for t in cuts}, fps)
+    return Coherence(float(out_err.mean() / src_err.mean()), strength, seam, shots)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from renderer.curves import smoothstep
+from renderer.motion.flow import pixel_grid
 from renderer.presets import Keyframe
 
 
@@ -77,9 +78,7 @@ def affine_step(images: torch.Tensor, scale: float, degrees: float, pan_px: tupl
     """
     n, _, h, w = images.shape
     device = images.device
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) + 0.5,
-                            torch.arange(w, device=device, dtype=torch.float32) + 0.5,
-                            indexing="ij")
+    xs, ys = pixel_grid(h, w, device, offset=0.5)
     cx, cy = center_px
     theta = math.radians(degrees)
     cos, sin = math.cos(theta) / scale, math.sin(theta) / scale

@@ -30,6 +30,7 @@ class RenderState:
     step: int = 0
     prev_dream: dict = field(default_factory=dict)  # segment -> (3, H, W) float tensor
     prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 source frame
+    reference: dict = field(default_factory=dict)  # segment -> its shot's strength (flow.hold)
 
 
 def work_dir(output: Path) -> Path:
@@ -121,7 +122,8 @@ class Checkpoints:
             tensors = torch.load(self.folder.parent / state_file, map_location="cpu",
                                  weights_only=True)
             state = RenderState(step, {int(k): v for k, v in tensors["prev_dream"].items()},
-                                {int(k): v.numpy() for k, v in tensors["prev_rgb"].items()})
+                                {int(k): v.numpy() for k, v in tensors["prev_rgb"].items()},
+                                {int(k): v for k, v in tensors.get("reference", {}).items()})
         except Exception:
             raise self._damaged(f"{state_file} cannot be read") from None
         self.sums = {k: v for k, v in sums.items() if k != state_file}
@@ -140,7 +142,9 @@ class Checkpoints:
                 self.sums[str(Path(path).relative_to(self.folder.parent))] = file_sha256(path)
             torch.save({"prev_dream": {str(k): v.contiguous() for k, v in state.prev_dream.items()},
                         "prev_rgb": {str(k): torch.from_numpy(np.ascontiguousarray(v))
-                                     for k, v in state.prev_rgb.items()}},
+                                     for k, v in state.prev_rgb.items()},
+                        "reference": {str(k): v.contiguous()
+                                      for k, v in state.reference.items()}},
                        self.folder / state_name)
             sums = dict(self.sums, **{state_file: file_sha256(self.folder / state_name)})
             atomic_write(self.file, json.dumps({"fingerprint": self.fingerprint, "step": state.step,

@@ -22,7 +22,7 @@ from renderer.engine.accel import Compiled
 from renderer.engine.dream import Anchor, Dreamer
 from renderer.media.decode import FrameReader, VideoIndex, slot_counts
 from renderer.media.images import crossfade, to_uint8
-from renderer.motion.carry import Carry
+from renderer.motion.carry import Carry, strength
 from renderer.motion.flow import FlowEstimator, flow_to_tensor, resize_flow
 from renderer.presets import Preset
 from renderer.render import threads
@@ -241,6 +241,7 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                    for i, rgb in state.prev_rgb.items()}
     prev_dream = {i: t.to(device) for i, t in state.prev_dream.items()}
     prev_rgb = dict(state.prev_rgb)
+    reference = {i: t.to(device) for i, t in state.reference.items()}  # flow.hold's strengths
     total = max(s.length for s in segments)
     static_shapes = isinstance(dreamer.loss, Compiled)
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
@@ -255,6 +256,8 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
             start, anchor, first = source, None, packet.step == 0
             driven = {k: v[[segments[i].start + packet.step for i in packet.rows]]
                       for k, v in run.values.items()}
+            scale = driven.pop("dream.step_size", preset.dream.step_size) / preset.dream.step_size
+            fresh = None  # rows that start a new shot (flow.hold)
             if not first:
                 prev_s = torch.stack([prev_source[i] for i in packet.rows])
                 prev_d = torch.stack([prev_dream[i] for i in packet.rows])
@@ -262,20 +265,29 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                 if packet.flows is not None:
                     backward, forward = (resize_flow(f.to(device, non_blocking=cuda),
                                                      source.shape[-2:]) for f in packet.flows)
-                start, anchor = carry.start(source, prev_s, prev_d, backward, forward,
-                                            driven.get("flow.persistence"),
-                                            driven.get("flow.temporal_weight"))
+                begun = carry.start(source, prev_s, prev_d, backward, forward,
+                                    driven.get("flow.persistence"),
+                                    driven.get("flow.temporal_weight"),
+                                    torch.stack([reference[i] for i in packet.rows])
+                                    if reference else None)
+                start, anchor = begun.image, begun.anchor
+                if begun.fresh is not None:  # a cut: its steps dream as hard as a first frame
+                    fresh = begun.fresh.cpu().numpy()
+                    scale = scale * np.where(fresh, carry.fresh_steps /
+                                             max(1, carry.carried_steps), 1.0)
+            driven["step_scale"] = np.broadcast_to(scale, (len(packet.rows),)).astype(float)
             if static_shapes:
                 start, anchor, driven = _padded(start, anchor, driven, len(segments))
             _set_term_weights(dreamer, driven)
-            scale = driven["dream.step_size"] / preset.dream.step_size \
-                if "dream.step_size" in driven else 1.0
             dreamed = dreamer.dream(start, seed=preset.seed, steps=_driven_steps(carry, first,
                                                                                  driven),
-                                    step_scale=scale, anchor=anchor)[:len(packet.rows)]
+                                    step_scale=driven["step_scale"],
+                                    anchor=anchor)[:len(packet.rows)]
             for row, i in enumerate(packet.rows):
                 prev_source[i], prev_dream[i] = source[row], dreamed[row]
                 prev_rgb[i] = packet.sources[row].numpy()
+                if carry.settings.hold and (first or (fresh is not None and fresh[row])):
+                    reference[i] = strength((dreamed[row] - source[row])[None])[0]
             frames = to_uint8(dreamed)
             times.add("dream", time.perf_counter() - t)
             progress.advance("dreamed", len(packet.rows))
@@ -300,7 +312,8 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                 if saving is not None:
                     saving.result()
                 snapshot = RenderState(done, {i: t.cpu() for i, t in prev_dream.items()},
-                                       dict(prev_rgb))
+                                       dict(prev_rgb),
+                                       {i: t.cpu() for i, t in reference.items()})
                 closing, encoders = encoders, _Encoders(output.open(done), times, progress)
                 saving = background.submit(_close_stretch, closing, parked.written(), output,
                                            snapshot)
