@@ -101,7 +101,8 @@ def naive(clip, preset, size, frames, device, workdir):
         if flows is not None:
             backward, forward = (resize_flow(flow_to_tensor([f]).to(device), src.shape[-2:])
                                  for f in flows)
-            start, anchor = carry.start(src, prev_src, prev_dream, backward, forward)
+            begun = carry.start(src, prev_src, prev_dream, backward, forward)
+            start, anchor = begun.image, begun.anchor
         dreamed = dreamer.dream(start, seed=preset.seed, steps=carry.steps(i == 0),
                                 anchor=anchor)
         out = to_uint8(dreamed)[0]  # the round trip
