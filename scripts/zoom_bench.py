@@ -12,6 +12,7 @@ median consecutive-frame difference (target <= 1.5).
 import argparse
 import time
 
+import cv2
 import numpy as np
 
 from renderer.engine.dream import pick_device
@@ -47,7 +48,20 @@ def loop_seam(seconds, size, fps, device):
     clip = np.stack(frames)
     consecutive = np.abs(np.diff(clip, axis=0)).mean(axis=(1, 2, 3))
     wrap = float(np.abs(clip[-1] - clip[0]).mean())
-    return wrap, float(np.median(consecutive)), float(consecutive.max())
+    return wrap, float(np.median(consecutive)), float(consecutive.max()), \
+        closing_dip(clip, renderer.blend)
+
+
+def closing_dip(clip: np.ndarray, closing: int) -> tuple[float, float]:
+    """The lowest contrast (std of luma) and detail (mean |Laplacian| of luma) over the loop's
+    closing stretch (its last `closing` frames), relative to the loop's median: a cross-fade of
+    two pictures shows as a dip in both."""
+    luma = clip @ np.array([0.299, 0.587, 0.114], np.float32)
+    contrast = luma.std(axis=(1, 2))
+    detail = np.array([np.abs(cv2.Laplacian(frame, cv2.CV_32F)).mean() for frame in luma])
+    tail = slice(len(clip) - closing, len(clip))
+    return (float(contrast[tail].min() / np.median(contrast)),
+            float(detail[tail].min() / np.median(detail)))
 
 
 def main():
@@ -69,9 +83,12 @@ def main():
     for name, row in (("first 10%", first), ("last 10%", last), ("min", stats.min(0)),
                       ("max", stats.max(0))):
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
-    wrap, median, worst = loop_seam(args.loop_seconds, size, args.fps, device)
+    wrap, median, worst, (contrast, detail) = loop_seam(args.loop_seconds, size, args.fps,
+                                                        device)
     print(f"loop seam: last->first {wrap:.2f}, median consecutive {median:.2f}, "
           f"max consecutive {worst:.2f}, ratio {wrap / median:.2f} (target <= 1.5)")
+    print(f"loop closing stretch: contrast dip {contrast:.2f}, detail dip {detail:.2f} "
+          "(lowest / the loop's median; target >= 0.9)")
 
 
 if __name__ == "__main__":
