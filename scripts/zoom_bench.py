@@ -12,11 +12,11 @@ median consecutive-frame difference (target <= 1.5).
 import argparse
 import time
 
-import cv2
 import numpy as np
 
 from renderer.engine.dream import pick_device
 from renderer.media.images import parse_size, to_uint8
+from renderer.motion.metrics import closing_dip
 from renderer.motion.zoom import noise_image
 from renderer.presets import load
 from renderer.render.framestore import FrameStore
@@ -50,18 +50,6 @@ def loop_seam(seconds, size, fps, device):
     wrap = float(np.abs(clip[-1] - clip[0]).mean())
     return wrap, float(np.median(consecutive)), float(consecutive.max()), \
         closing_dip(clip, renderer.blend)
-
-
-def closing_dip(clip: np.ndarray, closing: int) -> tuple[float, float]:
-    """The lowest contrast (std of luma) and detail (mean |Laplacian| of luma) over the loop's
-    closing stretch (its last `closing` frames), relative to the loop's median: a cross-fade of
-    two pictures shows as a dip in both."""
-    luma = clip @ np.array([0.299, 0.587, 0.114], np.float32)
-    contrast = luma.std(axis=(1, 2))
-    detail = np.array([np.abs(cv2.Laplacian(frame, cv2.CV_32F)).mean() for frame in luma])
-    tail = slice(len(clip) - closing, len(clip))
-    return (float(contrast[tail].min() / np.median(contrast)),
-            float(detail[tail].min() / np.median(detail)))
 
 
 def main():

@@ -90,6 +90,12 @@ def test_loop_is_seamless():
     consecutive = np.abs(np.diff(clip, axis=0)).mean(axis=(1, 2, 3))
     wrap = np.abs(clip[-1] - clip[0]).mean()
     assert wrap <= 1.5 * np.median(consecutive)
+    # the closing stretch keeps the loop's contrast and detail: no dissolve into a grey mix of
+    # two pictures, no fade into a chain's immature first frames
+    from renderer.motion.metrics import closing_dip
+
+    contrast, detail = closing_dip(clip, renderer.blend)
+    assert contrast >= 0.85 and detail >= 0.85, (contrast, detail)
 
 
 def zoom_cli(tmp_path, *extra, out="z.mp4"):

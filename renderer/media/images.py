@@ -48,6 +48,26 @@ def crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarra
     return ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
 
 
+def contrast_kept_crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
+    """A blend of two different pictures whose contrast and detail stay theirs: averaging
+    uncorrelated pictures flattens both (by up to 1/sqrt(2) half-way), so the blend's coarse
+    and fine bands are each scaled back, per channel, to the weighted spread of the two. Frames
+    are HxWx3, or a batch of them."""
+    if rgb.ndim == 4:
+        return np.stack([contrast_kept_crossfade(x, y, weight) for x, y in zip(rgb, incoming)])
+    a, b = rgb.astype(np.float32), incoming.astype(np.float32)
+    coarse_a, coarse_b = (cv2.GaussianBlur(x, (0, 0), 1.5) for x in (a, b))
+    out = np.zeros_like(a)
+    for band_a, band_b in ((coarse_a, coarse_b), (a - coarse_a, b - coarse_b)):
+        mixed = (1 - weight) * band_a + weight * band_b
+        mean = mixed.mean(axis=(0, 1), keepdims=True)
+        wanted = (1 - weight) * band_a.std(axis=(0, 1), keepdims=True) + \
+            weight * band_b.std(axis=(0, 1), keepdims=True)
+        out += mean + (mixed - mean) * wanted / np.maximum(mixed.std(axis=(0, 1),
+                                                                     keepdims=True), 1e-6)
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.exists():

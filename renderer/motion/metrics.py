@@ -114,3 +114,17 @@ def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
         seam = float(out_err[at_seams].mean() / np.median(elsewhere if elsewhere.size else out_err))
     shots = shot_holds(per_frame, detail, {t + 1 for t in cuts}, fps)
     return Coherence(float(out_err.mean() / src_err.mean()), strength, seam, shots)
+
+
+def closing_dip(clip: np.ndarray, closing: int) -> tuple[float, float]:
+    """The lowest contrast (std of luma) and detail (mean |Laplacian| of luma) over a loop's
+    closing stretch (its last `closing` frames), relative to the loop's median: a cross-fade of
+    two pictures, or one into a chain's immature first frames, shows as a dip in both."""
+    import cv2
+
+    luma = np.asarray(clip, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    contrast = luma.std(axis=(1, 2))
+    detail = np.array([np.abs(cv2.Laplacian(frame, cv2.CV_32F)).mean() for frame in luma])
+    tail = slice(len(luma) - closing, len(luma))
+    return (float(contrast[tail].min() / np.median(contrast)),
+            float(detail[tail].min() / np.median(detail)))

@@ -22,7 +22,7 @@ from renderer.engine.dream import Dreamer, pick_device
 from renderer.engine.models import load_network
 from renderer.engine.objectives import MixedObjective, zoom_objective
 from renderer.media import encode
-from renderer.media.images import crossfade, to_uint8
+from renderer.media.images import contrast_kept_crossfade, to_uint8
 from renderer.media.probe import as_rate
 from renderer.motion.zoom import (Motion, channel_stats, frame_motion, hold_colour, per_frame,
                                   transform)
@@ -52,6 +52,9 @@ def keyframe_values(preset: Preset, frames: np.ndarray, fps: float) -> dict[str,
             **base_values(preset)}
 
 
+PREROLL_SECONDS = 2.0
+
+
 class ZoomRenderer:
     """Produces the frames of a zoom sequence for a batch of variants, one frame at a time."""
 
@@ -72,21 +75,23 @@ class ZoomRenderer:
         return cls(Dreamer(network, objective, preset.dream, device), preset, fps,
                    [preset.seed + i for i in range(variants)], mixed, schedule)
 
-    def driven(self, count: int, period: int | None = None) -> dict[str, np.ndarray]:
+    def driven(self, count: int, period: int | None = None, offset: int = 0
+               ) -> dict[str, np.ndarray]:
         """The schedule's values for frames 0 .. count - 1 (target -> array), over the
         keyframes' motion; a loop's frames past `period` repeat the song time of the frames
         they fade into. Empty without a schedule."""
         if self.schedule is None:
             return {}
         frames = np.arange(count)
-        local = frames % period if period else frames
+        local = (frames - offset) % period if period else frames
         return self.schedule.values(local / self.fps, local,
                                     keyframe_values(self.preset, local, self.fps))
 
-    def motion(self, frame: int, period: int | None, driven: dict) -> tuple[Motion, float, float]:
+    def motion(self, frame: int, period: int | None, driven: dict, offset: int = 0
+               ) -> tuple[Motion, float, float]:
         """The motion into `frame`, dt, and the step scale (keyframed strength times any
         driven dream.step_size), with the driven values in place of the keyframes'."""
-        motion, dt = frame_motion(frame % period if period else frame, self.fps,
+        motion, dt = frame_motion((frame - offset) % period if period else frame, self.fps,
                                   self.settings.keyframes, self.settings.easing)
         if not driven:
             return motion, dt, motion.strength
@@ -112,6 +117,13 @@ class ZoomRenderer:
         """Frames of the cross-fade that closes a loop (0: not a loop)."""
         return max(1, round(self.settings.loop_blend * self.fps)) if self.settings.loop else 0
 
+    @property
+    def preroll(self) -> int:
+        """Frames a loop's chain runs before its first frame: a chain grown from its init
+        needs about two seconds to reach its full contrast (0.41 of it on its first frame,
+        0.83 after one second), and the loop closes into its first frames."""
+        return round(PREROLL_SECONDS * self.fps) if self.settings.loop else 0
+
     def steps(self, frame: int, keyframed: float | None) -> int:
         """Ascent steps of a frame: the keyframes' or `zoom.steps`; the first frame grows a
         full dream out of the init, so it takes at least `dream.steps`."""
@@ -119,19 +131,20 @@ class ZoomRenderer:
         return max(steps, self.dreamer.settings.steps) if frame == 0 else steps
 
     def frames(self, init: torch.Tensor, count: int, period: int | None = None,
-               start: int = 0, current: torch.Tensor | None = None):
+               start: int = 0, current: torch.Tensor | None = None, offset: int = 0):
         """Yield (frame number, batch) for frames start .. count - 1; frame 0 is the first dream.
 
-        With a `period` (loops) the keyframes repeat after `period` frames, so frames past the
-        end move exactly like the frames they will be faded into. To resume, pass the frame to
-        start at and `current`, the dream of the frame before it.
+        With a `period` (loops) the keyframes repeat after `period` frames, counted from frame
+        `offset` (a loop's pre-roll), so frames past the end move exactly like the frames they
+        will be faded into. To resume, pass the frame to start at and `current`, the dream of
+        the frame before it.
         """
         s = self.settings
         reference = channel_stats(init.to(self.dreamer.device))
         current = (init if current is None else current).to(self.dreamer.device)
-        driven = self.driven(count, period)
+        driven = self.driven(count, period, offset)
         for frame in range(start, count):
-            motion, dt, scale = self.motion(frame, period, driven)
+            motion, dt, scale = self.motion(frame, period, driven, offset)
             if frame > 0:
                 current = transform(current, motion, dt)
             if self.mixed is not None and motion.layer_mix is not None:
@@ -150,25 +163,30 @@ def zoom_frames(renderer: ZoomRenderer, init: torch.Tensor, count: int,
                 every: int = 0, progress: ProgressSink = SILENT) -> None:
     """Call emit(frame, uint8 batch) for frames 0 .. count - 1, closing loops.
 
-    For a loop, frames count .. count + L - 1 continue the motion; the first L frames are held
-    back (in `store`) and emitted last as a cross-fade from the continuation into themselves,
-    so the final frame flows into frame 0. Output order: L .. count - 1, then 0 .. L - 1, and
-    the player starts at the faded frames - the clip is a rotation of a seamless loop.
-    Every `every` frames checkpoint(frames done, current dream) is called (see resume).
+    For a loop, the chain first runs `preroll` frames that are not shown (so the loop starts
+    from a grown dream), then frames count .. count + L - 1 continue the motion; the first L
+    frames are held back (in `store`) and emitted last as a contrast-kept cross-fade from the
+    continuation into themselves, so the final frame flows into frame 0. Output order:
+    L .. count - 1, then 0 .. L - 1 - the clip is a rotation of a seamless loop. Every `every`
+    chain frames checkpoint(chain frames done, current dream) is called (see resume).
     """
     blend = min(count - 1, renderer.blend)
-    total = count + blend
-    for frame, batch in renderer.frames(init, total, count if blend else None, start, current):
+    pre = renderer.preroll if blend else 0
+    total = pre + count + blend
+    for frame, batch in renderer.frames(init, total, count if blend else None, start, current,
+                                        pre):
         progress.advance("dreamed")
-        rgb = to_uint8(batch)
-        if frame < blend:
-            store.put((frame,), rgb)
-        elif frame < count:
-            emit(frame, rgb)
-        else:
-            j = frame - count
-            w = crossfade_weight(j, blend)  # the original frame j fades in
-            emit(j, crossfade(rgb, store.get((j,)), w))
+        shown = frame - pre
+        if shown >= 0:
+            rgb = to_uint8(batch)
+            if shown < blend:
+                store.put((shown,), rgb)
+            elif shown < count:
+                emit(shown, rgb)
+            else:
+                j = shown - count
+                w = crossfade_weight(j, blend)  # the original frame j fades in
+                emit(j, contrast_kept_crossfade(rgb, store.get((j,)), w))
         if checkpoint is not None and every and (frame + 1) % every == 0 and frame + 1 < total:
             checkpoint(frame + 1, batch)
 
@@ -176,8 +194,10 @@ def zoom_frames(renderer: ZoomRenderer, init: torch.Tensor, count: int,
 def fingerprint(renderer: ZoomRenderer, init: torch.Tensor, count: int) -> str:
     pixels = hashlib.sha256(init.cpu().contiguous().numpy().tobytes()).hexdigest()
     blend = min(count - 1, renderer.blend)
+    pre = renderer.preroll if blend else 0
     driven = {k: hashlib.sha256(np.ascontiguousarray(v, np.float64).tobytes()).hexdigest()
-              for k, v in sorted(renderer.driven(count + blend, count if blend else None).items())}
+              for k, v in sorted(renderer.driven(pre + count + blend, count if blend else None,
+                                                 pre).items())}
     return digest(renderer.preset.model_dump(mode="json"), renderer.seeds, renderer.fps, count,
                   list(init.shape), pixels, driven)
 
@@ -224,8 +244,9 @@ def _render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path]
     output = ChunkedOutput(stores[0], folders, chunk_writer, preset.zoom.checkpoint_every, chunks)
     writers = output.open(start)
     blend = min(count - 1, renderer.blend)
-    progress.stage("dreamed", count + blend, start)
-    progress.stage("encoded", count, max(0, min(start, count) - blend))
+    pre = renderer.preroll if blend else 0
+    progress.stage("dreamed", pre + count + blend, start)
+    progress.stage("encoded", count, max(0, min(start - pre, count) - blend))
 
     def emit(frame: int, batch) -> None:
         for writer, rgb in zip(writers, batch):
