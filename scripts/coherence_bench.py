@@ -62,6 +62,23 @@ def render_split(index, preset, dreamer, size, batch, split):
                 for p in sorted(out.glob("frame_*.png"))]
 
 
+def deliver(frames, rate, preset):
+    """The frames as the user gets them: encoded as `dream render` encodes them, decoded back;
+    and the file's size in KB."""
+    from renderer.media.encode import ChunkWriter
+
+    h, w = frames[0].shape[:2]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "delivered.mkv"
+        writer = ChunkWriter(path, (w, h), rate, preset.encode)
+        for rgb in frames:
+            writer.write(rgb)
+        writer.close()
+        index = index_video(path)
+        return list(FrameReader(index, 0, index.count, (w - w % 2, h - h % 2))), \
+            path.stat().st_size / 1024
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clip")
@@ -74,6 +91,9 @@ def main():
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--delivered", action="store_true",
+                        help="also measure the file a user gets: the frames encoded with the "
+                             "preset's encode settings, decoded back")
     parser.add_argument("--per-second", action="store_true",
                         help="print each shot's strength per second (relative to its median)")
     args = parser.parse_args()
@@ -86,9 +106,10 @@ def main():
                              load(args.preset, args.overrides).video.warmup)
     print(f"clip {args.clip}: {index.count} frames {size[0]}x{size[1]}, preset {args.preset}, "
           f"{len(segments)} segments (--batch {args.batch}, --split {args.split})")
+    delivered = "| delivered ratio | delivered strength | KB " if args.delivered else ""
     print("| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | hold | pop "
-          "| s |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"{delivered}| s |")
+    print("|---|---|---|---|---|---|---|" + "---|" * (3 if args.delivered else 0) + "---|")
     fps = float(index.rate)
     rows = []
     base = None
@@ -98,8 +119,14 @@ def main():
         c = measure(sources, outputs, seams, fps=fps)
         base = base or (c.strength if mode == "independent" else None)
         rel = f"{c.strength / base:.2f}x" if base else "-"
+        extra = ""
+        if args.delivered:
+            decoded, size_kb = deliver(outputs, index.rate, load(args.preset, args.overrides))
+            h, w = decoded[0].shape[:2]  # h264 crops an odd side
+            d = measure([s[:h, :w] for s in sources], decoded, seams, fps=fps)
+            extra = f"| {d.ratio:.3f} | {d.strength:.4f} | {size_kb:.0f} "
         print(f"| {mode} | {c.ratio:.3f} | {c.strength:.4f} | {rel} | {c.seam:.3f} | "
-              f"{c.hold:.2f} | {c.pop:.2f} | {seconds:.0f} |", flush=True)
+              f"{c.hold:.2f} | {c.pop:.2f} {extra}| {seconds:.0f} |", flush=True)
         rows += [(mode, shot) for shot in c.shots]
     if args.per_second:
         print("\n| mode | shot (frames) | strength per second / shot median | detail per second |"

@@ -83,6 +83,21 @@ def test_other_codecs(tmp_path, codec, suffix, vcodec):
 
 
 @pytest.mark.slow
+def test_full_chroma_encoding(tmp_path):
+    """encode.chroma=444: the dream's colour detail kept (yuv444p), still H.264 with audio."""
+    import subprocess
+
+    from media import FF
+
+    out = tmp_path / "o.mkv"
+    written = render(ROOT / "samples/pan.mp4", out, "--end", "0.5", "--set", "encode.chroma=444",
+                     "--set", "encode.tune=film", "--set", "encode.keyint=6")
+    assert written["vcodec"] == "h264" and written["acodec"] and written["frames"] == 12
+    probe = subprocess.run([FF, "-hide_banner", "-i", str(out)], capture_output=True, text=True)
+    assert "yuv444p" in probe.stderr
+
+
+@pytest.mark.slow
 def test_truncated_video_renders_good_frames_with_a_warning(tmp_path):
     src = flash_clip(tmp_path / "full.mkv", rate="25", seconds=4)
     data = src.read_bytes()

@@ -68,6 +68,12 @@ def _video_args(settings: EncodeSection) -> dict:
     args = dict(CODECS[settings.codec].args)
     if settings.codec in ("h264", "h265"):
         args.update(crf=settings.crf, preset=settings.speed)
+        if settings.tune:
+            args["tune"] = settings.tune
+        if settings.keyint:
+            args["g"] = settings.keyint
+        if settings.chroma == "444":
+            args["pix_fmt"] = "yuv444p"
     return args
 
 
