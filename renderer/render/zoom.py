@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -208,14 +209,10 @@ def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path],
     """Render `count` frames of each variant (a row of `init`) into its output, checkpointing
     every `zoom.checkpoint_every` frames; `resume` continues from the last checkpoint. Only one
     render at a time writes an output. `audio` tracks are muxed under every variant."""
-    locks = [OutputLock(out) for out in outputs]
-    try:
-        for lock in locks:
-            lock.__enter__()
+    with ExitStack() as locks:
+        for out in outputs:
+            locks.enter_context(OutputLock(out))
         _render_zoom(renderer, init, outputs, count, audio or [], progress, resume)
-    finally:
-        for lock in reversed(locks):
-            lock.__exit__(None, None, None)
 
 
 def _render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path], count: int,
