@@ -58,7 +58,10 @@ class DreamSection(Section):
     # auto: on for CUDA and the CPU (oneDNN convolutions run 1.2-1.5x faster in NHWC there)
     channels_last: Literal["auto"] | bool = "auto"
     fold_bn: bool = True  # fold batch-norm into the convolutions (same result, fewer bytes)
-    compile: Literal["auto", "graphs"] | bool = "auto"  # auto: torch.compile on CUDA only
+    # auto: on CUDA, torch.compile for long renders (from ~2 min of 1080p), where it repays its
+    # one-off compile (26-92 s); shorter ones start at once, eagerly; off on the CPU (Inductor's
+    # code was slower there). true: always. graphs: compiled and replayed as CUDA graphs
+    compile: Literal["auto", "graphs"] | bool = "auto"
 
     @model_validator(mode="after")
     def _tile_core(self):

@@ -1,27 +1,56 @@
 #!/usr/bin/env bash
 # Every GPU check and timing in one go, for a lent GPU machine that has torch and OpenCV but no
 # ffmpeg binary, no registry access and none of our small wheels. Bring them in .gpu/ (ignored
-# by git; see scripts/BENCHMARKS.md for how it is packed):
-#   .gpu/ffmpeg.xz                     imageio-ffmpeg's static binary, xz -9
-#   .gpu/mobilenet_v2-b0353104.pth     the offline MobileNetV2 weights
+# by git; carried with the call), packed to fit the 64 MiB a call may carry:
+#   .gpu/ffmpeg.xz                     imageio-ffmpeg 0.6.0's static ffmpeg 7.0.2, xz -6
+#   .gpu/av.tar.xz                     the av==18.1.0 wheel's contents (PyAV), as a tar.xz
+#   .gpu/mobilenet_v2-b0353104.pth     the offline MobileNetV2 weights rounded to fp16
 #   .gpu/whl/*.whl                     pydantic, pydantic-core, annotated-types,
-#                                      typing-inspection, ffmpeg-python, future,
-#                                      av==18.1.0 (PyAV: the timestamp index and decoding)
-# Results go to $OUT (bench table and log).
+#                                      typing-inspection, ffmpeg-python, future
+# In order: start-up on a fresh Inductor cache (10 s clip, default settings), the end-to-end
+# bench with its profile and ablation (40 s clip), the anchor bench, start-up again warm.
+# Results go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT" /tmp/bin /tmp/site /tmp/torch/hub/checkpoints
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl
+xz -dc .gpu/av.tar.xz | tar -xf - -C /tmp/site
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/bin:$PATH TORCH_HOME=/tmp/torch DREAM_OFFLINE=1
 export PYTHONUNBUFFERED=1
 xz -dc .gpu/ffmpeg.xz > /tmp/bin/ffmpeg && chmod +x /tmp/bin/ffmpeg
 cp .gpu/mobilenet_v2-b0353104.pth /tmp/torch/hub/checkpoints/
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, cv2; print('torch', torch.__version__, 'cv2', cv2.__version__)" | tee -a "$OUT/gpu.txt"
-nproc | tee -a "$OUT/gpu.txt"
-# 40 s with a 24-frame warm-up: 10 segments, a batch like a long render's (video.batch: auto)
-time python3 scripts/make_sample_clip.py --out /tmp/clip1080.mp4 --seconds ${SECONDS_CLIP:-40} --size 1920x1080
-# the bench reports as it goes; BENCH_LIMIT stops it (the ablation runs last) with time to spare
-timeout ${BENCH_LIMIT:-420} python3 scripts/bench.py /tmp/clip1080.mp4 -p video --set video.warmup=24 \
-  --naive-frames 48 ${BENCH_ARGS:---ablation --cap4k --profile} --out "$OUT/bench_1080p.md" 2>&1 | tee "$OUT/bench_log.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch, cv2, av; print('torch', torch.__version__, 'cv2', cv2.__version__, 'av', av.__version__)"
+  nproc; ffmpeg -version | head -1; } 2>&1 | tee "$OUT/gpu.txt"
+SIZE=${SIZE:-1920x1080}
+t=$SECONDS
+python3 scripts/make_sample_clip.py --out /tmp/clip40.mp4 --seconds ${SECONDS_CLIP:-40} --size $SIZE
+ffmpeg -v error -y -i /tmp/clip40.mp4 -t 10 -c copy /tmp/clip10.mp4
+echo "clips made in $((SECONDS - t)) s" | tee -a "$OUT/gpu.txt"
+STEPS=" ${STEPS:-startup-fresh bench anchor startup-warm} "  # which of the steps below to run
+step() {  # name, limit in seconds, log name, command...
+  local label=$1 limit=$2 log=$3; shift 3
+  [[ $STEPS == *" $label "* ]] || return 0
+  t=$SECONDS
+  echo "== $label" | tee -a "$OUT/$log"
+  timeout "$limit" "$@" 2>&1 | grep --line-buffered -v '^W[0-9]\{4\} ' | tee -a "$OUT/$log"
+  echo "== $label: exit ${PIPESTATUS[0]} after $((SECONDS - t)) s" | tee -a "$OUT/gpu.txt" "$OUT/$log"
+}
+# 1. start-up on a fresh machine: nothing compiled yet (default settings, a 10 s clip)
+step startup-fresh ${STARTUP_LIMIT:-120} startup_log.txt python3 scripts/startup_bench.py \
+  /tmp/clip10.mp4 --cache-dir /tmp/fresh-cache --label "fresh machine" --out "$OUT/startup.md"
+# 2. run C: end to end, 40 s clip, a 24-frame warm-up (10 segments), profile and ablation
+step bench ${BENCH_LIMIT:-300} bench_log.txt python3 scripts/bench.py /tmp/clip40.mp4 -p video \
+  --set video.warmup=24 --naive-frames 48 ${BENCH_ARGS:---ablation --profile} \
+  --out "$OUT/bench_1080p.md"
+# 3. against the frame-by-frame method, same work (10 segments again: compiled already)
+step anchor ${ANCHOR_LIMIT:-150} anchor_log.txt python3 scripts/anchor_bench.py /tmp/clip40.mp4 \
+  --frames 480 --anchor-frames 24 --batch 10 --set video.warmup=12 --out "$OUT/anchor.md"
+# 4. start-up again on the same machine, the cache of step 1 in place
+step startup-warm ${STARTUP_LIMIT:-120} startup_log.txt python3 scripts/startup_bench.py \
+  /tmp/clip10.mp4 --cache-dir /tmp/fresh-cache --label "warm machine" --out "$OUT/startup.md"
+# what the start-up's imports cost, slowest first
+step imports 60 imports.txt sh -c 'python3 -X importtime -c "import renderer.render.video" 2>&1 \
+  | sort -t"|" -k2 -n -r | head -25'
+cat "$OUT/gpu.txt"

@@ -128,6 +128,25 @@ def test_compiled_update_matches_eager_and_compiles_once(tmp_path, monkeypatch):
     assert counters["stats"]["unique_graphs"] == 1
 
 
+def test_auto_compile_only_for_renders_long_enough_to_repay_it():
+    """dream.compile: auto compiles on CUDA only where the render is long enough to win back
+    the compile (a 10 s 1080p clip starts at once, eagerly; two minutes and more compile);
+    `true` always compiles, `false` never, and the CPU's auto never."""
+    from renderer.engine.dream import COMPILE_PAYS
+
+    cpu = Dreamer.__new__(Dreamer)  # the decision alone, without a GPU
+    for setting, short, long_ in (("auto", False, True), (True, True, True),
+                                  (False, False, False)):
+        cpu.compiled = None if setting is False else object()
+        cpu.use_compiled = setting is True
+        assert cpu.choose_compile(240, (1920, 1080)) is short
+        assert cpu.choose_compile(3000, (1920, 1080)) is long_
+    assert 240 * 1920 * 1080 < COMPILE_PAYS <= 3000 * 1920 * 1080
+    assert dreamer_for(preset()).compiled is None  # auto on the CPU: off
+    on = dreamer_for(preset(compile=True))
+    assert on.use_compiled and on.static_shapes
+
+
 def test_octave_sizes_grow_to_full_size():
     sizes = octave_sizes(360, 640, 4, 1.4, 48)
     assert sizes[-1] == (360, 640)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from renderer.background import Consumer, Producer
-from renderer.engine.accel import Compiled
 from renderer.engine.dream import Anchor, Dreamer
 from renderer.media.decode import FrameReader, VideoIndex, slot_counts
 from renderer.media.images import crossfade, to_uint8
@@ -35,7 +34,11 @@ from renderer.render.threads import Budget
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage; `idle` is the dream loop waiting for input."""
+    """Seconds spent per stage. Summed over their threads: `decode`, `flow`, `encode`. The
+    dream loop's own wall time: `startup` (until the first frames and flows arrive), `dream`,
+    `idle` (waiting for input after that), `handoff` (frames to the encoders and the cross-fade
+    store; `backpressure` is the part spent blocked on a full encoder queue), `drain` (the
+    encoders finishing at the end) and `mux` (joining chunks and audio)."""
     seconds: dict = field(default_factory=lambda: defaultdict(float))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -142,7 +145,9 @@ class _Encoders:
         self.progress.advance("encoded")
 
     def put(self, k: int, rgb, repeats: int, incoming=None, weight: float = 0.0) -> None:
+        t = time.perf_counter()
         self.workers[k].put((rgb, repeats, incoming, weight))
+        self.times.add("backpressure", time.perf_counter() - t)
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -243,13 +248,14 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
     prev_rgb = dict(state.prev_rgb)
     reference = {i: t.to(device) for i, t in state.reference.items()}  # flow.hold's strengths
     total = max(s.length for s in segments)
-    static_shapes = isinstance(dreamer.loss, Compiled)
+    static_shapes = dreamer.static_shapes
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
     saving: Future | None = None  # the last stretch, closing and committing in `background`
     try:
-        waited = time.perf_counter()
+        waited, waiting = time.perf_counter(), "startup"
         for packet in feed:
-            times.add("idle", time.perf_counter() - waited)
+            times.add(waiting, time.perf_counter() - waited)
+            waiting = "idle"
             progress.advance("decoded", len(packet.rows))
             t = time.perf_counter()
             source = packet.sources.to(device, non_blocking=cuda).permute(0, 3, 1, 2).float() / 255
@@ -318,10 +324,12 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                 saving = background.submit(_close_stretch, closing, parked.written(), output,
                                            snapshot)
             waited = time.perf_counter()
+        t = time.perf_counter()
         encoders.finish()
         parked.flush()
         if saving is not None:
             saving.result()
+        times.add("drain", time.perf_counter() - t)
     except BaseException:
         encoders.abort()
         raise

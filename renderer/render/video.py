@@ -108,6 +108,7 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
     if restored is not None:
         log.info(f"resuming from step {state.step} of {max(s.length for s in mine)} "
                  f"({sum(map(len, chunks))} finished chunks)")
+    dreamer.choose_compile(plan.dreamed, size)
     progress.stage("decoded", plan.dreamed)
     progress.stage("dreamed", plan.dreamed)
     progress.stage("encoded", plan.kept)
@@ -138,7 +139,7 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
     t = time.perf_counter()
     progress.stage("finishing", None)
     _finalize(files, output, preset, index, audio)
-    times.add("encode", time.perf_counter() - t)
+    times.add("mux", time.perf_counter() - t)
     remove_work_folder(store.folder)
 
 

@@ -141,6 +141,7 @@ class ZoomRenderer:
         the frame before it.
         """
         s = self.settings
+        self.dreamer.choose_compile(count - start, (init.shape[-1], init.shape[-2]))
         reference = channel_stats(init.to(self.dreamer.device))
         current = (init if current is None else current).to(self.dreamer.device)
         driven = self.driven(count, period, offset)
