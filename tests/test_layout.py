@@ -12,7 +12,8 @@ FOUNDATION = {"errors", "presets", "fence", "outputs", "progress", "background",
 ALLOWED = {"foundation": set(), "media": set(), "engine": {"media"},
            "motion": {"engine", "media"}, "music": {"media"},
            "render": {"engine", "media", "motion", "music"},
-           "jobs": set(), "cli": {"media", "engine", "motion", "music", "render", "jobs"},
+           "live": {"engine", "media", "motion"},
+           "jobs": set(), "cli": {"media", "engine", "motion", "music", "render", "live", "jobs"},
            "api": {"media", "engine"}}
 
 

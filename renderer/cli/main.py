@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from renderer.cli import music, queue, video
+from renderer.cli import live, music, queue, video
 from renderer.cli.common import Parser, add_common, load_preset, number
 from renderer.errors import LeaseLost, UserError
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.register(sub)
     music.register(sub)
     queue.register(sub)
+    live.register(sub)
     return parser
 
 

@@ -1,0 +1,57 @@
+"""`dream live`: a camera or a file dreamed in real time, shown on a local web page."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from renderer.cli.common import number
+
+
+def register(sub) -> None:
+    p = sub.add_parser("live", help="dream a camera live in the browser",
+                       description="Dream a camera (or a video file played as one) in real "
+                                   "time and show it on a page at 127.0.0.1, with a preset "
+                                   "picker and sliders.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=number(int, 0, 64), default=None,
+                     help="camera index (default 0)")
+    src.add_argument("--input", default=None, help="a video file, played at its own rate")
+    p.add_argument("-p", "--preset", default="live", help="starting preset (default: live)")
+    p.add_argument("--size", default="640x360", help="dream size WxH (default 640x360)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="listen address (default 127.0.0.1; any other needs the printed token)")
+    p.add_argument("--port", type=number(int, 0, 65535), default=8765,
+                   help="port (0: any free one)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
+    p.add_argument("--record-dir", default=".",
+                   help="where the page's record button writes (default: here)")
+    p.add_argument("--print-url", action="store_true",
+                   help="print only the page's URL on stdout (for scripts)")
+    p.set_defaults(run=cmd_live)
+
+
+def cmd_live(args) -> None:
+    from renderer import presets
+    from renderer.live.server import is_loopback, serve
+    from renderer.live.session import Capture, LiveSession
+    from renderer.media.images import parse_size
+
+    names = sorted(presets.available())
+    presets.locate(args.preset)  # a name or a file; the page offers it beside the others
+    if args.preset not in names:
+        names.append(args.preset)
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine and has "
+              "the token in the URL can watch the camera", file=sys.stderr)
+    size = parse_size(args.size)
+    capture = Capture(args.input if args.input is not None else (args.camera or 0), size)
+    session = LiveSession(capture, args.preset, names, args.device, Path(args.record_dir))
+
+    def ready(url: str) -> None:
+        print(url if args.print_url else f"dream live: open {url} (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve(session, args.host, args.port, ready)
+    finally:
+        session.close()

@@ -1,0 +1,310 @@
+"""`dream live`: the page's controls are validated, the token guards a public address, and in
+a real headless Chromium the page shows dreamed frames that follow its sliders."""
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from renderer.errors import UserError
+from renderer.live.session import Capture, LiveParams, LiveSession
+from renderer.media.probe import ffmpeg_exe
+
+from conftest import ROOT
+
+PRESETS = ["live", "preview"]
+SIZE = (160, 96)
+
+
+def test_page_can_only_pick_presets_and_numbers_in_range():
+    p = LiveParams()
+    assert p.with_changes({"steps": "3", "strength": 0.5}, PRESETS).steps == 3
+    assert p.with_changes({"preset": "preview"}, PRESETS).preset == "preview"
+    for bad, words in (({"preset": "../../etc/passwd"}, "unknown preset"),
+                       ({"model.weights": "/tmp/x.pth"}, "cannot be changed live"),
+                       ({"strength": 99}, "out of range"), ({"octaves": "many"}, "a number")):
+        with pytest.raises(UserError, match=words):
+            p.with_changes(bad, PRESETS)
+
+
+@pytest.fixture(scope="module")
+def still_clip(tmp_path_factory):
+    """Ten seconds of one photo (a still camera), so the page's pixels can be compared with
+    the picture the camera sees."""
+    path = tmp_path_factory.mktemp("live") / "still.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-loop", "1", "-i",
+                    str(ROOT / "samples" / "astronaut.jpg"), "-t", "10", "-r", "12",
+                    "-vf", f"scale={SIZE[0]}:{SIZE[1]}", "-pix_fmt", "yuv420p", str(path)],
+                   check=True)
+    return path
+
+
+def serving(clip, host, record_dir=Path(".")):
+    """A live session on `clip` served on a free port: (session, url, thread)."""
+    from renderer.live.server import serve
+
+    session = LiveSession(Capture(str(clip), SIZE), "live", PRESETS, "cpu", record_dir)
+    ready = threading.Event()
+    urls = []
+
+    def on_ready(url):
+        urls.append(url)
+        ready.set()
+
+    thread = threading.Thread(target=serve, args=(session, host, 0, on_ready), daemon=True)
+    thread.start()
+    assert ready.wait(30), "the server did not start"
+    return session, urls[0], thread
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read()
+
+
+@pytest.mark.slow
+def test_public_address_needs_the_token(still_clip):
+    session, url, thread = serving(still_clip, "0.0.0.0")
+    try:
+        base, _, token = url.partition("?token=")
+        assert token, "a public address must print a token in its URL"
+        for path in ("", "state", "stream", "snapshot.png"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                get(base + path)
+            assert refused.value.code == 403
+        status, body = get(f"{base}state?token={token}")
+        assert status == 200 and json.loads(body)["params"]["preset"] == "live"
+    finally:
+        session.close()
+        thread.join(10)
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (aiohttp's WebSocket client)."""
+
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--remote-debugging-port=0", "--window-size=800,600"]
+
+    def __init__(self, chromium, profile, url):
+        self.proc = subprocess.Popen([chromium, *self.FLAGS, f"--user-data-dir={profile}", url],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        pages = json.loads(get(f"http://127.0.0.1:{port}/json/list")[1])
+        self.ws_url = next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"]
+        self.loop = asyncio.new_event_loop()
+        self.ids = 0
+
+    def call(self, method, **params):
+        return self.loop.run_until_complete(self._call(method, params))
+
+    async def _call(self, method, params):
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(self.ws_url, max_msg_size=0) as ws:
+                self.ids += 1
+                await ws.send_json({"id": self.ids, "method": method, "params": params})
+                async for msg in ws:
+                    data = json.loads(msg.data)
+                    if data.get("id") == self.ids:
+                        assert "error" not in data, data
+                        return data["result"]
+
+    def js(self, expression):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                           awaitPromise=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def shot(self, element_id) -> np.ndarray:
+        """The element's pixels as the browser shows them (RGB)."""
+        box = self.js(f"(() => {{ const r = document.getElementById('{element_id}')"
+                      ".getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })()")
+        data = self.call("Page.captureScreenshot", format="png", clip={
+            "x": box[0], "y": box[1], "width": box[2], "height": box[3], "scale": 1})["data"]
+        png = np.frombuffer(base64.b64decode(data), np.uint8)
+        return cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.loop.close()
+
+
+def wait_for(check, seconds=60, what="the page"):
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+@pytest.mark.slow
+def test_page_shows_dreamed_frames_that_follow_the_sliders(still_clip, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed for this test (.ci/run installs it)"
+    session, url, thread = serving(still_clip, "127.0.0.1", tmp_path / "recorded")
+    browser = Browser(chromium, tmp_path / "profile", url)
+    try:
+        wait_for(lambda: browser.js("document.getElementById('dream')?.naturalWidth") == SIZE[0],
+                 what="the first dreamed frame")
+        wait_for(lambda: session.state()["frames"] >= 6, what="six dreamed frames")
+        source = cv2.resize(cv2.cvtColor(cv2.imread(str(ROOT / "samples" / "astronaut.jpg")),
+                                         cv2.COLOR_BGR2RGB), SIZE, interpolation=cv2.INTER_AREA)
+
+        def difference():
+            shown = browser.shot("dream")
+            shown = cv2.resize(shown, SIZE, interpolation=cv2.INTER_AREA)
+            return float(np.abs(shown.astype(float) - source).mean())
+
+        dreaming = difference()
+        cv2.imwrite(str(tmp_path / "page.png"), cv2.cvtColor(browser.shot("dream"),
+                                                             cv2.COLOR_RGB2BGR))
+        # the sliders, as a user moves them: no ascent steps, nothing carried over
+        for key in ("steps", "persistence"):
+            browser.js(f"(() => {{ const i = document.getElementById('{key}'); i.value = 0; "
+                       "i.dispatchEvent(new Event('change')); })()")
+        wait_for(lambda: session.state()["params"]["steps"] == 0
+                 and session.state()["params"]["persistence"] == 0, what="the sliders")
+        seen = session.state()["frames"]
+        wait_for(lambda: session.state()["frames"] >= seen + 4, what="frames after the change")
+        time.sleep(1)
+        plain = difference()
+        print(f"mean |page - camera|: dreaming {dreaming:.1f}, plain {plain:.1f}")
+        assert dreaming > 3 * plain, (dreaming, plain)
+        assert "fps" in browser.js("document.getElementById('stats').textContent")
+        # record two seconds with the page's button
+        browser.js("document.getElementById('record').click()")
+        wait_for(lambda: session.state()["recording"], 10, "the recording to start")
+        time.sleep(2.0)
+        browser.js("document.getElementById('record').click()")
+        wait_for(lambda: "saved" in browser.js("document.getElementById('error').textContent"),
+                 10, "the recording to be saved")
+        (recorded,) = (tmp_path / "recorded").glob("live-*.mkv")
+        count, stamps = read_video(recorded)
+        assert 16 <= count <= 30 and 1.5 <= stamps[-1] - stamps[0] <= 2.3, (count, stamps)
+        page = browser.call("Page.captureScreenshot", format="png")["data"]
+        (tmp_path / "page.png").write_bytes(base64.b64decode(page))
+    finally:
+        browser.close()
+        session.close()
+        thread.join(10)
+
+
+def post(url, body):
+    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def read_video(path):
+    """(frame count, timestamps in seconds) of a recorded file, as PyAV demuxes it."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stamps = [float(f.pts * f.time_base) for f in container.decode(stream)]
+    return len(stamps), stamps
+
+
+@pytest.mark.slow
+def test_record_keeps_every_camera_frame_with_its_time_and_the_preset_on_screen(
+        still_clip, tmp_path):
+    from renderer.presets import load
+
+    session, url, thread = serving(still_clip, "127.0.0.1", tmp_path)
+    try:
+        post(url + "params", {"steps": 3, "strength": 1.5})
+        wait_for(lambda: session.state()["frames"] >= 2, what="frames")
+        started = post(url + "record", {"on": True, "dreamed": True})["recording"]
+        time.sleep(2.0)
+        files = [Path(f) for f in post(url + "record", {"on": False})["files"]]
+    finally:
+        session.close()
+        thread.join(10)
+    assert [f.name for f in files] == [f"{started}.mkv", f"{started}.dream.mkv",
+                                       f"{started}.yaml"]
+    count, stamps = read_video(files[0])
+    assert 16 <= count <= 30, (count, stamps)  # the clip plays at 12 fps: ~24 frames in 2 s
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert 1.5 <= stamps[-1] - stamps[0] <= 2.3
+    assert read_video(files[1])[0] >= 1
+    preset = load(str(files[2]))
+    live = load("live")
+    assert preset.dream.steps == preset.flow.steps == 3
+    assert preset.dream.step_size == pytest.approx(1.5 * live.dream.step_size)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.slow
+def test_edits_to_the_preset_file_apply_live_and_a_bad_edit_keeps_the_last_good(
+        still_clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    mine = tmp_path / "dream" / "presets" / "mine.yaml"
+    mine.parent.mkdir(parents=True)
+    text = (ROOT / "presets" / "live.yaml").read_text().replace("name: live", "name: mine")
+    mine.write_text(text)
+    capture = Capture(str(still_clip), SIZE)
+    session = LiveSession(capture, "mine", ["mine"], "cpu", tmp_path)
+
+    def edit(new_text, later):
+        mine.write_text(new_text)
+        os.utime(mine, (later, later))
+
+    try:
+        wait_for(lambda: session.state()["frames"] >= 1, what="frames")
+        assert session.state()["params"]["steps"] == 2
+        edit("  steps: 5".join(text.rsplit("  steps: 2", 1)), time.time() + 5)  # flow.steps
+        wait_for(lambda: session.state()["params"]["steps"] == 5, 30, "the edit")
+        edit(text.replace("octaves: 2", "octaves: many"), time.time() + 10)
+        wait_for(lambda: "not valid" in session.state()["error"], 30, "the error")
+        state = session.state()
+        assert "octaves" in state["error"] and state["params"]["steps"] == 5
+        frames = state["frames"]
+        wait_for(lambda: session.state()["frames"] > frames, 30, "frames after a bad edit")
+    finally:
+        session.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_playable_recording_and_a_missing_camera_is_named(still_clip, tmp_path):
+    import signal
+
+    from conftest import run_cli
+
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "dream"), "live", "--input",
+                             str(still_clip), "--size", f"{SIZE[0]}x{SIZE[1]}", "--port", "0",
+                             "--print-url", "--record-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), proc.stderr.read()
+        post(url + "record", {"on": True})
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        proc.kill()
+    recorded = sorted(tmp_path.glob("live-*.mkv"))
+    assert len(recorded) == 1 and read_video(recorded[0])[0] >= 8
+    assert (tmp_path / f"{recorded[0].stem}.yaml").is_file()
+    missing = run_cli("live", "--camera", "9", "--port", "0")
+    assert missing.returncode == 2 and "camera 9 is missing" in missing.stderr
+    assert "Traceback" not in missing.stderr
