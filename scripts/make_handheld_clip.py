@@ -2,12 +2,17 @@
 
     python scripts/make_handheld_clip.py --out handheld.mp4 [--seconds 4] [--size 320x180]
                                          [--fps 30] [--photo astronaut] [--seed 0]
+                                         [--shake 1] [--noise 2] [--flicker 1]
 
 The camera shakes (rotation, scale and translation with 5-15 Hz jitter over a slow drift), a
 foreground object (a textured disc cut from another photo) crosses the frame and occludes the
 background, each frame is motion-blurred along the camera path (4 sub-frame exposures), the
 exposure flickers, sensor noise is added, and the clip is compressed with x264 as a phone would
 (crf 26). Photos are scikit-image's public-domain / CC0 samples.
+
+`--photo rocket --shake 0.25 --size 640x480 --fps 26.78`, benched at 160x120, flickers like the
+real hand-held clip of issue 20 (independent 18.0, consistent 2.27): a steady hand in front of
+a flat background, where the source itself barely changes and any dream flicker shows.
 """
 
 from __future__ import annotations
@@ -23,18 +28,21 @@ import numpy as np
 SUBFRAMES = 4  # exposures averaged per frame: the motion blur of a 1/fps shutter
 
 
-def camera(t: float, rng_phases: np.ndarray) -> tuple[float, float, float, float]:
-    """(dx, dy, degrees, scale) of the camera at time t: a slow drift plus 5-15 Hz shake."""
+def camera(t: float, rng_phases: np.ndarray, amount: float = 1.0
+           ) -> tuple[float, float, float, float]:
+    """(dx, dy, degrees, scale) of the camera at time t: a slow drift plus 5-15 Hz shake,
+    `amount` times the default (0: a tripod)."""
     shake = [np.sin(2 * np.pi * f * t + p) for f, p in zip((5.3, 8.9, 13.7), rng_phases)]
     dx = 14 * np.sin(0.4 * t) + 2.5 * shake[0] + 1.2 * shake[2]
     dy = 8 * np.sin(0.3 * t + 1.0) + 2.0 * shake[1] + 0.8 * shake[0]
     degrees = 1.5 * np.sin(0.5 * t) + 0.4 * shake[2]
-    scale = 1.0 + 0.03 * np.sin(0.25 * t) + 0.004 * shake[1]
-    return dx, dy, degrees, scale
+    scale = 0.03 * np.sin(0.25 * t) + 0.004 * shake[1]
+    return amount * dx, amount * dy, amount * degrees, 1.0 + amount * scale
 
 
 def frames(photo: np.ndarray, thing: np.ndarray, size: tuple[int, int], fps: float,
-           count: int, seed: int):
+           count: int, seed: int, noise: float = 2.0, flicker: float = 1.0,
+           shake: float = 1.0):
     rng = np.random.default_rng(seed)
     phases = rng.uniform(0, 2 * np.pi, 3)
     w, h = size
@@ -49,7 +57,7 @@ def frames(photo: np.ndarray, thing: np.ndarray, size: tuple[int, int], fps: flo
         exposure = np.zeros((h, w, 3), np.float32)
         for s in range(SUBFRAMES):
             t = (k + s / SUBFRAMES) / fps
-            dx, dy, degrees, scale = camera(t, phases)
+            dx, dy, degrees, scale = camera(t, phases, shake)
             m = cv2.getRotationMatrix2D((pw / 2 + dx * base, ph / 2 + dy * base), degrees,
                                         1 / (base * scale))
             m[:, 2] += (w / 2 - pw / 2 - dx * base, h / 2 - ph / 2 - dy * base)
@@ -66,13 +74,14 @@ def frames(photo: np.ndarray, thing: np.ndarray, size: tuple[int, int], fps: flo
                 view[ys:ye, xs:xe] = (1 - part) * view[ys:ye, xs:xe] + \
                     part * disc[ys - y0:ye - y0, xs - x0:xe - x0]
             exposure += view / SUBFRAMES
-        gain = 1.0 + 0.04 * np.sin(2 * np.pi * 1.3 * k / fps) + rng.normal(0, 0.01)
-        noisy = exposure * gain + rng.normal(0, 2.0, exposure.shape)
+        gain = 1.0 + flicker * (0.04 * np.sin(2 * np.pi * 1.3 * k / fps) + rng.normal(0, 0.01))
+        noisy = exposure * gain + rng.normal(0, noise, exposure.shape)
         yield np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.0,
-              photo: str = "astronaut", seed: int = 0) -> Path:
+              photo: str = "astronaut", seed: int = 0, noise: float = 2.0,
+              flicker: float = 1.0, shake: float = 1.0) -> Path:
     from skimage import data
 
     from renderer.media.probe import ffmpeg_exe
@@ -85,7 +94,7 @@ def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.
                              "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}",
                              "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26",
                              "-pix_fmt", "yuv420p", str(out)], stdin=subprocess.PIPE)
-    for rgb in frames(picture, other, size, fps, count, seed):
+    for rgb in frames(picture, other, size, fps, count, seed, noise, flicker, shake):
         proc.stdin.write(rgb.tobytes())
     proc.stdin.close()
     if proc.wait() != 0:
@@ -101,9 +110,15 @@ def main() -> int:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--photo", default="astronaut", help="a scikit-image sample photo")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise", type=float, default=2.0, help="sensor noise sigma (0-255)")
+    parser.add_argument("--shake", type=float, default=1.0,
+                        help="camera motion, x the default (0: a tripod)")
+    parser.add_argument("--flicker", type=float, default=1.0,
+                        help="exposure flicker, x the default (4%% at 1.3 Hz + 1%% per frame)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
-    make_clip(args.out, args.seconds, size, args.fps, args.photo, args.seed)
+    make_clip(args.out, args.seconds, size, args.fps, args.photo, args.seed, args.noise,
+              args.flicker, args.shake)
     print(f"wrote {args.out}: {round(args.seconds * args.fps)} frames {size[0]}x{size[1]} at "
           f"{args.fps:g} fps, hand-held")
     return 0
