@@ -90,6 +90,9 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    parser.add_argument("--metric-flow", default="medium", choices=["medium", "farneback"],
+                        help="the reference flow of the measure (farneback: independent of the "
+                             "DIS flow renders use)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--delivered", action="store_true",
                         help="also measure the file a user gets: the frames encoded with the "
@@ -116,14 +119,14 @@ def main():
     for mode in args.modes.split(","):
         outputs, seams, seconds = run_mode(index, args.preset, mode, size, args.batch,
                                            args.overrides, args.device, args.split)
-        c = measure(sources, outputs, seams, fps=fps)
+        c = measure(sources, outputs, seams, args.metric_flow, fps=fps)
         base = base or (c.strength if mode == "independent" else None)
         rel = f"{c.strength / base:.2f}x" if base else "-"
         extra = ""
         if args.delivered:
             decoded, size_kb = deliver(outputs, index.rate, load(args.preset, args.overrides))
             h, w = decoded[0].shape[:2]  # h264 crops an odd side
-            d = measure([s[:h, :w] for s in sources], decoded, seams, fps=fps)
+            d = measure([s[:h, :w] for s in sources], decoded, seams, args.metric_flow, fps=fps)
             extra = f"| {d.ratio:.3f} | {d.strength:.4f} | {size_kb:.0f} "
         print(f"| {mode} | {c.ratio:.3f} | {c.strength:.4f} | {rel} | {c.seam:.3f} | "
               f"{c.hold:.2f} | {c.pop:.2f} {extra}| {seconds:.0f} |", flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -13,14 +14,23 @@ from renderer.motion.flow import FlowEstimator, consistency_mask, flow_to_tensor
 from renderer.media.images import to_tensor
 
 
+def farneback_pair(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(backward, forward) Farneback flow: a reference independent of the DIS flow that renders
+    use, so that a render estimating flow the way the metric does cannot score itself."""
+    prev, cur = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (previous, current))
+    args = (None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    return (cv2.calcOpticalFlowFarneback(cur, prev, *args),
+            cv2.calcOpticalFlowFarneback(prev, cur, *args))
+
+
 def consecutive_errors(sources: list[np.ndarray], outputs: list[np.ndarray],
                        quality: str = "medium") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """E(t) for t >= 1 for the source and the output (the source's flow and mask), and the
-    share of reliable pixels (near 0 at a scene cut)."""
-    estimator = FlowEstimator(quality)  # full size: the reference flow
+    share of reliable pixels (near 0 at a scene cut). `quality`: a DIS preset, or farneback."""
+    pair = farneback_pair if quality == "farneback" else FlowEstimator(quality).pair
     src_err, out_err, coverage = [], [], []
-    for t in range(1, len(sources)):
-        backward, forward = estimator.pair(sources[t - 1], sources[t])
+    for t in range(1, len(sources)):  # the reference flow, at full size
+        backward, forward = pair(sources[t - 1], sources[t])
         wb, wf = flow_to_tensor([backward]), flow_to_tensor([forward])
         mask = consistency_mask(wb, wf, blur=0)
         coverage.append(float(mask.mean()))
