@@ -204,12 +204,13 @@ class LiveSession:
                  device: str | None = None, record_dir: Path = Path(".")):
         self.capture, self.presets, self.device = capture, presets, device
         self.record_dir = record_dir
-        self.lock = threading.Condition()
+        self.lock = threading.Condition()  # what the page reads: never held while dreaming
+        self.dream_lock = threading.Lock()  # the preset and dreamer: changed between frames
+        self.record_lock = threading.Lock()
         self.shown = Shown()
         self.stats = Stats()
         self.error = ""
         self.recording: Recording | None = None
-        self.record_lock = threading.Lock()
         self._load(preset)
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True, name="live-dream")
@@ -221,15 +222,21 @@ class LiveSession:
         self.dreamer: Dreamer = dreamer_for(self.preset, self.device)
         self.flow = FlowEstimator(self.preset.flow.quality, self.preset.flow.max_width)
         self.previous = None  # (rgb, source tensor, dream tensor) of the last frame
+        self.preset_file = locate(name)
         self.watched = self._mtime()
+        self.checked = time.monotonic()
 
     def _mtime(self) -> float | None:
         try:
-            return locate(self.params.preset).stat().st_mtime
-        except (UserError, OSError):
+            return self.preset_file.stat().st_mtime
+        except OSError:
             return None
 
     def _reload_if_edited(self) -> None:
+        """At most twice a second: one stat of the preset's file."""
+        if time.monotonic() - self.checked < 0.5:
+            return
+        self.checked = time.monotonic()
         mtime = self._mtime()
         if mtime is None or mtime == self.watched:
             return
@@ -246,7 +253,7 @@ class LiveSession:
     def update(self, changes: dict) -> LiveParams:
         """Apply the page's changes (validated) from the next frame on; picking another preset
         puts the sliders where it has them, then applies the other changes."""
-        with self.lock:
+        with self.dream_lock:
             params = self.params.with_changes(changes, self.presets)
             if params.preset != self.params.preset:
                 self._load(params.preset)
@@ -300,7 +307,7 @@ class LiveSession:
                 continue
             rgb, stamp = taken
             try:
-                with self.lock:
+                with self.dream_lock:
                     self._reload_if_edited()
                     out = self._dream(rgb)
                 if (recording := self.recording) is not None:
@@ -310,10 +317,11 @@ class LiveSession:
                 log.error(self.error)
                 time.sleep(0.5)
                 continue
+            dreamed_jpeg, source_jpeg = jpeg(out), jpeg(rgb)
             now = time.monotonic()
             latency = (now - stamp) * 1000
             with self.lock:
-                self.shown = Shown(jpeg(out), jpeg(rgb), self.shown.seq + 1, latency, out)
+                self.shown = Shown(dreamed_jpeg, source_jpeg, self.shown.seq + 1, latency, out)
                 s = self.stats
                 s.fps = 0.8 * s.fps + 0.2 / max(1e-6, now - last) if s.frames else \
                     1 / max(1e-6, now - last)
