@@ -251,7 +251,7 @@ class Dreamer:
         return self.compiled is not None and self.use_compiled
 
     def _functions(self) -> StepFunctions:
-        return self.compiled if self.compiled is not None and self.use_compiled else self.eager
+        return self.compiled if self.static_shapes else self.eager
 
     def choose_compile(self, frames: int, size: tuple[int, int]) -> bool:
         """dream.compile: auto. Compiling costs 26 s (Inductor's cache warm) to 92 s (a fresh
