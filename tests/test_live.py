@@ -27,11 +27,13 @@ PRESETS = ["live", "preview"]
 SIZE = (160, 96)
 
 
-def test_page_can_only_pick_presets_and_numbers_in_range():
+def test_page_can_only_pick_presets_layers_and_numbers_in_range():
     p = LiveParams()
     assert p.with_changes({"steps": "3", "strength": 0.5}, PRESETS).steps == 3
     assert p.with_changes({"preset": "preview"}, PRESETS).preset == "preview"
+    assert p.with_changes({"layer": "features.4"}, PRESETS, ["features.4"]).layer == "features.4"
     for bad, words in (({"preset": "../../etc/passwd"}, "unknown preset"),
+                       ({"layer": "features.99"}, "unknown layer"),
                        ({"model.weights": "/tmp/x.pth"}, "cannot be changed live"),
                        ({"strength": 99}, "out of range"), ({"octaves": "many"}, "a number")):
         with pytest.raises(UserError, match=words):
@@ -231,7 +233,8 @@ def test_record_keeps_every_camera_frame_with_its_time_and_the_preset_on_screen(
 
     session, url, thread = serving(still_clip, "127.0.0.1", tmp_path)
     try:
-        post(url + "params", {"steps": 3, "strength": 1.5})
+        post(url + "params", {"steps": 3, "strength": 1.5, "layer": "features.4"})
+        assert session.dreamer.objective.layers == {"features.4"}
         wait_for(lambda: session.state()["frames"] >= 2, what="frames")
         started = post(url + "record", {"on": True, "dreamed": True})["recording"]
         time.sleep(2.0)
@@ -250,6 +253,7 @@ def test_record_keeps_every_camera_frame_with_its_time_and_the_preset_on_screen(
     live = load("live")
     assert preset.dream.steps == preset.flow.steps == 3
     assert preset.dream.step_size == pytest.approx(1.5 * live.dream.step_size)
+    assert [term.layer for term in preset.objective] == ["features.4"]
     assert not list(tmp_path.glob(".*partial"))
 
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from renderer.engine.dream import Dreamer, dreamer_for
+from renderer.engine.models import load_network
 from renderer.errors import UserError
 from renderer.media.decode import FrameReader, index_video
 from renderer.media.images import to_tensor, to_uint8
@@ -32,12 +33,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LiveParams:
-    """What the page may change: a preset by name and numbers in range, nothing else."""
+    """What the page may change: a preset by name, a layer of its model by name and numbers in
+    range, nothing else."""
     preset: str = "live"
     strength: float = 1.0  # multiplies dream.step_size
     steps: int = 2  # ascent steps per frame
     octaves: int = 2
     persistence: float = 0.9  # share of the last dream carried into the next frame
+    layer: str = ""  # dream this layer instead of the preset's objective ("": the preset's)
 
     LIMITS = {"strength": (0.0, 4.0), "steps": (0, 20), "octaves": (1, 6),
               "persistence": (0.0, 1.0)}
@@ -56,21 +59,26 @@ class LiveParams:
             "step_size": preset.dream.step_size * self.strength})
         flow = preset.flow.model_copy(update={"persistence": self.persistence,
                                               "steps": self.steps})
-        return preset.model_copy(update={"dream": dream, "flow": flow})
+        objective = [self.layer] if self.layer else preset.objective
+        return Preset.model_validate({**preset.model_dump(by_alias=True), "objective": objective,
+                                      "dream": dream.model_dump(by_alias=True),
+                                      "flow": flow.model_dump(by_alias=True)})
 
-    def with_changes(self, changes: dict, presets: list[str]) -> "LiveParams":
-        """A copy with `changes` applied; UserError names a key, value or preset that is not
-        allowed (the page can only pick preset names and numbers in range)."""
+    def with_changes(self, changes: dict, presets: list[str],
+                     layers: list[str] = ()) -> "LiveParams":
+        """A copy with `changes` applied; UserError names a key, value, preset or layer that
+        is not allowed (the page can only pick from the lists and numbers in range)."""
         out = {}
         for key, value in changes.items():
-            if key == "preset":
-                if value not in presets:
-                    raise UserError(f"unknown preset '{value}': pick one of the list")
+            if key in ("preset", "layer"):
+                allowed = presets if key == "preset" else ["", *layers]
+                if value not in allowed:
+                    raise UserError(f"unknown {key} '{value}': pick one of the list")
                 out[key] = value
                 continue
             if key not in self.LIMITS:
                 raise UserError(f"'{key}' cannot be changed live: use one of "
-                                f"preset, {', '.join(self.LIMITS)}")
+                                f"preset, layer, {', '.join(self.LIMITS)}")
             low, high = self.LIMITS[key]
             try:
                 number = float(value)
@@ -219,6 +227,7 @@ class LiveSession:
     def _load(self, name: str, preset: Preset | None = None) -> None:
         self.preset: Preset = preset or load(name)
         self.params = LiveParams.of(name, self.preset)
+        self.layers = load_network(self.preset.model.name, self.preset.model.weights).layer_names
         self.dreamer: Dreamer = dreamer_for(self.preset, self.device)
         self.flow = FlowEstimator(self.preset.flow.quality, self.preset.flow.max_width)
         self.previous = None  # (rgb, source tensor, dream tensor) of the last frame
@@ -254,11 +263,14 @@ class LiveSession:
         """Apply the page's changes (validated) from the next frame on; picking another preset
         puts the sliders where it has them, then applies the other changes."""
         with self.dream_lock:
-            params = self.params.with_changes(changes, self.presets)
+            params = self.params.with_changes(changes, self.presets, self.layers)
             if params.preset != self.params.preset:
                 self._load(params.preset)
                 params = self.params.with_changes(
-                    {k: v for k, v in changes.items() if k != "preset"}, self.presets)
+                    {k: v for k, v in changes.items() if k != "preset"}, self.presets,
+                    self.layers)
+            if params.layer != self.params.layer:
+                self.dreamer = dreamer_for(params.applied(self.preset), self.device)
             self.params = params
             return params
 
@@ -348,8 +360,8 @@ class LiveSession:
             pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat \
                 else (lambda q: None)
             return {"params": {k: getattr(self.params, k) for k in
-                               ("preset", *LiveParams.LIMITS)},
-                    "limits": LiveParams.LIMITS, "presets": self.presets,
+                               ("preset", "layer", *LiveParams.LIMITS)},
+                    "limits": LiveParams.LIMITS, "presets": self.presets, "layers": self.layers,
                     "fps": round(self.stats.fps, 2), "frames": self.stats.frames,
                     "dropped": self.stats.dropped, "latency_p50_ms": pick(0.5),
                     "latency_p95_ms": pick(0.95), "error": self.error,
