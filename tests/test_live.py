@@ -300,6 +300,8 @@ def test_ctrl_c_leaves_a_playable_recording_and_a_missing_camera_is_named(still_
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), proc.stderr.read()
+        taken = run_cli("live", "--input", str(still_clip), "--port", url.split(":")[2].strip("/"))
+        assert taken.returncode == 2 and "another program uses it" in taken.stderr
         post(url + "record", {"on": True})
         time.sleep(1.5)
         proc.send_signal(signal.SIGINT)

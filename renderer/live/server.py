@@ -108,7 +108,12 @@ def serve(session: LiveSession, host: str, port: int, on_ready=None) -> None:
         runner = web.AppRunner(make_app(session, token))
         await runner.setup()
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another "
+                            "program uses it, pick another with --port") from None
         bound = site._server.sockets[0].getsockname()[1] if port == 0 else port
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{shown_host}:{bound}/" + (f"?token={token}" if token else "")

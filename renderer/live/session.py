@@ -224,16 +224,19 @@ class LiveSession:
         self.thread = threading.Thread(target=self._run, daemon=True, name="live-dream")
         self.thread.start()
 
-    def _load(self, name: str, preset: Preset | None = None) -> None:
+    def _load(self, name: str, preset: Preset | None = None,
+              mtime: float | None = None) -> None:
+        """Load preset `name` (or take `preset`, read from its file when it had `mtime`). The
+        file's time is taken before it is read, so an edit made while loading is seen next."""
+        self.preset_file = locate(name)
+        self.watched = self._mtime() if preset is None else mtime
+        self.checked = time.monotonic()
         self.preset: Preset = preset or load(name)
-        self.params = LiveParams.of(name, self.preset)
         self.layers = load_network(self.preset.model.name, self.preset.model.weights).layer_names
         self.dreamer: Dreamer = dreamer_for(self.preset, self.device)
         self.flow = FlowEstimator(self.preset.flow.quality, self.preset.flow.max_width)
         self.previous = None  # (rgb, source tensor, dream tensor) of the last frame
-        self.preset_file = locate(name)
-        self.watched = self._mtime()
-        self.checked = time.monotonic()
+        self.params = LiveParams.of(name, self.preset)
 
     def _mtime(self) -> float | None:
         try:
@@ -255,7 +258,7 @@ class LiveSession:
         except UserError as exc:
             self.error = f"the edited preset is not valid, still using the last good one: {exc}"
             return
-        self._load(self.params.preset, preset)
+        self._load(self.params.preset, preset, mtime)
         self.error = ""
         log.info(f"preset {self.params.preset} reloaded")
 
