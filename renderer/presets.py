@@ -318,6 +318,11 @@ def parse_term(text: str) -> dict:
     return {"layer": text}
 
 
+def to_yaml(preset: Preset) -> str:
+    """The preset fully resolved, as a YAML file that `load` reads back."""
+    return yaml.safe_dump(preset.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+
 # ---------------------------------------------------------------- where presets live
 def builtin_dir() -> Path:
     """The repo's presets/ in a checkout; the packaged copy (renderer.presets) in a wheel."""

@@ -148,7 +148,6 @@ def cmd_models(args) -> None:
 
 
 def cmd_presets(args) -> None:
-    import yaml
     from rich.table import Table
 
     from renderer import presets
@@ -160,7 +159,7 @@ def cmd_presets(args) -> None:
         from renderer.music.schedule import describe_targets
 
         preset = presets.load(args.name, args.overrides)
-        print(yaml.safe_dump(preset.model_dump(mode="json", by_alias=True), sort_keys=False))
+        print(presets.to_yaml(preset))
         driven = describe_targets(preset)
         if driven:
             print("# driven by the timeline and the music:")

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import av
 import numpy as np
-import yaml
 
 from renderer.outputs import atomic_write, publish
-from renderer.presets import Preset
+from renderer.presets import Preset, to_yaml
 
 TIME_BASE = Fraction(1, 1000)
 
@@ -78,14 +77,12 @@ class Recording:
     def __init__(self, folder: Path, size: tuple[int, int], preset: Preset, dreamed: bool):
         folder.mkdir(parents=True, exist_ok=True)
         self.stem = free_stem(folder)
-        self.folder = folder
         origin = time.monotonic()
         self.lock = threading.Lock()
         self.raw = _Track(folder / f"{self.stem}.mkv", size, origin)
         self.dream = _Track(folder / f"{self.stem}.dream.mkv", size, origin) if dreamed else None
         self.preset_file = folder / f"{self.stem}.yaml"
-        self.preset_text = yaml.safe_dump(preset.model_dump(mode="json", by_alias=True),
-                                          sort_keys=False)
+        self.preset_text = to_yaml(preset)
         self.closed = False
 
     def add_raw(self, rgb: np.ndarray, stamp: float) -> None:

@@ -235,6 +235,7 @@ class LiveSession:
         self.layers = load_network(self.preset.model.name, self.preset.model.weights).layer_names
         self.dreamer: Dreamer = dreamer_for(self.preset, self.device)
         self.flow = FlowEstimator(self.preset.flow.quality, self.preset.flow.max_width)
+        self.carry = Carry.of(self.preset)
         self.previous = None  # (rgb, source tensor, dream tensor) of the last frame
         self.params = LiveParams.of(name, self.preset)
 
@@ -295,7 +296,7 @@ class LiveSession:
     def _dream(self, rgb: np.ndarray) -> np.ndarray:
         params, dreamer = self.params, self.dreamer
         source = to_tensor(rgb).to(dreamer.device)
-        carry = Carry.of(self.preset)
+        carry = self.carry
         start, anchor = source, None
         if self.previous is not None and carry.needs_flow:
             prev_rgb, prev_source, prev_dream = self.previous
