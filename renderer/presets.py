@@ -83,6 +83,9 @@ class FlowSection(Section):
     # keep the carried dream at its shot's first strength (0: off; 0..1: how much of the lost
     # fine detail is given back too); cuts start afresh
     hold: float = Field(0.0, ge=0.0, le=1.0)
+    # Gaussian sigma (pixels) applied to what each frame's dream adds: detail at the scale of a
+    # pixel cannot follow motion (any warp re-samples it) and reads as flicker (0: off)
+    band_limit: float = Field(0.0, ge=0.0, le=4.0)
 
 
 class VideoSection(Section):

@@ -99,8 +99,8 @@ def naive(clip, preset, size, frames, device, workdir):
                                  for f in flows)
             begun = carry.start(src, prev_src, prev_dream, backward, forward)
             start, anchor = begun.image, begun.anchor
-        dreamed = dreamer.dream(start, seed=preset.seed, steps=carry.steps(i == 0),
-                                anchor=anchor)
+        dreamed = carry.settle(start, dreamer.dream(start, seed=preset.seed,
+                                                    steps=carry.steps(i == 0), anchor=anchor))
         out = to_uint8(dreamed)[0]  # the round trip
         prev_src, prev_dream = src, to_tensor(out).to(device)
         sync(device)

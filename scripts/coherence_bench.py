@@ -26,6 +26,8 @@ from renderer.media.decode import FrameReader, index_video
 from renderer.engine.dream import dreamer_for
 from renderer.media.images import parse_size
 from renderer.motion.metrics import measure
+from renderer.motion.truth import Truth
+from renderer.errors import UserError
 from renderer.presets import load
 from renderer.render.loop import Lockstep, render_frames
 from renderer.render.plan import Part, plan_segments, seam_ranges
@@ -90,9 +92,11 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
-    parser.add_argument("--metric-flow", default="medium", choices=["medium", "farneback"],
+    parser.add_argument("--metric-flow", default="medium",
+                        choices=["medium", "farneback", "truth"],
                         help="the reference flow of the measure (farneback: independent of the "
-                             "DIS flow renders use)")
+                             "DIS flow renders use; truth: the clip's exact motion, for clips "
+                             "made by scripts/make_*_clip.py)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--delivered", action="store_true",
                         help="also measure the file a user gets: the frames encoded with the "
@@ -101,6 +105,10 @@ def main():
                         help="print each shot's strength per second (relative to its median)")
     args = parser.parse_args()
     index = index_video(args.clip)
+    try:
+        reference = Truth.load(args.clip) if args.metric_flow == "truth" else args.metric_flow
+    except UserError as error:
+        raise SystemExit(f"error: {error}")
     if args.frames and args.frames < index.count:
         index.pts = index.pts[:args.frames]
     size = parse_size(args.size) if args.size else (index.width, index.height)
@@ -119,14 +127,14 @@ def main():
     for mode in args.modes.split(","):
         outputs, seams, seconds = run_mode(index, args.preset, mode, size, args.batch,
                                            args.overrides, args.device, args.split)
-        c = measure(sources, outputs, seams, args.metric_flow, fps=fps)
+        c = measure(sources, outputs, seams, reference, fps=fps)
         base = base or (c.strength if mode == "independent" else None)
         rel = f"{c.strength / base:.2f}x" if base else "-"
         extra = ""
         if args.delivered:
             decoded, size_kb = deliver(outputs, index.rate, load(args.preset, args.overrides))
             h, w = decoded[0].shape[:2]  # h264 crops an odd side
-            d = measure([s[:h, :w] for s in sources], decoded, seams, args.metric_flow, fps=fps)
+            d = measure([s[:h, :w] for s in sources], decoded, seams, reference, fps=fps)
             extra = f"| {d.ratio:.3f} | {d.strength:.4f} | {size_kb:.0f} "
         print(f"| {mode} | {c.ratio:.3f} | {c.strength:.4f} | {rel} | {c.seam:.3f} | "
               f"{c.hold:.2f} | {c.pop:.2f} {extra}| {seconds:.0f} |", flush=True)

@@ -8,7 +8,8 @@ The camera shakes (rotation, scale and translation with 5-15 Hz jitter over a sl
 foreground object (a textured disc cut from another photo) crosses the frame and occludes the
 background, each frame is motion-blurred along the camera path (4 sub-frame exposures), the
 exposure flickers, sensor noise is added, and the clip is compressed with x264 as a phone would
-(crf 26). Photos are scikit-image's public-domain / CC0 samples.
+(crf 26). Photos are scikit-image's public-domain / CC0 samples. The clip's ground-truth
+motion is written beside it (CLIP.motion.json, see renderer.motion.truth).
 
 `--photo rocket --shake 0.25 --size 640x480 --fps 26.78`, benched at 160x120, flickers like the
 real hand-held clip of issue 20 (independent 18.0, consistent 2.27): a steady hand in front of
@@ -25,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from renderer.motion.truth import write_motion
+
 SUBFRAMES = 4  # exposures averaged per frame: the motion blur of a 1/fps shutter
 
 
@@ -40,32 +43,55 @@ def camera(t: float, rng_phases: np.ndarray, amount: float = 1.0
     return amount * dx, amount * dy, amount * degrees, 1.0 + amount * scale
 
 
+class Shot:
+    """Where the camera and the object are at time t: the photo -> frame affine of the view,
+    and the object's centre in the frame."""
+
+    def __init__(self, photo_shape, size: tuple[int, int], fps: float, count: int, seed: int,
+                 shake: float):
+        self.phases = np.random.default_rng(seed).uniform(0, 2 * np.pi, 3)
+        self.ph, self.pw = photo_shape[:2]
+        self.size, self.fps, self.count, self.shake = size, fps, count, shake
+        w, h = size
+        self.base = min(self.pw / (w * 1.3), self.ph / (h * 1.3))  # room to shake, no edge
+        self.radius = h // 4
+
+    def view(self, t: float) -> np.ndarray:
+        (w, h), pw, ph, base = self.size, self.pw, self.ph, self.base
+        dx, dy, degrees, scale = camera(t, self.phases, self.shake)
+        m = cv2.getRotationMatrix2D((pw / 2 + dx * base, ph / 2 + dy * base), degrees,
+                                    1 / (base * scale))
+        m[:, 2] += (w / 2 - pw / 2 - dx * base, h / 2 - ph / 2 - dy * base)
+        return m
+
+    def centre(self, t: float) -> tuple[int, int]:
+        """The object crosses the frame on its own path (it occludes, then reveals)."""
+        (w, h), radius = self.size, self.radius
+        return (int(-radius + (w + 2 * radius) * (t * self.fps / max(1, self.count - 1))),
+                int(h * 0.55 + h * 0.15 * np.sin(2.0 * t)))
+
+    def times(self, k: int) -> list[float]:
+        return [(k + s / SUBFRAMES) / self.fps for s in range(SUBFRAMES)]
+
+
 def frames(photo: np.ndarray, thing: np.ndarray, size: tuple[int, int], fps: float,
            count: int, seed: int, noise: float = 2.0, flicker: float = 1.0,
            shake: float = 1.0):
     rng = np.random.default_rng(seed)
-    phases = rng.uniform(0, 2 * np.pi, 3)
+    rng.uniform(0, 2 * np.pi, 3)  # the camera's phases (Shot draws the same)
+    shot = Shot(photo.shape, size, fps, count, seed, shake)
     w, h = size
-    ph, pw = photo.shape[:2]
-    base = min(pw / (w * 1.3), ph / (h * 1.3))  # room to shake without showing an edge
-    radius = h // 4
+    radius = shot.radius
     disc = cv2.resize(thing, (2 * radius, 2 * radius), interpolation=cv2.INTER_AREA)
     mask = np.zeros((2 * radius, 2 * radius), np.float32)
     cv2.circle(mask, (radius, radius), radius - 1, 1.0, -1)
     mask = cv2.GaussianBlur(mask, (0, 0), 1.0)[..., None]
     for k in range(count):
         exposure = np.zeros((h, w, 3), np.float32)
-        for s in range(SUBFRAMES):
-            t = (k + s / SUBFRAMES) / fps
-            dx, dy, degrees, scale = camera(t, phases, shake)
-            m = cv2.getRotationMatrix2D((pw / 2 + dx * base, ph / 2 + dy * base), degrees,
-                                        1 / (base * scale))
-            m[:, 2] += (w / 2 - pw / 2 - dx * base, h / 2 - ph / 2 - dy * base)
-            view = cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR,
+        for t in shot.times(k):
+            view = cv2.warpAffine(photo, shot.view(t), (w, h), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REFLECT).astype(np.float32)
-            # the object crosses the frame on its own path (it occludes, then reveals)
-            cx = int(-radius + (w + 2 * radius) * (t * fps / max(1, count - 1)))
-            cy = int(h * 0.55 + h * 0.15 * np.sin(2.0 * t))
+            cx, cy = shot.centre(t)
             x0, y0 = cx - radius, cy - radius
             xs, ys = max(0, x0), max(0, y0)
             xe, ye = min(w, x0 + 2 * radius), min(h, y0 + 2 * radius)
@@ -99,7 +125,23 @@ def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.
     proc.stdin.close()
     if proc.wait() != 0:
         raise SystemExit(f"error: ffmpeg could not write {out}")
+    write_truth(out, Shot(picture.shape, size, fps, count, seed, shake))
     return out
+
+
+def write_truth(out: Path, shot: Shot) -> Path:
+    """The clip's ground-truth motion (renderer.motion.truth) at the middle of each exposure:
+    the background's frame -> photo affine, and the object as a disc layer."""
+    background, thing = [], []
+    for k in range(shot.count):
+        times = shot.times(k)
+        middle = sum(times) / len(times)
+        background.append(cv2.invertAffineTransform(shot.view(middle)))
+        cx, cy = np.mean([shot.centre(t) for t in times], axis=0)
+        thing.append([[1.0, 0.0, -cx], [0.0, 1.0, -cy]])
+    return write_motion(out, shot.size, [{"name": "background", "frames": background},
+                                         {"name": "object", "frames": thing,
+                                          "radius": shot.radius - 1}])
 
 
 def main() -> int:

@@ -146,3 +146,24 @@ def test_hold_keeps_the_shot_strength_and_a_cut_starts_afresh(tmp_path):
         holds[hold] = measure(sources, memory.frames_written, [], fps=12)
     assert holds[0.0].hold < 0.85 <= holds[1.0].hold, (holds[0.0].hold, holds[1.0].hold)
     assert holds[1.0].pop <= 1.15
+
+
+def test_band_limit_keeps_the_dreams_shapes_and_drops_its_pixel_detail():
+    """flow.band_limit: what a frame's dream added loses its pixel-scale detail (which no warp
+    carries without aliasing), keeps its shapes; independent frames are left as dreamed."""
+    from renderer.motion.carry import Carry
+    from renderer.presets import load
+
+    rng = torch.Generator().manual_seed(0)
+    start = torch.rand(1, 3, 64, 64, generator=rng) * 0.5 + 0.25
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    shapes = 0.1 * torch.sin(xs / 5) * torch.cos(ys / 7)  # features ~30 px across
+    speckle = 0.1 * (torch.rand(1, 3, 64, 64, generator=rng) - 0.5)
+    dreamed = start + shapes + speckle
+    settled = Carry.of(load("video", ["flow.band_limit=0.8"])).settle(start, dreamed)
+    added = settled - start
+    kept = float((added * shapes).sum() / (shapes * shapes).sum() / 3)
+    left = float(((added - shapes * kept) * speckle).sum() / (speckle * speckle).sum())
+    assert kept > 0.85 and left < 0.3, (kept, left)
+    for off in (["flow.band_limit=0"], ["flow.band_limit=0.8", "flow.mode=independent"]):
+        assert torch.equal(Carry.of(load("video", off)).settle(start, dreamed), dreamed)

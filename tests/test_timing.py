@@ -274,3 +274,25 @@ def test_progress_reads_frames_per_second_and_shows_the_finish(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "frames/s" in result.stderr and "fps/s" not in result.stderr
     assert "finishing" in result.stderr
+
+
+def test_colour_is_upsampled_smoothly_not_in_2x2_blocks(tmp_path):
+    """A 4:2:0 file's colour comes at half size; decoded frames interpolate it as players do.
+    swscale's direct conversion repeats each colour sample over two pixels, a staircase that
+    stays put while the picture pans and reads as flicker."""
+    from renderer.media.decode import FrameReader, index_video
+
+    ramp = np.zeros((32, 64, 3), np.uint8)
+    ramp[..., 0] = np.linspace(40, 220, 64)[None]  # red rises, blue falls: colour, not light
+    ramp[..., 2] = np.linspace(220, 40, 64)[None]
+    ramp[..., 1] = 120
+    raw = tmp_path / "ramp.rgb"
+    raw.write_bytes(ramp.tobytes() * 2)
+    clip = tmp_path / "ramp.mp4"
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x32", "-r", "24", "-i", raw,
+           "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", clip)
+    index = index_video(clip)
+    red = next(FrameReader(index, 0, 1, (64, 32)))[16, 8:56, 0].astype(float)
+    steps = np.abs(np.diff(red))
+    within, across = steps[0::2].mean(), steps[1::2].mean()  # pixel pairs sharing a sample
+    assert min(within, across) > 0.5 * max(within, across), (within, across)

@@ -306,9 +306,9 @@ class LiveSession:
             begun = carry.start(source, prev_source, prev_dream, backward, forward,
                                 np.array([params.persistence]))
             start, anchor = begun.image, begun.anchor
-        dreamed = dreamer.dream(start, seed=self.preset.seed, steps=params.steps,
-                                octaves=params.octaves, step_scale=params.strength,
-                                anchor=anchor)
+        dreamed = carry.settle(start, dreamer.dream(
+            start, seed=self.preset.seed, steps=params.steps, octaves=params.octaves,
+            step_scale=params.strength, anchor=anchor))
         self.previous = (rgb, source, dreamed)
         return to_uint8(dreamed)[0]
 

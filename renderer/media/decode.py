@@ -237,6 +237,25 @@ def slot_counts(index: VideoIndex) -> list[int]:
     return [max(0, b - a) for a, b in zip(starts, starts[1:])]
 
 
+# sub-sampled colour, and the format that holds it at full size
+_FULL_CHROMA = {"yuv420p": "yuv444p", "yuvj420p": "yuvj444p", "yuv422p": "yuv444p",
+                "yuvj422p": "yuvj444p", "nv12": "yuv444p", "yuv420p10le": "yuv444p10le"}
+
+
+def frame_rgb(frame: av.VideoFrame, shape: tuple[int, int]) -> np.ndarray:
+    """A decoded frame as RGB, its colour up-sampled bilinearly as players show it.
+
+    swscale's direct 4:2:0 -> RGB conversion repeats each colour sample over 2x2 pixels, a
+    staircase that stays put while the picture moves: on the sample clip's delivered file that
+    read as 1.78 against 1.37 flicker (scripts/BENCHMARKS.md), and the dream saw blocky colour
+    edges. Going through 4:4:4 costs 15 ms a 1080p frame, so frames shrunk to half size or
+    less (OpenCV's area resize then averages the staircase away) skip it."""
+    full = _FULL_CHROMA.get(frame.format.name)
+    if full and (2 * shape[0] > frame.width or 2 * shape[1] > frame.height):
+        frame = frame.reformat(format=full, interpolation="BILINEAR")
+    return frame.to_ndarray(format="rgb24")
+
+
 class FrameReader:
     """Decodes frames [first, first + count) of the index on a background thread, `depth`
     frames ahead; iterate over it for HxWx3 uint8 frames of `size`."""
@@ -281,7 +300,7 @@ class FrameReader:
                 frame = next(frames, None)
                 if frame is None:
                     raise UserError(f"'{self.index.path}' stopped decoding early")
-                rgb = frame.to_ndarray(format="rgb24")  # resized by OpenCV: 1.4x swscale
+                rgb = frame_rgb(frame, shape)  # resized by OpenCV: 1.4x swscale
                 if (rgb.shape[1], rgb.shape[0]) != shape:
                     rgb = cv2.resize(rgb, shape, interpolation=cv2.INTER_AREA)
                 upright = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb

@@ -11,8 +11,14 @@ With `flow.hold` (0..1, 0: off) the carried dream keeps its shot's strength: war
 persistence and the occlusion mask each lose a little of it every frame (30% in two seconds on
 the sample clip), so the carried residual's coarse band is scaled back to the strength of the
 shot's first dream and its fine band (which bilinear warping blurs) by `hold` of its loss; a
-scene cut (less than half of the frame carried) starts a new shot, dreamed as a fresh frame.
-Measured (scripts/BENCHMARKS.md): holding costs flicker, so it is off in the built-in presets.
+scene cut (under a quarter of the frame carried: hand-held shake alone can leave half) starts a
+new shot, dreamed as a fresh frame, with no pull back towards its bare source.
+
+With `flow.band_limit` (a Gaussian sigma in pixels) what each frame's dream adds is band-limited
+before it is shown and carried: detail at the scale of a pixel cannot follow motion, since every
+warp re-samples it, and a dream locked exactly to the picture still reads as flicker through it
+(scripts/BENCHMARKS.md: 1.42 -> 1.08 on the sample clip at 0.94x the strength). Band-limited,
+the carried dream also loses less to bilinear warping, and holding it costs little flicker.
 """
 
 from __future__ import annotations
@@ -51,6 +57,15 @@ class Carry:
         own_carried = self.settings.steps is not None and self.settings.mode != "independent"
         return self.carried_steps if own_carried and not first else fresh
 
+    def settle(self, start: torch.Tensor, dreamed: torch.Tensor) -> torch.Tensor:
+        """A frame's dream as it is shown and carried: with `flow.band_limit`, what dreaming
+        added to `start` this frame loses its pixel-scale detail (the first frame of a shot
+        starts from its source, so by induction the whole carried dream is band-limited)."""
+        sigma = self.settings.band_limit
+        if not sigma or self.settings.mode == "independent":
+            return dreamed
+        return (start + gaussian_blur(dreamed - start, sigma)).clamp(0, 1)
+
     def start(self, source: torch.Tensor, prev_source: torch.Tensor, prev_dream: torch.Tensor,
               backward: torch.Tensor | None, forward: torch.Tensor | None,
               persistence=None, temporal_weight=None, reference: torch.Tensor | None = None
@@ -79,8 +94,11 @@ class Carry:
         start = (source + carried).clamp(0, 1)
         if s.mode == "warp":
             return Start(start, fresh=fresh)
-        # the temporal loss pulls towards the carried dream
+        # the temporal loss pulls towards the carried dream (a cut has none: nothing pulls it
+        # back towards its bare source)
         pulling = bool((pull > 0).any()) if isinstance(pull, torch.Tensor) else pull > 0
+        if fresh is not None:
+            mask = mask * (~fresh).to(mask.dtype).view(-1, 1, 1, 1)
         return Start(start, Anchor(start, mask, pull) if pulling else None, fresh)
 
 
@@ -93,7 +111,7 @@ class Start:
     fresh: torch.Tensor | None = None  # (N,) bool
 
 
-CUT = 0.5  # a frame where less than half of the last frame could be followed starts a new shot
+CUT = 0.25  # a frame where under a quarter of the last frame could be followed starts a new shot
 
 
 def bands(residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,7 @@ import torch
 
 from renderer.motion.flow import FlowEstimator, consistency_mask, flow_to_tensor, warping_error
 from renderer.media.images import to_tensor
+from renderer.motion.truth import Truth
 
 
 def farneback_pair(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,15 +25,24 @@ def farneback_pair(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarra
 
 
 def consecutive_errors(sources: list[np.ndarray], outputs: list[np.ndarray],
-                       quality: str = "medium") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       quality: "str | Truth" = "medium"
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """E(t) for t >= 1 for the source and the output (the source's flow and mask), and the
-    share of reliable pixels (near 0 at a scene cut). `quality`: a DIS preset, or farneback."""
-    pair = farneback_pair if quality == "farneback" else FlowEstimator(quality).pair
+    share of reliable pixels (near 0 at a scene cut). `quality`: a DIS preset, farneback, or
+    the clip's ground truth (a `Truth`: its exact flow and visibility)."""
+    if isinstance(quality, Truth):
+        size = sources[0].shape[1::-1]
+        reference = lambda t: quality.reference(t, size)  # noqa: E731
+    else:
+        pair = farneback_pair if quality == "farneback" else FlowEstimator(quality).pair
+
+        def reference(t):
+            backward, forward = pair(sources[t - 1], sources[t])
+            wb, wf = flow_to_tensor([backward]), flow_to_tensor([forward])
+            return wb, consistency_mask(wb, wf, blur=0)
     src_err, out_err, coverage = [], [], []
     for t in range(1, len(sources)):  # the reference flow, at full size
-        backward, forward = pair(sources[t - 1], sources[t])
-        wb, wf = flow_to_tensor([backward]), flow_to_tensor([forward])
-        mask = consistency_mask(wb, wf, blur=0)
+        wb, mask = reference(t)
         coverage.append(float(mask.mean()))
         src_err.append(warping_error(to_tensor(sources[t]), to_tensor(sources[t - 1]), wb, mask))
         out_err.append(warping_error(to_tensor(outputs[t]), to_tensor(outputs[t - 1]), wb, mask))
@@ -102,7 +112,7 @@ def shot_holds(strength: np.ndarray, detail: np.ndarray, cuts: set, fps: float) 
 
 
 def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
-            seams: list[tuple[int, int]], quality: str = "medium", fps: float = 24.0
+            seams: list[tuple[int, int]], quality: "str | Truth" = "medium", fps: float = 24.0
             ) -> Coherence:
     """Coherence of an output clip against its source.
 

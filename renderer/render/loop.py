@@ -285,10 +285,10 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
             if static_shapes:
                 start, anchor, driven = _padded(start, anchor, driven, len(segments))
             _set_term_weights(dreamer, driven)
-            dreamed = dreamer.dream(start, seed=preset.seed, steps=_driven_steps(carry, first,
-                                                                                 driven),
-                                    step_scale=driven["step_scale"],
-                                    anchor=anchor)[:len(packet.rows)]
+            rows = len(packet.rows)
+            dreamed = carry.settle(start[:rows], dreamer.dream(
+                start, seed=preset.seed, steps=_driven_steps(carry, first, driven),
+                step_scale=driven["step_scale"], anchor=anchor)[:rows])
             for row, i in enumerate(packet.rows):
                 prev_source[i], prev_dream[i] = source[row], dreamed[row]
                 prev_rgb[i] = packet.sources[row].numpy()
