@@ -8,6 +8,9 @@ advanced in lockstep, then measured against the source as in shared/research/coh
 ratio = E(output) / E(source) (1.0 = no flicker added), strength = mean |output - source|, and
 seam = error at segment boundaries / median consecutive error. With `--split N` the render is
 done as N parts of `--batch` segments each (`dream render --part`), joined as `--assemble` does.
+The reference flow is DIS medium, Farneback (`--metric-flow farneback`), or for a clip the
+project generated its exact motion (`--metric-flow truth`, CLIP.motion.json); `--floor` adds
+what the measure reads for a dream locked exactly to the picture.
 
 What a viewer sees over a shot (frames between scene cuts): hold = the lowest per-second dream
 strength after the first second / the first second's (the worse of mean |output - source| and
@@ -81,6 +84,29 @@ def deliver(frames, rate, preset):
             path.stat().st_size / 1024
 
 
+def locked(sources, independent, truth, sigma=0.0):
+    """The measure's floor: each shot's first independent dream moved exactly with the picture
+    (one re-sampling from the shot's first frame, by the clip's ground truth), band-limited by
+    `sigma` px. No render can carry a dream better; what the measure still reads is its own."""
+    import numpy as np
+    import torch
+
+    from renderer.media.images import to_tensor, to_uint8
+    from renderer.motion.flow import gaussian_blur, warp
+
+    size = sources[0].shape[1::-1]
+    outputs, first = [], 0
+    for t, source in enumerate(sources):
+        if t and float(truth.reference(t, size)[1].sum()) == 0:
+            first = t  # a cut: nothing of the frame before is in this one
+        dream = to_tensor(independent[first]) - to_tensor(sources[first])
+        dream = gaussian_blur(dream, sigma)
+        flow, valid = truth.reference(t, size, earlier=first) if t > first else \
+            (torch.zeros(1, 2, *dream.shape[-2:]), torch.ones(1, 1, *dream.shape[-2:]))
+        outputs.append(to_uint8((to_tensor(source) + warp(dream, flow) * valid).clamp(0, 1))[0])
+    return [np.asarray(o) for o in outputs]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clip")
@@ -101,14 +127,20 @@ def main():
     parser.add_argument("--delivered", action="store_true",
                         help="also measure the file a user gets: the frames encoded with the "
                              "preset's encode settings, decoded back")
+    parser.add_argument("--floor", action="store_true",
+                        help="after independent mode: rows for its dream locked exactly to the "
+                             "picture (the clip's ground truth moves it), as is and band-limited: "
+                             "the lowest ratio the measure can read at that strength")
     parser.add_argument("--per-second", action="store_true",
                         help="print each shot's strength per second (relative to its median)")
     args = parser.parse_args()
     index = index_video(args.clip)
     try:
-        reference = Truth.load(args.clip) if args.metric_flow == "truth" else args.metric_flow
+        truth = Truth.load(args.clip) if args.metric_flow == "truth" or args.floor else None
     except UserError as error:
         raise SystemExit(f"error: {error}")
+    reference = truth if args.metric_flow == "truth" else args.metric_flow
+    band_limit = load(args.preset, args.overrides).flow.band_limit
     if args.frames and args.frames < index.count:
         index.pts = index.pts[:args.frames]
     size = parse_size(args.size) if args.size else (index.width, index.height)
@@ -139,6 +171,14 @@ def main():
         print(f"| {mode} | {c.ratio:.3f} | {c.strength:.4f} | {rel} | {c.seam:.3f} | "
               f"{c.hold:.2f} | {c.pop:.2f} {extra}| {seconds:.0f} |", flush=True)
         rows += [(mode, shot) for shot in c.shots]
+        if args.floor and mode == "independent":
+            for sigma in sorted({0.0, band_limit}):
+                floor = measure(sources, locked(sources, outputs, truth, sigma), seams,
+                                reference, fps=fps)
+                name = f"locked, band-limited {sigma:g} px" if sigma else "locked"
+                print(f"| {name} | {floor.ratio:.3f} | {floor.strength:.4f} | "
+                      f"{floor.strength / base:.2f}x | - | - | - " +
+                      "| - " * (3 if args.delivered else 0) + "| - |", flush=True)
     if args.per_second:
         print("\n| mode | shot (frames) | strength per second / shot median | detail per second |"
               "\n|---|---|---|---|")

@@ -36,6 +36,25 @@ def test_coherence_bench_prints_every_mode():
 
 
 @pytest.mark.slow
+def test_coherence_bench_measures_against_the_truth_and_its_floor(tmp_path):
+    """--metric-flow truth reads the sample clip's exact motion; --floor's dream, locked to the
+    picture, flickers far less than independent frames of the same strength."""
+    out = script("scripts/coherence_bench.py", "samples/pan.mp4", "-p", "video", "--size",
+                 "64x36", "--frames", "16", "--batch", "1", "--modes", "independent",
+                 "--metric-flow", "truth", "--floor", "--set", "dream.octaves=2")
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2])
+            for line in out.splitlines() if line.startswith("| ") and "ratio" not in line}
+    assert rows["locked"] < 0.5 * rows["independent"], rows
+    assert "locked, band-limited 0.8 px" in rows
+    phone = tmp_path / "phone.mp4"
+    phone.write_bytes((ROOT / "samples/pan.mp4").read_bytes())
+    result = subprocess.run([sys.executable, "scripts/coherence_bench.py", phone, "--metric-flow",
+                             "truth"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "no ground-truth motion" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
 def test_handheld_footage_shakes_and_is_measured_as_delivered(tmp_path):
     """The hand-held generator: a shaking camera (global motion every frame, with jitter: the
     motion changes direction), an object crossing it; the bench measures the delivered file."""

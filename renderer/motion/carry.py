@@ -17,8 +17,9 @@ new shot, dreamed as a fresh frame, with no pull back towards its bare source.
 With `flow.band_limit` (a Gaussian sigma in pixels) what each frame's dream adds is band-limited
 before it is shown and carried: detail at the scale of a pixel cannot follow motion, since every
 warp re-samples it, and a dream locked exactly to the picture still reads as flicker through it
-(scripts/BENCHMARKS.md: 1.42 -> 1.08 on the sample clip at 0.94x the strength). Band-limited,
-the carried dream also loses less to bilinear warping, and holding it costs little flicker.
+(scripts/BENCHMARKS.md: 1.46 on the sample clip under its exact motion, 1.10 band-limited, at
+0.93x the strength). Band-limited, the carried dream also loses less to bilinear warping, and
+holding it costs less flicker.
 """
 
 from __future__ import annotations

@@ -58,9 +58,11 @@ class Truth:
         data = json.loads(path.read_text())
         return cls(data["width"], data["height"], data["layers"])
 
-    def reference(self, t: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference(self, t: int, size: tuple[int, int], earlier: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame t's exact backward flow (1, 2, h, w) in pixels of `size` (w, h), and its
-        validity (1, 1, h, w) as 0/1."""
+        validity (1, 1, h, w) as 0/1: to frame t - 1, or to frame `earlier`."""
+        before_t = t - 1 if earlier is None else earlier
         w, h = size
         sx, sy = self.width / w, self.height / h
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -68,14 +70,14 @@ class Truth:
         owner, edge = self._owner(here, t)
         back = np.full(here.shape, np.nan)
         for k, layer in enumerate(self.layers):
-            now, before = layer["frames"][t], layer["frames"][t - 1]
+            now, before = layer["frames"][t], layer["frames"][before_t]
             mine = owner == k
             if now is None or before is None or not mine.any():
                 continue
             scene = _apply(np.asarray(now), here[mine])
             back[mine] = _apply(_invert(np.asarray(before)), scene)
         found = ~np.isnan(back[..., 0])
-        was, edge_before = self._owner(np.nan_to_num(back), t - 1)
+        was, edge_before = self._owner(np.nan_to_num(back), before_t)
         valid = found & ~edge & ~edge_before & (was == owner) & \
             (back[..., 0] >= -0.5) & (back[..., 0] <= self.width - 0.5) & \
             (back[..., 1] >= -0.5) & (back[..., 1] <= self.height - 0.5)
