@@ -95,12 +95,12 @@ def locked(sources, independent, truth, sigma=0.0):
     from renderer.motion.flow import gaussian_blur, warp
 
     size = sources[0].shape[1::-1]
-    outputs, first = [], 0
+    outputs, first, dream = [], 0, None
     for t, source in enumerate(sources):
         if t and float(truth.reference(t, size)[1].sum()) == 0:
-            first = t  # a cut: nothing of the frame before is in this one
-        dream = to_tensor(independent[first]) - to_tensor(sources[first])
-        dream = gaussian_blur(dream, sigma)
+            first, dream = t, None  # a cut: nothing of the frame before is in this one
+        if dream is None:
+            dream = gaussian_blur(to_tensor(independent[first]) - to_tensor(sources[first]), sigma)
         flow, valid = truth.reference(t, size, earlier=first) if t > first else \
             (torch.zeros(1, 2, *dream.shape[-2:]), torch.ones(1, 1, *dream.shape[-2:]))
         outputs.append(to_uint8((to_tensor(source) + warp(dream, flow) * valid).clamp(0, 1))[0])
