@@ -19,8 +19,8 @@ from renderer.motion.truth import Truth, motion_path
 def make(script, out, *args):
     subprocess.run([sys.executable, ROOT / "scripts" / script, "--out", out, *map(str, args)],
                    check=True, capture_output=True)
-    return list(FrameReader(index_video(out), 0, index_video(out).count,
-                            (index_video(out).width, index_video(out).height)))
+    index = index_video(out)
+    return list(FrameReader(index, 0, index.count, (index.width, index.height)))
 
 
 def errors(frames, truth, t, size):
