@@ -138,7 +138,9 @@ class ZoomSection(Section):
     octaves: int = Field(1, ge=1, le=8)
     color_hold: float = Field(0.5, ge=0.0, le=1.0)  # per second: pull back to the start colours
     loop: bool = False
-    loop_blend: float = Field(1.0, gt=0.0, le=60.0)  # seconds of cross-fade that close the loop
+    loop_blend: float = Field(1.0, gt=0.0, le=60.0)  # seconds over which a loop closes
+    # how: the next picture grows out of the zoom's centre, or a (contrast-kept) cross-fade
+    loop_close: Literal["grow", "fade"] = "grow"
     checkpoint_every: int = Field(120, ge=1, le=100000)  # frames between checkpoints
 
     @field_validator("keyframes")

@@ -5,8 +5,10 @@
 Colour: a zoom-classic run of --frames frames at low resolution; per frame the mean and the
 spread (std over pixels) of each channel. Printed: the first and last 10% averaged, and the
 extremes over the run. A drift to grey shows as a falling spread, a drift to saturated noise as
-a rising one. Loop: zoom-loop rendered for --loop-seconds; the last-to-first difference over the
-median consecutive-frame difference (target <= 1.5).
+a rising one. Loop: zoom-loop rendered for --loop-seconds with each `zoom.loop_close`; the
+last-to-first difference over the median consecutive-frame difference (target <= 1.5), the
+closing stretch's contrast and detail dips, and its most mixed frame: the share of its detail
+patches that are a visible mix of the two pictures it is made from (`metrics.mixed_area`).
 """
 
 import argparse
@@ -15,8 +17,8 @@ import time
 import numpy as np
 
 from renderer.engine.dream import pick_device
-from renderer.media.images import parse_size, to_uint8
-from renderer.motion.metrics import closing_dip
+from renderer.media.images import contact_sheet, label, parse_size, save_image, to_uint8
+from renderer.motion.metrics import closing_dip, mixed_area
 from renderer.motion.zoom import noise_image
 from renderer.presets import load
 from renderer.render.framestore import FrameStore
@@ -39,8 +41,18 @@ def colour_run(frames, size, fps, device):
     return np.array(stats), time.perf_counter() - started
 
 
-def loop_seam(seconds, size, fps, device):
-    renderer = make("zoom-loop", fps, device)
+class Recording(ZoomRenderer):
+    """A zoom renderer that also keeps each closing frame's two pictures: the chain's
+    continuation and the original frame it turns into."""
+
+    def close(self, j, blend, continuation, original):
+        self.pictures.append((continuation[0], original[0]))
+        return super().close(j, blend, continuation, original)
+
+
+def loop_seam(seconds, size, fps, device, close):
+    renderer = make("zoom-loop", fps, device, [f"zoom.loop_close={close}"])
+    renderer.__class__, renderer.pictures = Recording, []
     frames, store = [], FrameStore()
     zoom_frames(renderer, noise_image(size, [0]), round(seconds * fps),
                 lambda i, b: frames.append(b[0].astype(np.float32)), store)
@@ -48,8 +60,11 @@ def loop_seam(seconds, size, fps, device):
     clip = np.stack(frames)
     consecutive = np.abs(np.diff(clip, axis=0)).mean(axis=(1, 2, 3))
     wrap = float(np.abs(clip[-1] - clip[0]).mean())
+    closing = clip[-renderer.blend:]
+    continuation, original = (np.stack(p) for p in zip(*renderer.pictures))
+    mixed = mixed_area(closing, continuation, original)
     return wrap, float(np.median(consecutive)), float(consecutive.max()), \
-        closing_dip(clip, renderer.blend)
+        closing_dip(clip, renderer.blend), float(mixed.max()), closing
 
 
 def main():
@@ -58,6 +73,9 @@ def main():
     parser.add_argument("--size", default="96x96")
     parser.add_argument("--fps", type=float, default=30)
     parser.add_argument("--loop-seconds", type=float, default=4)
+    parser.add_argument("--close", default="grow,fade",
+                        help="zoom.loop_close values to measure, comma-separated")
+    parser.add_argument("--strip", help="write the closing frames of each close here (an image)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     size, device = parse_size(args.size), pick_device(args.device)
@@ -71,12 +89,20 @@ def main():
     for name, row in (("first 10%", first), ("last 10%", last), ("min", stats.min(0)),
                       ("max", stats.max(0))):
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
-    wrap, median, worst, (contrast, detail) = loop_seam(args.loop_seconds, size, args.fps,
-                                                        device)
-    print(f"loop seam: last->first {wrap:.2f}, median consecutive {median:.2f}, "
-          f"max consecutive {worst:.2f}, ratio {wrap / median:.2f} (target <= 1.5)")
-    print(f"loop closing stretch: contrast dip {contrast:.2f}, detail dip {detail:.2f} "
-          "(lowest / the loop's median; target >= 0.9)")
+    print("\n| zoom-loop close | seam ratio (<= 1.5) | contrast dip | detail dip (>= 0.9) | "
+          "largest step / median | most mixed area |")
+    print("|---|---|---|---|---|---|")
+    cells, closes = [], args.close.split(",")
+    for close in closes:
+        wrap, median, worst, (contrast, detail), mixed, closing = loop_seam(
+            args.loop_seconds, size, args.fps, device, close)
+        print(f"| {close} | {wrap / median:.2f} | {contrast:.2f} | {detail:.2f} | "
+              f"{worst:.2f} / {median:.2f} | {mixed:.2f} |")
+        for k in np.linspace(0, len(closing) - 1, 6).round().astype(int):
+            cells.append(label(closing[k].astype(np.uint8), f"{close} {k + 1}/{len(closing)}"))
+    if args.strip:
+        save_image(contact_sheet(cells, len(cells) // len(closes)), args.strip)
+        print(f"closing frames of each: {args.strip}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -80,6 +81,9 @@ def test_loop_is_seamless():
     dreamer = Dreamer(network, build_objective(preset, network), preset.dream, "cpu")
     fps, count = 12, 24
     renderer = ZoomRenderer(dreamer, preset, fps, [0])
+    pictures = []  # each closing frame's two pictures: the continuation and the original
+    close = renderer.close
+    renderer.close = lambda j, n, a, b: pictures.append((a[0], b[0])) or close(j, n, a, b)
     frames = []
     store = FrameStore()
     zoom_frames(renderer, noise_image((64, 64), [0]), count, lambda i, b: frames.append(b[0]),
@@ -96,6 +100,31 @@ def test_loop_is_seamless():
 
     contrast, detail = closing_dip(clip, renderer.blend)
     assert contrast >= 0.85 and detail >= 0.85, (contrast, detail)
+    # and no closing frame is a double exposure: the start grows out of the centre
+    from renderer.motion.metrics import mixed_area
+
+    continuation, original = (np.stack(p) for p in zip(*pictures))
+    assert len(pictures) == renderer.blend
+    assert mixed_area(clip[-renderer.blend:], continuation, original).max() <= 0.35
+
+
+def test_mixed_area_tells_a_cross_fade_from_a_switch_grown_from_the_centre():
+    from renderer.media.images import contrast_kept_crossfade, grown_in
+    from renderer.motion.metrics import mixed_area
+
+    rng = np.random.default_rng(0)
+    a, b = (cv2.GaussianBlur(rng.integers(0, 256, (96, 96, 3)).astype(np.uint8), (0, 0), 1)
+            for _ in range(2))
+    faded = contrast_kept_crossfade(a, b, 0.5)
+    grown = grown_in(a, b, 0.5, (0.5, 0.5))
+    area = mixed_area(np.stack([faded, grown, a]), a[None].repeat(3, 0), b[None].repeat(3, 0))
+    assert area[0] > 0.8 and area[1] < 0.3 and area[2] < 0.05, area
+    # half of the frame has turned over, the centre first
+    def off(picture, where):
+        return np.abs(grown[where].astype(int) - picture[where]).mean()
+
+    centre, corner = np.s_[40:56, 40:56], np.s_[:8, :8]
+    assert off(b, centre) < 8 < off(a, centre) and off(a, corner) < 8 < off(b, corner)
 
 
 def zoom_cli(tmp_path, *extra, out="z.mp4"):

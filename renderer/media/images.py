@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import torch
 
+from renderer.curves import smoothstep
 from renderer.errors import UserError
 from renderer.outputs import atomic_path, check_output
 
@@ -48,24 +49,43 @@ def crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarra
     return ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
 
 
-def contrast_kept_crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
+def contrast_kept_crossfade(rgb: np.ndarray, incoming: np.ndarray,
+                            weight: "float | np.ndarray") -> np.ndarray:
     """A blend of two different pictures whose contrast and detail stay theirs: averaging
     uncorrelated pictures flattens both (by up to 1/sqrt(2) half-way), so the blend's coarse
-    and fine bands are each scaled back, per channel, to the weighted spread of the two. Frames
-    are HxWx3, or a batch of them."""
+    and fine bands are each scaled back, per channel, to the weighted spread of the two.
+    `weight` (of `incoming`) is one number or an HxWx1 map. Frames are HxWx3, or a batch."""
     if rgb.ndim == 4:
         return np.stack([contrast_kept_crossfade(x, y, weight) for x, y in zip(rgb, incoming)])
     a, b = rgb.astype(np.float32), incoming.astype(np.float32)
+    share = float(np.mean(weight))
     coarse_a, coarse_b = (cv2.GaussianBlur(x, (0, 0), 1.5) for x in (a, b))
     out = np.zeros_like(a)
     for band_a, band_b in ((coarse_a, coarse_b), (a - coarse_a, b - coarse_b)):
         mixed = (1 - weight) * band_a + weight * band_b
         mean = mixed.mean(axis=(0, 1), keepdims=True)
-        wanted = (1 - weight) * band_a.std(axis=(0, 1), keepdims=True) + \
-            weight * band_b.std(axis=(0, 1), keepdims=True)
+        wanted = (1 - share) * band_a.std(axis=(0, 1), keepdims=True) + \
+            share * band_b.std(axis=(0, 1), keepdims=True)
         out += mean + (mixed - mean) * wanted / np.maximum(mixed.std(axis=(0, 1),
                                                                      keepdims=True), 1e-6)
     return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def grown_in(rgb: np.ndarray, incoming: np.ndarray, progress: float,
+             centre: tuple[float, float]) -> np.ndarray:
+    """`incoming` grown out of `centre` (fractions of width and height) over `rgb`: inside a
+    soft-edged disc that covers `progress` of the frame (all of it at 1), contrast kept. A
+    zoom's picture is born at its centre and flows outwards, so the new picture arrives the way
+    the motion brings everything, and each place switches over a few frames instead of the
+    whole frame being a mix of two. Frames are HxWx3, or a batch of them."""
+    h, w = rgb.shape[-3:-1]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    radius = np.hypot(xs - centre[0] * w, ys - centre[1] * h)
+    edge = 0.08 * np.hypot(w, h)
+    # the same share of the frame turns over each frame: the disc's edge at that quantile
+    reach = np.quantile(radius, progress) + progress * edge / 2
+    inside = smoothstep(np.clip((reach - radius) / edge + 0.5, 0, 1))
+    return contrast_kept_crossfade(rgb, incoming, inside[..., None])
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -148,3 +148,39 @@ def closing_dip(clip: np.ndarray, closing: int) -> tuple[float, float]:
     tail = slice(len(luma) - closing, len(luma))
     return (float(contrast[tail].min() / np.median(contrast)),
             float(detail[tail].min() / np.median(detail)))
+
+
+MIXED = 0.25  # a patch is a visible mix when the weaker picture carries this share of its detail
+
+
+def mixed_area(frames: np.ndarray, first: np.ndarray, second: np.ndarray, patch: int = 8
+               ) -> np.ndarray:
+    """Per frame, the share of its detail patches that are a visible mix of two pictures.
+
+    Each frame (N x H x W x 3, as are `first` and `second`, the two pictures it was made from)
+    is explained patch by patch as a*first + b*second in the luma detail band, where ghosting
+    shows as double edges; a patch is mixed when the weaker of a and b's contributions carries
+    at least MIXED of the two. A cross-fade reads about 1 half-way; a switch made region by
+    region reads only along its front."""
+    def detail(x):
+        luma = np.asarray(x, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return np.stack([y - cv2.GaussianBlur(y, (0, 0), 1.5) for y in luma])
+
+    out, a, b = (detail(x) for x in (frames, first, second))
+    n, h, w = out.shape
+    rows, cols = h // patch, w // patch
+
+    def patches(x):
+        x = x[:, :rows * patch, :cols * patch].reshape(n, rows, patch, cols, patch)
+        return x.transpose(0, 1, 3, 2, 4).reshape(n, rows * cols, patch * patch)
+
+    out, a, b = patches(out), patches(a), patches(b)
+    aa, bb, ab = (a * a).sum(-1), (b * b).sum(-1), (a * b).sum(-1)
+    ao, bo = (a * out).sum(-1), (b * out).sum(-1)
+    det = np.maximum(aa * bb - ab * ab, 1e-6)
+    ca = np.clip((bb * ao - ab * bo) / det, 0, None)
+    cb = np.clip((aa * bo - ab * ao) / det, 0, None)
+    share_a, share_b = ca * np.sqrt(aa), cb * np.sqrt(bb)
+    weaker = np.minimum(share_a, share_b) / np.maximum(share_a + share_b, 1e-6)
+    textured = (out * out).sum(-1) > 0.1 * np.median((out * out).sum(-1))
+    return ((weaker >= MIXED) & textured).sum(-1) / np.maximum(textured.sum(-1), 1)

@@ -3,7 +3,7 @@
 `ZoomRenderer` produces the frames of a batch of variants (one seed each); `zoom_frames` puts
 them in output order and closes loops; `render_zoom` writes them as checkpointed chunks and
 finalizes each variant's file, as `render_video` does for a clip. Loops are closed by rendering
-past the end and cross-fading that continuation into the first frames.
+past the end and turning that continuation into the first frames (`ZoomRenderer.close`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from renderer.engine.dream import Dreamer, pick_device
 from renderer.engine.models import load_network
 from renderer.engine.objectives import MixedObjective, zoom_objective
 from renderer.media import encode
-from renderer.media.images import contrast_kept_crossfade, to_uint8
+from renderer.media.images import contrast_kept_crossfade, grown_in, to_uint8
 from renderer.media.probe import as_rate
 from renderer.motion.zoom import (Motion, channel_stats, frame_motion, hold_colour, per_frame,
                                   transform)
@@ -125,6 +125,15 @@ class ZoomRenderer:
         0.83 after one second), and the loop closes into its first frames."""
         return round(PREROLL_SECONDS * self.fps) if self.settings.loop else 0
 
+    def close(self, j: int, blend: int, continuation: np.ndarray, original: np.ndarray
+              ) -> np.ndarray:
+        """Closing frame j of `blend`: the chain's continuation turning into the original
+        frame j, grown out of the zoom's centre or cross-faded (`zoom.loop_close`)."""
+        if self.settings.loop_close == "fade":
+            return contrast_kept_crossfade(continuation, original, crossfade_weight(j, blend))
+        motion, _ = frame_motion(j, self.fps, self.settings.keyframes, self.settings.easing)
+        return grown_in(continuation, original, (j + 1) / blend, motion.center)
+
     def steps(self, frame: int, keyframed: float | None) -> int:
         """Ascent steps of a frame: the keyframes' or `zoom.steps`; the first frame grows a
         full dream out of the init, so it takes at least `dream.steps`."""
@@ -167,8 +176,8 @@ def zoom_frames(renderer: ZoomRenderer, init: torch.Tensor, count: int,
 
     For a loop, the chain first runs `preroll` frames that are not shown (so the loop starts
     from a grown dream), then frames count .. count + L - 1 continue the motion; the first L
-    frames are held back (in `store`) and emitted last as a contrast-kept cross-fade from the
-    continuation into themselves, so the final frame flows into frame 0. Output order:
+    frames are held back (in `store`) and emitted last, the continuation turning into them
+    (`ZoomRenderer.close`), so the final frame flows into frame 0. Output order:
     L .. count - 1, then 0 .. L - 1 - the clip is a rotation of a seamless loop. Every `every`
     chain frames checkpoint(chain frames done, current dream) is called (see resume).
     """
@@ -187,8 +196,7 @@ def zoom_frames(renderer: ZoomRenderer, init: torch.Tensor, count: int,
                 emit(shown, rgb)
             else:
                 j = shown - count
-                w = crossfade_weight(j, blend)  # the original frame j fades in
-                emit(j, contrast_kept_crossfade(rgb, store.get((j,)), w))
+                emit(j, renderer.close(j, blend, rgb, store.get((j,))))
         if checkpoint is not None and every and (frame + 1) % every == 0 and frame + 1 < total:
             checkpoint(frame + 1, batch)
 
