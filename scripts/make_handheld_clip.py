@@ -130,13 +130,15 @@ def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.
 
 
 def write_truth(out: Path, shot: Shot) -> Path:
-    """The clip's ground-truth motion (renderer.motion.truth) at the middle of each exposure:
-    the background's frame -> photo affine, and the object as a disc layer."""
+    """The clip's ground-truth motion (renderer.motion.truth): where each frame's blurred
+    picture is centred, the mean over its exposures (not the view at the exposure's middle
+    time: a 13.7 Hz shake turns a third of a cycle in one exposure). The background's frame ->
+    photo affine, and the object as a disc layer."""
     background, thing = [], []
     for k in range(shot.count):
         times = shot.times(k)
-        middle = sum(times) / len(times)
-        background.append(cv2.invertAffineTransform(shot.view(middle)))
+        background.append(np.mean([cv2.invertAffineTransform(shot.view(t)) for t in times],
+                                  axis=0))
         cx, cy = np.mean([shot.centre(t) for t in times], axis=0)
         thing.append([[1.0, 0.0, -cx], [0.0, 1.0, -cy]])
     return write_motion(out, shot.size, [{"name": "background", "frames": background},
