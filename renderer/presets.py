@@ -75,6 +75,8 @@ class FlowSection(Section):
     mode: Literal["independent", "blend", "warp", "consistent"] = "consistent"
     quality: Literal["ultrafast", "fast", "medium"] = "fast"
     max_width: int = Field(960, ge=0, le=8192)  # flow of wider frames at this width (0: full)
+    # take the camera's motion out first (a robust affine fit), then DIS on what is left
+    align: bool = False
     persistence: float = Field(0.9, ge=0.0, le=1.0)  # share of the warped dream carried over
     blend: float = Field(0.5, ge=0.0, le=1.0)  # 'blend' mode: weight of the previous dream
     temporal_weight: float = Field(0.0, ge=0.0, le=1.0)  # pull towards the warped dream per step

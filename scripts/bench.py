@@ -77,7 +77,7 @@ def naive(clip, preset, size, frames, device, workdir):
     index = trimmed(index_video(clip), frames)
     dreamer = dreamer_for(preset, device)
     repeats = slot_counts(index)
-    estimator = FlowEstimator(preset.flow.quality, preset.flow.max_width)
+    estimator = FlowEstimator.of(preset.flow)
     writer = encode.ChunkWriter(workdir / "naive.mkv", size, index.rate, preset.encode)
     reader = FrameReader(index, 0, index.count, size, depth=1)
     times = {"decode": 0.0, "flow": 0.0, "dream": 0.0, "encode": 0.0}

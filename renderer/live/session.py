@@ -234,7 +234,7 @@ class LiveSession:
         self.preset: Preset = preset or load(name)
         self.layers = load_network(self.preset.model.name, self.preset.model.weights).layer_names
         self.dreamer: Dreamer = dreamer_for(self.preset, self.device)
-        self.flow = FlowEstimator(self.preset.flow.quality, self.preset.flow.max_width)
+        self.flow = FlowEstimator.of(self.preset.flow)
         self.carry = Carry.of(self.preset)
         self.previous = None  # (rgb, source tensor, dream tensor) of the last frame
         self.params = LiveParams.of(name, self.preset)

@@ -91,8 +91,7 @@ class _FlowFeed:
 
     def _flow(self, pair):
         if not hasattr(self.local, "estimator"):
-            self.local.estimator = FlowEstimator(self.carry.settings.quality,
-                                                 self.carry.settings.max_width)
+            self.local.estimator = FlowEstimator.of(self.carry.settings)
         return self.local.estimator.pair(*pair)
 
     def _packets(self):
