@@ -85,3 +85,21 @@ def test_handheld_footage_shakes_and_is_measured_as_delivered(tmp_path):
             for f in FrameReader(index_video(still), 0, 30, (96, 54))]
     steady = np.array([cv2.phaseCorrelate(a, b)[0] for a, b in zip(gray, gray[1:])])
     assert np.median(np.abs(steady).max(axis=1)) < 0.1  # the crossing object: ~0.05
+
+
+def test_frame_strip_puts_videos_in_labelled_rows_at_the_same_frames(tmp_path):
+    from renderer.media.images import read_rgb
+
+    out = tmp_path / "strip.png"
+    script("scripts/frame_strip.py", "samples/pan.mp4", "samples/pan.mp4", out, "--at", "3,4,5",
+           "--height", "60", "--labels", "a,b")
+    sheet = read_rgb(out)
+    width = round(60 * 16 / 9)  # the sample clip is 16:9
+    assert sheet.shape[1] == 3 * width and sheet.shape[0] > 2 * 60
+    top, bottom = sheet[:60], sheet[sheet.shape[0] // 2:sheet.shape[0] // 2 + 60]
+    assert np.array_equal(top, bottom)  # the same video, the same frames
+    assert not np.array_equal(top[:, :width], top[:, width:2 * width])  # the pan moves
+    bad = subprocess.run([sys.executable, "scripts/frame_strip.py", "samples/pan.mp4", out,
+                          "--at", "0,9999"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "frames: pick frames below that" in bad.stderr
