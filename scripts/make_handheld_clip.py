@@ -74,19 +74,17 @@ class Shot:
         return [(k + s / SUBFRAMES) / self.fps for s in range(SUBFRAMES)]
 
 
-def frames(photo: np.ndarray, thing: np.ndarray, size: tuple[int, int], fps: float,
-           count: int, seed: int, noise: float = 2.0, flicker: float = 1.0,
-           shake: float = 1.0):
+def frames(photo: np.ndarray, thing: np.ndarray, shot: Shot, seed: int, noise: float = 2.0,
+           flicker: float = 1.0):
     rng = np.random.default_rng(seed)
-    rng.uniform(0, 2 * np.pi, 3)  # the camera's phases (Shot draws the same)
-    shot = Shot(photo.shape, size, fps, count, seed, shake)
-    w, h = size
+    rng.uniform(0, 2 * np.pi, 3)  # the camera's phases (Shot's): the noise is drawn after them
+    (w, h), fps = shot.size, shot.fps
     radius = shot.radius
     disc = cv2.resize(thing, (2 * radius, 2 * radius), interpolation=cv2.INTER_AREA)
     mask = np.zeros((2 * radius, 2 * radius), np.float32)
     cv2.circle(mask, (radius, radius), radius - 1, 1.0, -1)
     mask = cv2.GaussianBlur(mask, (0, 0), 1.0)[..., None]
-    for k in range(count):
+    for k in range(shot.count):
         exposure = np.zeros((h, w, 3), np.float32)
         for t in shot.times(k):
             view = cv2.warpAffine(photo, shot.view(t), (w, h), flags=cv2.INTER_LINEAR,
@@ -120,12 +118,13 @@ def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.
                              "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}",
                              "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26",
                              "-pix_fmt", "yuv420p", str(out)], stdin=subprocess.PIPE)
-    for rgb in frames(picture, other, size, fps, count, seed, noise, flicker, shake):
+    shot = Shot(picture.shape, size, fps, count, seed, shake)
+    for rgb in frames(picture, other, shot, seed, noise, flicker):
         proc.stdin.write(rgb.tobytes())
     proc.stdin.close()
     if proc.wait() != 0:
         raise SystemExit(f"error: ffmpeg could not write {out}")
-    write_truth(out, Shot(picture.shape, size, fps, count, seed, shake))
+    write_truth(out, shot)
     return out
 
 

@@ -136,16 +136,21 @@ def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
     return Coherence(float(out_err.mean() / src_err.mean()), strength, seam, shots)
 
 
+def luma(frames: np.ndarray) -> np.ndarray:
+    """... x H x W x 3 RGB -> ... x H x W luma (Rec. 601 weights), float32."""
+    return np.asarray(frames, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def closing_dip(clip: np.ndarray, closing: int) -> tuple[float, float]:
     """The lowest contrast (std of luma) and detail (mean |Laplacian| of luma) over a loop's
     closing stretch (its last `closing` frames), relative to the loop's median: a cross-fade of
     two pictures, or one into a chain's immature first frames, shows as a dip in both."""
     import cv2
 
-    luma = np.asarray(clip, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    contrast = luma.std(axis=(1, 2))
-    detail = np.array([np.abs(cv2.Laplacian(frame, cv2.CV_32F)).mean() for frame in luma])
-    tail = slice(len(luma) - closing, len(luma))
+    light = luma(clip)
+    contrast = light.std(axis=(1, 2))
+    detail = np.array([np.abs(cv2.Laplacian(frame, cv2.CV_32F)).mean() for frame in light])
+    tail = slice(len(light) - closing, len(light))
     return (float(contrast[tail].min() / np.median(contrast)),
             float(detail[tail].min() / np.median(detail)))
 
@@ -163,8 +168,7 @@ def mixed_area(frames: np.ndarray, first: np.ndarray, second: np.ndarray, patch:
     at least MIXED of the two. A cross-fade reads about 1 half-way; a switch made region by
     region reads only along its front."""
     def detail(x):
-        luma = np.asarray(x, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return np.stack([y - cv2.GaussianBlur(y, (0, 0), 1.5) for y in luma])
+        return np.stack([y - cv2.GaussianBlur(y, (0, 0), 1.5) for y in luma(x)])
 
     out, a, b = (detail(x) for x in (frames, first, second))
     n, h, w = out.shape
