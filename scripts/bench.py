@@ -25,7 +25,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from renderer.media import encode
@@ -182,20 +181,16 @@ def ablation(preset_name, size, batch, device):
             yield name, float("nan"), 0.0
 
 
-def flow_workers(size, workers_list, max_width=0, pairs=16):
-    """ms per frame pair (both directions, DIS fast) with a pool of `workers` threads."""
-    rng = np.random.default_rng(0)
-    frames = [(rng.random((size[1], size[0], 3)) * 255).astype(np.uint8) for _ in range(2)]
-    import cv2
-
-    frames = [cv2.GaussianBlur(f, (0, 0), 3) for f in frames]
+def flow_workers(frames, workers_list, estimator, pairs=16):
+    """ms per frame pair (both directions) with a pool of `workers` threads, each with its own
+    `estimator()`, on two consecutive frames of the clip."""
     out = []
     for workers in workers_list:
         local = __import__("threading").local()
 
         def one(_):
             if not hasattr(local, "e"):
-                local.e = FlowEstimator("fast", max_width)
+                local.e = estimator()
             return local.e.pair(*frames)
 
         with ThreadPoolExecutor(workers) as pool:
@@ -348,12 +343,15 @@ def main():
              f"{sec:.1f} s, no OOM", "")
     if args.ablation:
         threads = sorted({1, 4, os.cpu_count()})
-        reduced = preset.flow.max_width
-        full = flow_workers(size, threads)
-        small = flow_workers(size, threads, reduced) if reduced and reduced < w else full
-        emit(f"| flow threads | ms per frame pair (fwd+bwd, DIS fast), {w} px | "
-             f"at flow.max_width {reduced} px |", "|---|---|---|",
-             *[f"| {k} | {a:.1f} | {b:.1f} |" for (k, a), (_, b) in zip(full, small)])
+        flow = preset.flow
+        pair = list(FrameReader(index_video(args.clip), 0, 2, size))
+        full, small, aligned = (flow_workers(pair, threads, lambda: FlowEstimator(
+            flow.quality, width, align)) for width, align in
+            ((0, False), (flow.max_width, False), (flow.max_width, True)))
+        emit(f"| flow threads | ms per frame pair (fwd+bwd, DIS {flow.quality}), {w} px | "
+             f"at flow.max_width {flow.max_width} px | the same, flow.align |", "|---|---|---|---|",
+             *[f"| {k} | {a:.1f} | {b:.1f} | {c:.1f} |"
+               for (k, a), (_, b), (_, c) in zip(full, small, aligned)])
         if (copy := pinned_copy(size, batch, device)) is not None:
             emit("", f"host->device copy of a batch: pageable {copy['pageable']:.2f} ms, "
                      f"pinned {copy['pinned']:.2f} ms")
