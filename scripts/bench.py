@@ -1,7 +1,7 @@
 """End-to-end speed: the optimised renderer against the naive loop, and the memory floor.
 
     python scripts/bench.py CLIP [-p video] [--size 1920x1080] [--frames 240] [--naive-frames 48]
-                            [--ablation] [--cap4k] [--profile] [--out table.md]
+                            [--flow] [--ablation] [--cap4k] [--profile] [--out table.md]
 
 Prints fps with a per-stage breakdown (decode, flow, dream, encode, GPU idle) for the optimised
 pipeline (lockstep segments, bf16, channels_last, folded batch-norm, torch.compile, threads for
@@ -269,7 +269,10 @@ def main():
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--ablation", action="store_true", help="time each optimisation")
+    parser.add_argument("--flow", action="store_true",
+                        help="time the flow per frame pair: threads x full size, max_width, align")
+    parser.add_argument("--ablation", action="store_true",
+                        help="time each optimisation of the dream step (and the flow, as --flow)")
     parser.add_argument("--cap4k", action="store_true", help="4K under a 16 GiB cap (CUDA)")
     parser.add_argument("--profile", action="store_true",
                         help="profile a short render: the ops that take the most device time")
@@ -341,7 +344,7 @@ def main():
         peak, tile, sec = cap_4k(args.preset, device)
         emit(f"4K batch of 4 under a 16 GiB cap: peak {peak:.1f} GiB, tile size {tile}, "
              f"{sec:.1f} s, no OOM", "")
-    if args.ablation:
+    if args.flow or args.ablation:
         threads = sorted({1, 4, os.cpu_count()})
         flow = preset.flow
         pair = list(FrameReader(index_video(args.clip), 0, 2, size))
@@ -352,6 +355,7 @@ def main():
              f"at flow.max_width {flow.max_width} px | the same, flow.align |", "|---|---|---|---|",
              *[f"| {k} | {a:.1f} | {b:.1f} | {c:.1f} |"
                for (k, a), (_, b), (_, c) in zip(full, small, aligned)])
+    if args.ablation:
         if (copy := pinned_copy(size, batch, device)) is not None:
             emit("", f"host->device copy of a batch: pageable {copy['pageable']:.2f} ms, "
                      f"pinned {copy['pinned']:.2f} ms")

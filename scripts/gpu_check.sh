@@ -8,7 +8,9 @@
 #   .gpu/whl/*.whl                     pydantic, pydantic-core, annotated-types,
 #                                      typing-inspection, ffmpeg-python, future
 # In order: start-up on a fresh Inductor cache (10 s clip, default settings), the end-to-end
-# bench with its profile and ablation (40 s clip), the anchor bench, start-up again warm.
+# bench with its profile and ablation (40 s clip), the anchor bench, start-up again warm; and,
+# named in STEPS, flow.align's cost in a render (align-true align-false) and coherence on the GPU
+# (coherence-hh1080 coherence-static360 coherence-fast360; clips made here, carried in .gpu/).
 # Results go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,11 +26,13 @@ cp .gpu/mobilenet_v2-b0353104.pth /tmp/torch/hub/checkpoints/
   python3 -c "import torch, cv2, av; print('torch', torch.__version__, 'cv2', cv2.__version__, 'av', av.__version__)"
   nproc; ffmpeg -version | head -1; } 2>&1 | tee "$OUT/gpu.txt"
 SIZE=${SIZE:-1920x1080}
-t=$SECONDS
-python3 scripts/make_sample_clip.py --out /tmp/clip40.mp4 --seconds ${SECONDS_CLIP:-40} --size $SIZE
-ffmpeg -v error -y -i /tmp/clip40.mp4 -t 10 -c copy /tmp/clip10.mp4
-echo "clips made in $((SECONDS - t)) s" | tee -a "$OUT/gpu.txt"
 STEPS=" ${STEPS:-startup-fresh bench anchor startup-warm} "  # which of the steps below to run
+if [[ $STEPS =~ " "(startup|bench|anchor) ]]; then  # the sample clips those steps render
+  t=$SECONDS
+  python3 scripts/make_sample_clip.py --out /tmp/clip40.mp4 --seconds ${SECONDS_CLIP:-40} --size $SIZE
+  ffmpeg -v error -y -i /tmp/clip40.mp4 -t 10 -c copy /tmp/clip10.mp4
+  echo "clips made in $((SECONDS - t)) s" | tee -a "$OUT/gpu.txt"
+fi
 step() {  # name, limit in seconds, log name, command...
   local label=$1 limit=$2 log=$3; shift 3
   [[ $STEPS == *" $label "* ]] || return 0
@@ -50,6 +54,22 @@ step anchor ${ANCHOR_LIMIT:-150} anchor_log.txt python3 scripts/anchor_bench.py 
 # 4. start-up again on the same machine, the cache of step 1 in place
 step startup-warm ${STARTUP_LIMIT:-120} startup_log.txt python3 scripts/startup_bench.py \
   /tmp/clip10.mp4 --cache-dir /tmp/fresh-cache --label "warm machine" --out "$OUT/startup.md"
+# 5. flow.align's cost in a GPU render: a 10 s 1080p hand-held clip made by
+#    `make_handheld_clip.py --out .gpu/hh1080.mp4 --seconds 10 --size 1920x1080`, align on, then off
+for align in true false; do
+  step align-$align ${ALIGN_LIMIT:-150} align_log.txt python3 scripts/bench.py .gpu/hh1080.mp4 \
+    -p video --set video.warmup=24 --set flow.align=$align --naive-frames 8 --flow \
+    --out "$OUT/align_$align.md"
+done
+# 6. coherence on the GPU (bf16) at 640x360, against the clips' exact motion: the hand-held clip,
+#    a tripod shot (`--shake 0`, static360) and fast motion (`--shake 2.5 --photo chelsea --fps 24`).
+#    One frame at a time (--batch 1) is slow: 300 frames of two modes took over 90 s each on an H200
+for clip in hh1080 static360 fast360; do
+  step coherence-$clip ${COHERENCE_LIMIT:-150} coherence_log.txt python3 \
+    scripts/coherence_bench.py .gpu/$clip.mp4 -p video --batch 1 --size 640x360 \
+    --frames ${COHERENCE_FRAMES:-120} \
+    --metric-flow truth --modes independent,consistent --delivered --per-second
+done
 # what the start-up's imports cost, slowest first
 step imports 60 imports.txt sh -c 'python3 -X importtime -c "import renderer.render.video" 2>&1 \
   | sort -t"|" -k2 -n -r | head -25'

@@ -5,7 +5,8 @@ import numpy as np
 import torch
 from skimage import data
 
-from renderer.motion.flow import FlowEstimator, consistency_mask, flow_to_tensor, resize_flow, warp
+from renderer.motion.flow import (FlowEstimator, consistency_mask, flow_to_tensor, gaussian_blur,
+                                   resize_flow, warp)
 from renderer.media.images import to_tensor
 
 
@@ -154,7 +155,37 @@ def test_reduced_size_flow_is_scaled_back_to_full_size():
 
 
 @pytest.mark.slow
-def test_hold_keeps_the_shot_strength_and_a_cut_starts_afresh(tmp_path):
+def test_a_cut_is_dreamed_as_the_first_frame_of_its_shot(tmp_path):
+    """flow.hold: the frame after a scene cut starts afresh and is dreamed exactly as the first
+    frame of a render that begins there (not with a carried frame's fewer, larger steps)."""
+    from media import ffmpeg
+    from renderer.engine.dream import dreamer_for
+    from renderer.media.decode import index_video
+    from renderer.presets import load
+    from renderer.render.loop import Lockstep, render_frames
+    from renderer.render.plan import plan_segments
+    from renderer.render.sinks import FixedSinks, MemorySink
+
+    both, second = tmp_path / "both.mkv", tmp_path / "second.mkv"  # lossless: same pixels
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=12:duration=1",
+           "-f", "lavfi", "-i", "cellauto=size=96x64:rate=12:rule=110:seed=3",
+           "-filter_complex", "[1]trim=duration=1,setpts=PTS-STARTPTS,format=yuv444p[b];"
+           "[0]format=yuv444p[a];[a][b]concat=n=2:v=1", "-c:v", "ffv1", both)
+    ffmpeg("-i", both, "-vf", "trim=start_frame=12,setpts=PTS-STARTPTS", "-c:v", "ffv1", second)
+    preset = load("video", ["dream.octaves=2", "dream.steps=4", "flow.steps=2"])
+    dreamer = dreamer_for(preset, "cpu")
+    frames = {}
+    for clip in (both, second):
+        index, memory = index_video(clip), MemorySink()
+        render_frames(Lockstep(index, preset, dreamer, (96, 64),
+                               plan_segments(index.count, 1, 0)), FixedSinks([memory]))
+        frames[clip] = memory.frames_written
+    assert len(frames[both]) == 24 and len(frames[second]) == 12
+    assert np.array_equal(frames[both][12], frames[second][0])
+
+
+@pytest.mark.slow
+def test_hold_keeps_the_shot_strength(tmp_path):
     """flow.hold: the carried dream keeps its first strength over a 3 s shot (without it, it
     fades); the measure sees the difference."""
     from media import ffmpeg
@@ -202,3 +233,46 @@ def test_band_limit_keeps_the_dreams_shapes_and_drops_its_pixel_detail():
     assert kept > 0.85 and left < 0.3, (kept, left)
     for off in (["flow.band_limit=0"], ["flow.band_limit=0.8", "flow.mode=independent"]):
         assert torch.equal(Carry.of(load("video", off)).settle(start, dreamed), dreamed)
+
+
+def test_a_held_shots_first_frame_keeps_its_strength_through_the_band_limit():
+    """Rows that begin a held shot keep the mean magnitude of what their dream added (hold then
+    keeps the shot at it); the band limit still takes their pixel detail; other rows lose it."""
+    from renderer.motion.carry import Carry
+    from renderer.presets import load
+
+    rng = torch.Generator().manual_seed(1)
+    start = torch.rand(2, 3, 48, 48, generator=rng) * 0.5 + 0.25
+    dreamed = start + 0.08 * (torch.rand(2, 3, 48, 48, generator=rng) - 0.5) + 0.02
+    carry = Carry.of(load("video"))
+    settled = carry.settle(start, dreamed, [True, False])
+    plain = carry.settle(start, dreamed)
+    size = lambda x: (x - start).abs().flatten(1).mean(1)  # noqa: E731
+    assert torch.allclose(size(settled)[0], size(dreamed)[0], rtol=0.02)
+    assert float(size(plain)[0]) < 0.8 * float(size(dreamed)[0])  # the limit takes a share...
+    assert torch.equal(settled[1], plain[1])  # ...which carried rows do not get back
+    added, kept = dreamed[:1] - start[:1], settled[:1] - start[:1]
+    detail = lambda x: (x - gaussian_blur(x, 1.0)).abs().mean()  # noqa: E731
+    assert detail(kept) < 0.5 * detail(added)  # pixel detail still gone
+
+
+def test_the_hold_matches_strength_where_the_dream_was_carried_and_new_picture_gets_steps():
+    """With half the frame new (the flows disagree there), the carried half keeps the shot's
+    strength (not twice it, making up for the undreamed half), and the frame's step size grows
+    with its share of new picture."""
+    from renderer.motion.carry import Carry, strength
+    from renderer.presets import load
+
+    carry = Carry.of(load("video"))
+    source = torch.full((1, 3, 32, 64), 0.5)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(64.0), indexing="ij")
+    residual = (0.1 * torch.sin(xs / 3) * torch.cos(ys / 4)).expand(1, 3, 32, 64)
+    flow = torch.zeros(1, 2, 32, 64)
+    flow[:, 0, :, 32:] = 6.0  # both directions the same way: they disagree, nothing is carried
+    begun = carry.start(source, source, source + residual, flow, flow,
+                        reference=strength(residual))
+    carried = (begun.image - source)[..., 4:28, 4:24]
+    kept = float(carried.abs().mean() / residual[..., 4:28, 4:24].abs().mean())
+    assert 0.85 < kept < 1.15, kept
+    assert float(begun.new) == pytest.approx(0.5, abs=0.1)
+    assert 1.3 < float(begun.step_scale(carry)[0]) < 1.7

@@ -19,13 +19,16 @@ before it is shown and carried: detail at the scale of a pixel cannot follow mot
 warp re-samples it, and a dream locked exactly to the picture still reads as flicker through it
 (scripts/BENCHMARKS.md: 1.46 on the sample clip under its exact motion, 1.10 band-limited, at
 0.93x the strength). Band-limited, the carried dream also loses less to bilinear warping, and
-holding it costs less flicker.
+holding it costs less flicker. A held shot's first frame keeps its dream's strength through the
+limit (its energy moved into coarser shapes): what the limit took from it, the hold would take
+from the whole shot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from renderer.engine.dream import Anchor, row_values
@@ -58,14 +61,26 @@ class Carry:
         own_carried = self.settings.steps is not None and self.settings.mode != "independent"
         return self.carried_steps if own_carried and not first else fresh
 
-    def settle(self, start: torch.Tensor, dreamed: torch.Tensor) -> torch.Tensor:
+    def settle(self, start: torch.Tensor, dreamed: torch.Tensor, begins=None) -> torch.Tensor:
         """A frame's dream as it is shown and carried: with `flow.band_limit`, what dreaming
         added to `start` this frame loses its pixel-scale detail (the first frame of a shot
-        starts from its source, so by induction the whole carried dream is band-limited)."""
+        starts from its source, so by induction the whole carried dream is band-limited).
+
+        `begins` ((N,) bools) marks rows that begin a shot which `flow.hold` holds at their
+        strength: those keep their dream's mean magnitude through the band limit, its energy
+        moved into the shapes that motion can carry. Whatever the limit took from a first frame
+        the hold would take from its whole shot (a tripod shot held 0.89x the strength of
+        independent frames; scripts/BENCHMARKS.md)."""
         sigma = self.settings.band_limit
         if not sigma or self.settings.mode == "independent":
             return dreamed
-        return (start + gaussian_blur(dreamed - start, sigma)).clamp(0, 1)
+        added = dreamed - start
+        limited = gaussian_blur(added, sigma)
+        if begins is not None:
+            gain = (_magnitude(added) / _magnitude(limited).clamp_min(1e-8)).clamp(1.0, KEPT_GAIN)
+            begins = torch.as_tensor(begins, dtype=torch.bool, device=gain.device)
+            limited = limited * torch.where(begins, gain, 1.0).view(-1, 1, 1, 1)
+        return (start + limited).clamp(0, 1)
 
     def start(self, source: torch.Tensor, prev_source: torch.Tensor, prev_dream: torch.Tensor,
               backward: torch.Tensor | None, forward: torch.Tensor | None,
@@ -89,30 +104,49 @@ class Carry:
         mask = consistency_mask(backward, forward, s.mask_blur) if s.mode == "consistent" \
             else torch.ones_like(residual[:, :1])
         carried = keep * mask * residual
-        fresh = None
+        fresh = new = None
         if s.hold and reference is not None:
             carried, fresh = _held(carried, mask, reference, s.hold)
+            new = 1 - mask.flatten(1).mean(1)
         start = (source + carried).clamp(0, 1)
         if s.mode == "warp":
-            return Start(start, fresh=fresh)
+            return Start(start, fresh=fresh, new=new)
         # the temporal loss pulls towards the carried dream (a cut has none: nothing pulls it
         # back towards its bare source)
         pulling = bool((pull > 0).any()) if isinstance(pull, torch.Tensor) else pull > 0
         if fresh is not None:
             mask = mask * (~fresh).to(mask.dtype).view(-1, 1, 1, 1)
-        return Start(start, Anchor(start, mask, pull) if pulling else None, fresh)
+        return Start(start, Anchor(start, mask, pull) if pulling else None, fresh, new)
 
 
 @dataclass
 class Start:
-    """A frame's starting image, its temporal anchor, and which rows start a new shot (a scene
-    cut: too little of the last dream could be carried) and are dreamed as fresh frames."""
+    """A frame's starting image, its temporal anchor, which rows start a new shot (a scene
+    cut: too little of the last dream could be carried) and are dreamed as fresh frames, and
+    (with a hold) the share of each row that starts undreamed: picture that came into view."""
     image: torch.Tensor
     anchor: Anchor | None = None
     fresh: torch.Tensor | None = None  # (N,) bool
+    new: torch.Tensor | None = None  # (N,) 0..1
+
+    def step_scale(self, carry: "Carry") -> np.ndarray | float:
+        """A carried frame's step size, one per row, grown with its share of new picture
+        towards what a fresh frame's steps would add, so what comes into view is dreamed
+        sooner (1.0 without a hold, and for a cut, which is dreamed as a first frame)."""
+        if self.new is None:
+            return 1.0
+        new = self.new if self.fresh is None else self.new * (~self.fresh)
+        more = carry.fresh_steps / max(1, carry.carried_steps) - 1
+        return 1 + more * new.cpu().numpy()
 
 
 CUT = 0.25  # a frame where under a quarter of the last frame could be followed starts a new shot
+KEPT_GAIN = 2.0  # the most a first frame's band-limited dream is scaled up to keep its strength
+
+
+def _magnitude(images: torch.Tensor) -> torch.Tensor:
+    """(N,): each row's mean absolute value."""
+    return images.abs().flatten(1).mean(1)
 
 
 def bands(residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,18 +158,21 @@ def bands(residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def strength(residual: torch.Tensor) -> torch.Tensor:
     """(N, 2): the mean magnitude of each band of every row's residual."""
-    return torch.stack([b.abs().flatten(1).mean(1) for b in bands(residual)], dim=1)
+    return torch.stack([_magnitude(b) for b in bands(residual)], dim=1)
 
 
 def _held(carried: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor, detail: float):
     """The carried dream scaled back, band by band, to its shot's strength (`reference`: (N, 2)
-    per row): what warping, persistence and the occlusion mask lost is given back (the fine
-    band's loss in the proportion `detail`, 0..1: given back in full it flickers), so the look
-    of a shot's first frame lasts; and which rows are cuts (they start afresh)."""
+    per row): what warping and persistence lost is given back (the fine band's loss in the
+    proportion `detail`, 0..1: given back in full it flickers), so the look of a shot's first
+    frame lasts; and which rows are cuts (they start afresh). The strength is compared over
+    the area the mask carried: picture that came into view is not made up for by a stronger
+    dream elsewhere (on fast hand-held footage that flickered: 1.29 -> 1.23)."""
     coarse, fine = bands(carried)
-    have = strength(carried)
+    cover = mask.flatten(1).mean(1)
+    have = strength(carried) / cover.clamp_min(CUT)[:, None]
     gain = (reference.to(have) / have.clamp_min(1e-6)).clamp(0.0, 4.0)
     gain = torch.stack([gain[:, 0], gain[:, 1] ** detail], 1)  # fine detail: `detail` of it
-    fresh = mask.flatten(1).mean(1) < CUT
+    fresh = cover < CUT
     gain = torch.where(fresh.unsqueeze(1), torch.zeros_like(gain), gain)
     return coarse * gain[:, :1, None, None] + fine * gain[:, 1:, None, None], fresh

@@ -276,18 +276,28 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                                     torch.stack([reference[i] for i in packet.rows])
                                     if reference else None)
                 start, anchor = begun.image, begun.anchor
-                if begun.fresh is not None:  # a cut: its steps dream as hard as a first frame
+                scale = scale * begun.step_scale(carry)
+                if begun.fresh is not None:
                     fresh = begun.fresh.cpu().numpy()
-                    scale = scale * np.where(fresh, carry.fresh_steps /
-                                             max(1, carry.carried_steps), 1.0)
             driven["step_scale"] = np.broadcast_to(scale, (len(packet.rows),)).astype(float)
             if static_shapes:
                 start, anchor, driven = _padded(start, anchor, driven, len(segments))
             _set_term_weights(dreamer, driven)
             rows = len(packet.rows)
-            dreamed = carry.settle(start[:rows], dreamer.dream(
-                start, seed=preset.seed, steps=_driven_steps(carry, first, driven),
-                step_scale=driven["step_scale"], anchor=anchor)[:rows])
+            begins = None  # rows that begin a shot held at their strength (flow.hold)
+            if carry.settings.hold:
+                begins = np.ones(rows, bool) if first else fresh
+            raw = dreamer.dream(start, seed=preset.seed, steps=_driven_steps(carry, first, driven),
+                                step_scale=driven["step_scale"], anchor=anchor)[:rows]
+            if fresh is not None and fresh.any():
+                # a cut dreams as a first frame does (fewer, larger steps dream a stronger,
+                # finer picture, which a later segment's first frame would not match)
+                again = dreamer.dream(start, seed=preset.seed,
+                                      steps=_driven_steps(carry, True, driven),
+                                      step_scale=driven["step_scale"])[:rows]
+                raw = torch.where(torch.as_tensor(fresh, device=raw.device).view(-1, 1, 1, 1),
+                                  again, raw)
+            dreamed = carry.settle(start[:rows], raw, begins)
             for row, i in enumerate(packet.rows):
                 prev_source[i], prev_dream[i] = source[row], dreamed[row]
                 prev_rgb[i] = packet.sources[row].numpy()
