@@ -106,8 +106,9 @@ class Carry:
         carried = keep * mask * residual
         fresh = new = None
         if s.hold and reference is not None:
-            carried, fresh = _held(carried, mask, reference, s.hold)
-            new = 1 - mask.flatten(1).mean(1)
+            cover = mask.flatten(1).mean(1)
+            carried, fresh = _held(carried, cover, reference, s.hold)
+            new = 1 - cover
         start = (source + carried).clamp(0, 1)
         if s.mode == "warp":
             return Start(start, fresh=fresh, new=new)
@@ -161,15 +162,14 @@ def strength(residual: torch.Tensor) -> torch.Tensor:
     return torch.stack([_magnitude(b) for b in bands(residual)], dim=1)
 
 
-def _held(carried: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor, detail: float):
+def _held(carried: torch.Tensor, cover: torch.Tensor, reference: torch.Tensor, detail: float):
     """The carried dream scaled back, band by band, to its shot's strength (`reference`: (N, 2)
     per row): what warping and persistence lost is given back (the fine band's loss in the
     proportion `detail`, 0..1: given back in full it flickers), so the look of a shot's first
     frame lasts; and which rows are cuts (they start afresh). The strength is compared over
-    the area the mask carried: picture that came into view is not made up for by a stronger
+    the area the mask carried (`cover`: (N,), 0..1 of each row): picture that came into view is not made up for by a stronger
     dream elsewhere (on fast hand-held footage that flickered: 1.29 -> 1.23)."""
     coarse, fine = bands(carried)
-    cover = mask.flatten(1).mean(1)
     have = strength(carried) / cover.clamp_min(CUT)[:, None]
     gain = (reference.to(have) / have.clamp_min(1e-6)).clamp(0.0, 4.0)
     gain = torch.stack([gain[:, 0], gain[:, 1] ** detail], 1)  # fine detail: `detail` of it
