@@ -44,8 +44,11 @@ def test_coherence_bench_measures_against_the_truth_and_its_floor(tmp_path):
                  "--metric-flow", "truth", "--floor", "--set", "dream.octaves=2")
     rows = {line.split("|")[1].strip(): float(line.split("|")[2])
             for line in out.splitlines() if line.startswith("| ") and "ratio" not in line}
+    from renderer.presets import load
+
     assert rows["locked"] < 0.5 * rows["independent"], rows
-    assert "locked, band-limited 0.8 px" in rows
+    limited = f"locked, band-limited {load('video').flow.band_limit:g} px"  # the preset's sigma
+    assert rows[limited] < rows["locked"], rows
     phone = tmp_path / "phone.mp4"
     phone.write_bytes((ROOT / "samples/pan.mp4").read_bytes())
     result = subprocess.run([sys.executable, "scripts/coherence_bench.py", phone, "--metric-flow",
