@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from renderer.presets import load
 
 
 def script(*args):
@@ -44,8 +45,6 @@ def test_coherence_bench_measures_against_the_truth_and_its_floor(tmp_path):
                  "--metric-flow", "truth", "--floor", "--set", "dream.octaves=2")
     rows = {line.split("|")[1].strip(): float(line.split("|")[2])
             for line in out.splitlines() if line.startswith("| ") and "ratio" not in line}
-    from renderer.presets import load
-
     assert rows["locked"] < 0.5 * rows["independent"], rows
     limited = f"locked, band-limited {load('video').flow.band_limit:g} px"  # the preset's sigma
     assert rows[limited] < rows["locked"], rows

@@ -167,8 +167,9 @@ def _held(carried: torch.Tensor, cover: torch.Tensor, reference: torch.Tensor, d
     per row): what warping and persistence lost is given back (the fine band's loss in the
     proportion `detail`, 0..1: given back in full it flickers), so the look of a shot's first
     frame lasts; and which rows are cuts (they start afresh). The strength is compared over
-    the area the mask carried (`cover`: (N,), 0..1 of each row): picture that came into view is not made up for by a stronger
-    dream elsewhere (on fast hand-held footage that flickered: 1.29 -> 1.23)."""
+    the area the mask carried (`cover`: (N,), 0..1 of each row): picture that came into view
+    is not made up for by a stronger dream elsewhere (on fast hand-held footage that
+    flickered: 1.29 -> 1.23)."""
     coarse, fine = bands(carried)
     have = strength(carried) / cover.clamp_min(CUT)[:, None]
     gain = (reference.to(have) / have.clamp_min(1e-6)).clamp(0.0, 4.0)
