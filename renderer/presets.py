@@ -14,6 +14,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from renderer.drivable import TARGETS, term_index
 from renderer.errors import UserError, close_matches
 
 
@@ -88,6 +89,10 @@ class FlowSection(Section):
     # Gaussian sigma (pixels) applied to what each frame's dream adds: detail at the scale of a
     # pixel cannot follow motion (any warp re-samples it) and reads as flicker (0: off)
     band_limit: float = Field(0.0, ge=0.0, le=4.0)
+    # still things stay still: where the source changes less than this many levels (0-255,
+    # a neighbourhood's mean) and the flow is under half a pixel, the dream is kept exactly as
+    # it was and takes no ascent step; only what moves or comes into view is dreamed (0: off)
+    still: float = Field(0.0, ge=0.0, le=64.0)
 
 
 class VideoSection(Section):
@@ -157,30 +162,20 @@ class ZoomSection(Section):
 
 
 # ---------------------------------------------------------------- music: timeline and react
-# what a timeline or a react row may drive; per row: each batch row (a segment at its own time
-# of the song) gets its own value; per step: one value per batch step (the first row's)
-MODULATED = {
-    "dream.step_size": "per row", "flow.persistence": "per row",
-    "flow.temporal_weight": "per row", "objective.N.weight": "per row",
-    "dream.steps": "per step", "zoom.zoom": "zoom", "zoom.rotate": "zoom",
-    "zoom.pan.x": "zoom", "zoom.pan.y": "zoom", "zoom.center.x": "zoom", "zoom.center.y": "zoom",
-    "zoom.strength": "zoom", "zoom.layer_mix": "zoom", "zoom.steps": "zoom",
-}
 EASES = ("linear", "smooth", "cubic", "ease-in", "ease-out", "step", "hold")
 SOURCES = ("onset", "percussive", "harmonic", "rms", "low", "mid", "high", "beat", "section")
 
 
 def _check_target(target: str, terms: int | None = None) -> str:
     """A parameter music may drive (`terms`: the preset's objective terms, once known)."""
-    parts = target.split(".")
-    if len(parts) == 3 and parts[0] == "objective" and parts[2] == "weight" and \
-            parts[1].isdigit():
-        if terms is not None and int(parts[1]) >= max(terms, 1):
+    term = term_index(target)
+    if term is not None:
+        if terms is not None and term >= max(terms, 1):
             raise ValueError(f"'{target}': objective terms are numbered 0..{max(terms, 1) - 1}")
         return target
-    if target not in MODULATED:
-        raise ValueError(f"'{target}' cannot be driven{close_matches(target, MODULATED)}; "
-                         f"these can: {', '.join(MODULATED)}")
+    if target not in TARGETS:
+        raise ValueError(f"'{target}' cannot be driven{close_matches(target, TARGETS)}; "
+                         f"these can: {', '.join(TARGETS)}")
     return target
 
 

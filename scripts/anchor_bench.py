@@ -25,12 +25,7 @@ render is reported apart, as start-up.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import benchkit
 from renderer.engine.dream import dreamer_for, pick_device
 from renderer.engine.models import load_network
 from renderer.engine.objectives import build_objective
@@ -189,23 +185,16 @@ def ours(clip: str, preset: Preset, frames: int, batch: int | None, device, work
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("clip")
-    parser.add_argument("-p", "--preset", default="video")
+    parser = benchkit.parser(__doc__, size=False)
     parser.add_argument("--frames", type=int, default=240, help="frames our renderer renders")
     parser.add_argument("--anchor-frames", type=int, default=24,
                         help="frames the anchor method renders (its fps is per frame)")
     parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--out", default=None)
     args = parser.parse_args()
     device = pick_device(args.device)
     base = load(args.preset, args.overrides)
     preset = load(args.preset, [*args.overrides, f"flow.steps={base.dream.steps}"])
     index = index_video(args.clip)
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU ({os.cpu_count()} cores, {platform.machine()})"
     d = preset.dream
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -214,9 +203,7 @@ def main():
         anchor_wall, stages = anchor_render(args.clip, preset, anchor_frames, index.rate, device,
                                             work)
     our_fps, anchor_fps = n / wall, anchor_frames / anchor_wall
-    lines = [f"# anchor bench {datetime.date.today()} on {card}, torch {torch.__version__}",
-             f"command: python {' '.join(sys.argv)}", "",
-             f"{index.width}x{index.height}, {preset.model.name} to "
+    lines = [f"{index.width}x{index.height}, {preset.model.name} to "
              f"{', '.join(preset_layers(preset))}, {d.octaves} octaves x {d.octave_scale}, "
              f"{d.steps} steps per octave on every frame", "",
              "| method | frames | fps | notes |", "|---|---|---|---|",
@@ -226,11 +213,7 @@ def main():
              f"{anchor_fps:.2f} | dump {stages['dump']:.1f} s, dream {stages['dream']:.1f} s, "
              f"read+write {stages['read+write']:.1f} s, encode {stages['encode']:.1f} s |", "",
              f"ours / anchor: **{our_fps / anchor_fps:.1f}x**", ""]
-    text = "\n".join(lines)
-    print(text, flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    benchkit.Report("anchor bench", device, args.out).emit(*lines)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,7 @@ and writes and reads its gradient). Runs on the CPU too, at small sizes.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,15 +24,16 @@ from pathlib import Path
 
 import torch
 
+import benchkit
 from renderer.media import encode
 from renderer.media.decode import FrameReader, index_video, slot_counts
 from renderer.engine.dream import Dreamer, dreamer_for, pick_device
 from renderer.engine.objectives import build_objective
-from renderer.motion.flow import FlowEstimator, flow_to_tensor, resize_flow
+from renderer.motion.flow import FlowEstimator, flow_to_tensor
 from renderer.media.images import parse_size, to_tensor, to_uint8
 from renderer.engine.models import load_network
 from renderer.presets import load
-from renderer.motion.carry import Carry
+from renderer.motion.chain import Chain
 from renderer.render.loop import StageTimes
 from renderer.render.plan import default_batch, plan_segments
 from renderer.render.video import render_video
@@ -80,8 +78,8 @@ def naive(clip, preset, size, frames, device, workdir):
     writer = encode.ChunkWriter(workdir / "naive.mkv", size, index.rate, preset.encode)
     reader = FrameReader(index, 0, index.count, size, depth=1)
     times = {"decode": 0.0, "flow": 0.0, "dream": 0.0, "encode": 0.0}
-    prev_rgb = prev_src = prev_dream = None
-    carry = Carry.of(preset)
+    prev_rgb = None
+    chain = Chain(preset, dreamer)
     start_all = time.perf_counter()
     for i in range(index.count):
         t = time.perf_counter()
@@ -91,17 +89,9 @@ def naive(clip, preset, size, frames, device, workdir):
         flows = estimator.pair(prev_rgb, rgb) if prev_rgb is not None else None
         times["flow"] += time.perf_counter() - t
         t = time.perf_counter()
-        src = to_tensor(rgb).to(device)
-        start, anchor = src, None
-        if flows is not None:
-            backward, forward = (resize_flow(flow_to_tensor([f]).to(device), src.shape[-2:])
-                                 for f in flows)
-            begun = carry.start(src, prev_src, prev_dream, backward, forward)
-            start, anchor = begun.image, begun.anchor
-        dreamed = carry.settle(start, dreamer.dream(start, seed=preset.seed,
-                                                    steps=carry.steps(i == 0), anchor=anchor))
+        dreamed = chain.frame([0], to_tensor(rgb).to(device), flows and tuple(
+            flow_to_tensor([f]) for f in flows))
         out = to_uint8(dreamed)[0]  # the round trip
-        prev_src, prev_dream = src, to_tensor(out).to(device)
         sync(device)
         times["dream"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -260,15 +250,10 @@ def cap_4k(preset_name, device, cap_gib=16.0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("clip")
-    parser.add_argument("-p", "--preset", default="video")
-    parser.add_argument("--size", default=None)
+    parser = benchkit.parser(__doc__)
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--naive-frames", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--flow", action="store_true",
                         help="time the flow per frame pair: threads x full size, max_width, align")
     parser.add_argument("--ablation", action="store_true",
@@ -276,28 +261,13 @@ def main():
     parser.add_argument("--cap4k", action="store_true", help="4K under a 16 GiB cap (CUDA)")
     parser.add_argument("--profile", action="store_true",
                         help="profile a short render: the ops that take the most device time")
-    parser.add_argument("--out", default=None, help="also write the report here")
     args = parser.parse_args()
     device = pick_device(args.device)
     preset = load(args.preset, args.overrides)
     index = index_video(args.clip)
     size = parse_size(args.size) if args.size else (index.width, index.height)
     batch = args.batch or preset.video.batch or default_batch(device, size)
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-    report = Path(args.out) if args.out else None
-    if report:
-        report.write_text("")
-
-    def emit(*lines):  # print as we go: a run cut short still reports what it measured
-        text = "\n".join(lines)
-        print(text, flush=True)
-        if report:
-            with report.open("a") as f:
-                f.write(text + "\n")
-
-    emit(f"# bench {datetime.date.today()} on {card}, torch {torch.__version__}",
-         f"command: python {' '.join(sys.argv)}", "")
+    emit = benchkit.Report("bench", device, args.out).emit
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         n, wall, stages, warm, dreamer, rows = optimised(args.clip, preset, size, args.frames,

@@ -11,19 +11,15 @@ fps counts dreamed frames; dropped are camera frames the dream was too slow to t
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
-import sys
 import time
 
 import numpy as np
-import torch
 
+import benchkit
 from renderer import presets
 from renderer.engine.dream import pick_device
-from renderer.live.session import Capture, LiveSession
+from renderer.live.capture import Capture
+from renderer.live.session import LiveSession
 from renderer.media.images import parse_size
 
 
@@ -47,31 +43,19 @@ def run(clip: str, size: tuple[int, int], preset: str, device, seconds: float) -
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("clip")
+    parser = benchkit.parser(__doc__, preset="live", size=False)
     parser.add_argument("--sizes", default="320x180,640x360")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("-p", "--preset", default="live")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--out", default=None)
     args = parser.parse_args()
     device = pick_device(args.device)
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-    lines = [f"# live bench {datetime.date.today()} on {card}, torch {torch.__version__}",
-             f"command: python {' '.join(sys.argv)}", "",
-             "| size | fps | latency p50 ms | latency p95 ms | frames | camera frames dropped |",
-             "|---|---|---|---|---|---|"]
-    print("\n".join(lines), flush=True)
+    report = benchkit.Report("live bench", device, args.out)
+    report.emit("| size | fps | latency p50 ms | latency p95 ms | frames | camera frames dropped |",
+                "|---|---|---|---|---|---|")
     for text in args.sizes.split(","):
         r = run(args.clip, parse_size(text), args.preset, str(device), args.seconds)
         row = (f"| {text} | {r['fps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['frames']} | "
                f"{r['dropped']} |")
-        print(row, flush=True)
-        lines.append(row)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        report.emit(row)
 
 
 if __name__ == "__main__":

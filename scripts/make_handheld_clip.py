@@ -2,7 +2,7 @@
 
     python scripts/make_handheld_clip.py --out handheld.mp4 [--seconds 4] [--size 320x180]
                                          [--fps 30] [--photo astronaut] [--seed 0]
-                                         [--shake 1] [--noise 2] [--flicker 1]
+                                         [--shake 1] [--noise 2] [--flicker 1] [--crf 26]
 
 The camera shakes (rotation, scale and translation with 5-15 Hz jitter over a slow drift), a
 foreground object (a textured disc cut from another photo) crosses the frame and occludes the
@@ -105,7 +105,7 @@ def frames(photo: np.ndarray, thing: np.ndarray, shot: Shot, seed: int, noise: f
 
 def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.0,
               photo: str = "astronaut", seed: int = 0, noise: float = 2.0,
-              flicker: float = 1.0, shake: float = 1.0) -> Path:
+              flicker: float = 1.0, shake: float = 1.0, crf: int = 26) -> Path:
     from skimage import data
 
     from renderer.media.probe import ffmpeg_exe
@@ -116,7 +116,7 @@ def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.
     w, h = size
     proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f",
                              "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}",
-                             "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26",
+                             "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
                              "-pix_fmt", "yuv420p", str(out)], stdin=subprocess.PIPE)
     shot = Shot(picture.shape, size, fps, count, seed, shake)
     for rgb in frames(picture, other, shot, seed, noise, flicker):
@@ -158,10 +158,12 @@ def main() -> int:
                         help="camera motion, x the default (0: a tripod)")
     parser.add_argument("--flicker", type=float, default=1.0,
                         help="exposure flicker, x the default (4%% at 1.3 Hz + 1%% per frame)")
+    parser.add_argument("--crf", type=int, default=26,
+                        help="x264's quality (a phone at full bitrate keeps its noise: ~18)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     make_clip(args.out, args.seconds, size, args.fps, args.photo, args.seed, args.noise,
-              args.flicker, args.shake)
+              args.flicker, args.shake, args.crf)
     print(f"wrote {args.out}: {round(args.seconds * args.fps)} frames {size[0]}x{size[1]} at "
           f"{args.fps:g} fps, hand-held")
     return 0

@@ -7,13 +7,15 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "renderer"
 FOUNDATION = {"errors", "presets", "fence", "outputs", "progress", "background", "curves",
-              "expressions", "builtin"}
+              "expressions", "builtin", "drivable"}
 # what each part may import besides itself and the foundation
 ALLOWED = {"foundation": set(), "media": set(), "engine": {"media"},
            "motion": {"engine", "media"}, "music": {"media"},
            "render": {"engine", "media", "motion", "music"},
            "live": {"engine", "media", "motion"},
-           "jobs": set(), "cli": {"media", "engine", "motion", "music", "render", "live", "jobs"},
+           "controller": {"engine", "media", "motion", "music", "render"},
+           "jobs": set(),
+           "cli": {"controller", "media", "engine", "motion", "music", "render", "live", "jobs"},
            "api": {"media", "engine"}}
 
 

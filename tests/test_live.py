@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from renderer.errors import UserError
-from renderer.live.session import Capture, LiveParams, LiveSession
+from renderer.live.capture import Capture
+from renderer.live.params import LiveParams
+from renderer.live.session import LiveSession
 from renderer.media.probe import ffmpeg_exe
 
 from conftest import ROOT

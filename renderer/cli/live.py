@@ -34,7 +34,8 @@ def register(sub) -> None:
 def cmd_live(args) -> None:
     from renderer import presets
     from renderer.live.server import is_loopback, serve
-    from renderer.live.session import Capture, LiveSession
+    from renderer.live.capture import Capture
+    from renderer.live.session import LiveSession
     from renderer.media.images import parse_size
 
     names = sorted(presets.available())

@@ -59,20 +59,6 @@ def register(sub) -> None:
     register_zoom(sub)
 
 
-def render_size(args, width: int, height: int) -> tuple[int, int]:
-    from renderer.media.images import fit_size, parse_size
-
-    if args.size and args.scale:
-        raise UserError("give either --size or --scale, not both")
-    if args.size:
-        return parse_size(args.size)
-    if args.scale:
-        return max(8, round(width * args.scale)), max(8, round(height * args.scale))
-    if args.preview:
-        return fit_size(width, height, 320)
-    return width, height
-
-
 def parse_part(text: str | None, assemble: int | None):
     """--part K/N as a 0-based Part; --assemble N checked; None for a whole render."""
     from renderer.render.plan import Part
@@ -135,41 +121,6 @@ def check_audio(path: str):
     return info
 
 
-def render_audio(args, index, song):
-    """The tracks under a render: the source's (None), or the song (mixed with --audio-mix)."""
-    from renderer.media.encode import AudioTrack
-    from renderer.render.video import source_audio
-
-    if song is None:
-        return None
-    if args.audio_mix is None:
-        return [song]
-    source = source_audio(index)[0]
-    return [AudioTrack(source.path, source.start, source.codec, 1 - args.audio_mix),
-            AudioTrack(song.path, song.start, song.codec, args.audio_mix)]
-
-
-def driven_values(preset, index, song) -> dict:
-    """The music-driven parameters of every frame of the clip (empty for a preset without
-    `timeline:` or `react:`): analysed on exactly the audio that ends up in the file, the
-    song from --audio-start, or the clip's own soundtrack from --start."""
-    import numpy as np
-
-    from renderer.music.schedule import base_values, schedule_for
-
-    if not preset.modulated:
-        return {}
-    if song is not None:
-        source, offset = song.path, song.start
-    elif index.info.audio_codec:
-        source, offset = index.path, index.pts[0]
-    else:
-        source, offset = None, 0.0
-    schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
-    times = offset + np.asarray(index.pts) - index.pts[0]
-    return schedule.values(times, np.arange(index.count), base_values(preset))
-
-
 @contextmanager
 def listeners():
     """The progress sink of a command: rich bars, plus the progress file of a queued job."""
@@ -183,41 +134,30 @@ def listeners():
 
 def cmd_render(args) -> None:
     from renderer.cli.bars import console
-    from renderer.engine.dream import dreamer_for
-    from renderer.media.decode import index_video
+    from renderer.controller import RenderRequest, plan_render, run_render
+    from renderer.media.images import parse_size
     from renderer.media.probe import describe_output
-    from renderer.render.plan import PART_BATCH, WHOLE, default_batch, part_plan
-    from renderer.render.video import assemble_parts, render_video
 
     preset, output, part, song = check_render(args)
-    index = index_video(args.input, args.start, args.end, args.fps)
-    if index.warning:
-        console.print(f"[yellow]warning:[/yellow] {index.warning}")
-    size = render_size(args, index.width, index.height)
-    if size[0] * index.height != size[1] * index.width and args.size:
-        how = {"crop": "scaled to cover it and centre-cropped", "pad": "fitted inside it with "
-               "black bars", "stretch": "stretched to it"}[preset.video.fit]
-        console.print(f"note: the {index.width}x{index.height} picture is {how} "
-                      f"({size[0]}x{size[1]}); --fit-size crop|pad|stretch chooses")
-    chosen = args.batch or preset.video.batch
-    audio = render_audio(args, index, song)
-    values = driven_values(preset, index, song)
-    if args.assemble:  # parts default to PART_BATCH segments: every part must agree
-        assemble_parts(index, preset, output, size, chosen or PART_BATCH, args.assemble, audio,
-                       values)
+    request = RenderRequest(Path(args.input), output, preset, args.start, args.end, args.fps,
+                            parse_size(args.size) if args.size else None, args.scale,
+                            args.preview, args.batch, part, args.assemble, song, args.audio_mix,
+                            args.resume, args.device)
+    plan = plan_render(request)
+    for note in plan.notes:
+        console.print(note.replace("warning:", "[yellow]warning:[/yellow]", 1))
+    job = plan.job
+    started = time.perf_counter()
+    if args.assemble:
+        run_render(job, assemble=args.assemble)
         print(f"wrote {output}: {describe_output(output)} ({args.assemble} parts joined)")
         return
-    dreamer = dreamer_for(preset, args.device)
-    batch = chosen or (PART_BATCH if part else default_batch(dreamer.device, size))
-    started = time.perf_counter()
     with listeners() as progress:
-        render_video(index, preset, dreamer, output, size, batch=batch, progress=progress,
-                     resume=args.resume, audio=audio, part=part or WHOLE, values=values)
-    plan = part_plan(index.count, batch, preset.video.warmup, part or WHOLE)
-    rate = f"{plan.kept / (time.perf_counter() - started):.2f} frames/s"
+        report = run_render(job, device=args.device, progress=progress)
+    rate = f"{report.kept / (time.perf_counter() - started):.2f} frames/s"
     if part:
-        print(f"wrote part {part} of {output} ({plan.kept} frames at {size[0]}x{size[1]}, "
-              f"{rate}, {len(plan.mine)} of {len(plan.segments)} segments)")
+        print(f"wrote part {part} of {output} ({report.kept} frames at {job.size[0]}x"
+              f"{job.size[1]}, {rate}, {report.segments} of {report.of_segments} segments)")
     else:
         print(f"wrote {output}: {describe_output(output)} (rendered at {rate})")
 

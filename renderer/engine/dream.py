@@ -276,8 +276,9 @@ class Dreamer:
         images = torch.rand(shape, generator=noise)
         mask = torch.ones(shape[0], 1, *shape[2:], device=self.device)
         target = torch.rand(shape, generator=noise).to(self.device)
-        for anchor in (None, Anchor(target, mask, 0.5)):
-            self.dream(images, steps=1, anchor=anchor)
+        anchored = Anchor(target, mask, 0.5)
+        for anchor, step_map in ((None, None), (anchored, None), (anchored, mask)):
+            self.dream(images, steps=1, anchor=anchor, step_map=step_map)
 
     def _autocast(self):
         if self.dtype is None:
@@ -322,7 +323,8 @@ class Dreamer:
                 log.warning(f"GPU memory full: tiles of {self.tile_size} px from now on")
 
     def step(self, x, step_size: torch.Tensor, rng: StepRandomness, anchor: Anchor | None = None):
-        """One ascent step of the batch; `step_size` is (N, 1, 1, 1) on the device."""
+        """One ascent step of the batch; `step_size` is (N, 1, 1, 1) on the device, or
+        (N, 1, H, W): one per pixel."""
         s = self.settings
         shifts = rng.shifts(s.jitter) if s.jitter else [(0, 0)] * x.shape[0]
         # a fresh random tile grid every step, so no tile seam stays in one place
@@ -336,11 +338,12 @@ class Dreamer:
 
     def dream(self, images: torch.Tensor, seed: int | list[int] = 0, steps: int | None = None,
               octaves: int | None = None, step_scale=1.0, anchor: Anchor | None = None,
-              progress=None) -> torch.Tensor:
+              step_map: torch.Tensor | None = None, progress=None) -> torch.Tensor:
         """Dream a batch: octave by octave from small to full size, carrying the added detail.
 
         `seed` is one seed for the batch or one per image; `step_scale` multiplies
-        `dream.step_size`, one number or one per image.
+        `dream.step_size`, one number or one per image; `step_map` ((N, 1, H, W) in 0..1)
+        multiplies it per pixel (0: the pixel is left as it is).
         """
         s = self.settings
         seeds = [int(seed)] * images.shape[0] if isinstance(seed, int) else [int(v) for v in seed]
@@ -354,14 +357,17 @@ class Dreamer:
         sizes = octave_sizes(*base.shape[-2:], octaves or s.octaves, s.octave_scale,
                              s.min_octave_size)
         step_size = s.step_size * row_values(step_scale, base.shape[0], self.device)
+        if step_map is not None:
+            step_map = step_map.to(self.device, torch.float32).contiguous()
         detail = None
         for size in sizes:
             octave_base = resize(base, size)
             x = octave_base if detail is None else octave_base + resize(detail, size)
             octave_anchor = None if anchor is None else Anchor(
                 resize(anchor.target, size), resize(anchor.mask, size), anchor.weight)
+            octave_step = step_size if step_map is None else step_size * resize(step_map, size)
             for _ in range(steps):
-                x = self.step(x, step_size, rng, octave_anchor)
+                x = self.step(x, octave_step, rng, octave_anchor)
                 if progress is not None:
                     progress()
             detail = x - octave_base

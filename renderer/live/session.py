@@ -1,9 +1,9 @@
-"""A live dream: the newest camera frame, dreamed along the flow from the last one, as JPEG.
+"""A live dream's state: the newest captured frame (`live.capture`), dreamed along the flow
+from the last one, published as JPEG with its statistics.
 
-Latency beats completeness: the capture thread keeps only the newest frame (the dream takes it
-when it is ready and the frames in between are counted as dropped), and the dream thread runs
-one small slice per frame: few steps, the dream carried along optical flow between frames by
-the render path's own `Carry`. Parameters change between frames (`LiveParams`).
+The dream thread runs one small slice per frame: few steps, the dream carried along optical
+flow between frames by the render path's own `motion.chain.Chain`. Parameters change between
+frames (`live.params.LiveParams`); the preset's file is watched and reloaded.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -21,159 +21,15 @@ import numpy as np
 from renderer.engine.dream import Dreamer, dreamer_for
 from renderer.engine.models import load_network
 from renderer.errors import UserError
-from renderer.media.decode import FrameReader, index_video
-from renderer.media.images import to_tensor, to_uint8
-from renderer.motion.carry import Carry
-from renderer.motion.flow import FlowEstimator, flow_to_tensor, resize_flow
+from renderer.live.capture import Capture
+from renderer.live.params import LiveParams
 from renderer.live.record import Recording
+from renderer.media.images import to_tensor, to_uint8
+from renderer.motion.chain import Chain
+from renderer.motion.flow import FlowEstimator, flow_to_tensor
 from renderer.presets import Preset, load, locate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LiveParams:
-    """What the page may change: a preset by name, a layer of its model by name and numbers in
-    range, nothing else."""
-    preset: str = "live"
-    strength: float = 1.0  # multiplies dream.step_size
-    steps: int = 2  # ascent steps per frame
-    octaves: int = 2
-    persistence: float = 0.9  # share of the last dream carried into the next frame
-    layer: str = ""  # dream this layer instead of the preset's objective ("": the preset's)
-
-    LIMITS = {"strength": (0.0, 4.0), "steps": (0, 20), "octaves": (1, 6),
-              "persistence": (0.0, 1.0)}
-
-    @classmethod
-    def of(cls, name: str, preset: Preset) -> "LiveParams":
-        """The sliders where the preset puts them: a frame's steps are its carried steps."""
-        return cls(name, 1.0, Carry.of(preset).carried_steps, preset.dream.octaves,
-                   preset.flow.persistence)
-
-    def applied(self, preset: Preset) -> Preset:
-        """The preset as it looks on screen, for `dream render` to reproduce: every frame
-        takes `steps` steps at `octaves` octaves, as it does live."""
-        dream = preset.dream.model_copy(update={
-            "octaves": self.octaves, "steps": self.steps,
-            "step_size": preset.dream.step_size * self.strength})
-        flow = preset.flow.model_copy(update={"persistence": self.persistence,
-                                              "steps": self.steps})
-        objective = [self.layer] if self.layer else preset.objective
-        return Preset.model_validate({**preset.model_dump(by_alias=True), "objective": objective,
-                                      "dream": dream.model_dump(by_alias=True),
-                                      "flow": flow.model_dump(by_alias=True)})
-
-    def with_changes(self, changes: dict, presets: list[str],
-                     layers: list[str] = ()) -> "LiveParams":
-        """A copy with `changes` applied; UserError names a key, value, preset or layer that
-        is not allowed (the page can only pick from the lists and numbers in range)."""
-        out = {}
-        for key, value in changes.items():
-            if key in ("preset", "layer"):
-                allowed = presets if key == "preset" else ["", *layers]
-                if value not in allowed:
-                    raise UserError(f"unknown {key} '{value}': pick one of the list")
-                out[key] = value
-                continue
-            if key not in self.LIMITS:
-                raise UserError(f"'{key}' cannot be changed live: use one of "
-                                f"preset, layer, {', '.join(self.LIMITS)}")
-            low, high = self.LIMITS[key]
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise UserError(f"{key} must be a number from {low} to {high}") from None
-            if not low <= number <= high:
-                raise UserError(f"{key} {number:g} is out of range: use {low} to {high}")
-            out[key] = int(round(number)) if isinstance(getattr(self, key), int) else number
-        return replace(self, **out)
-
-
-class Capture:
-    """Frames from a camera (an index) or a file played at its own timestamps, in a loop.
-    Only the newest frame is kept: `take` returns it with its capture time, or waits."""
-
-    def __init__(self, source: str | int, size: tuple[int, int]):
-        self.size = size
-        self.lock = threading.Condition()
-        self.frame: np.ndarray | None = None
-        self.stamp = 0.0
-        self.seq = 0
-        self.taken = 0
-        self.dropped = 0
-        self.stopped = False
-        self.recording: Recording | None = None  # gets every captured frame while set
-        if isinstance(source, int):
-            self.camera = cv2.VideoCapture(source)
-            if not self.camera.isOpened():
-                raise UserError(f"camera {source} is missing or busy: check --camera (0 is the "
-                                "first one) and that no other program uses it")
-            frames = self._camera_frames()
-        else:
-            self.camera = None
-            if not Path(source).is_file():
-                raise UserError(f"--input '{source}' does not exist: give a video file")
-            frames = self._file_frames(index_video(source))
-        self.thread = threading.Thread(target=self._run, args=(frames,), daemon=True,
-                                       name="capture")
-        self.thread.start()
-
-    def _camera_frames(self):
-        while not self.stopped:
-            ok, bgr = self.camera.read()
-            if not ok:
-                raise UserError("the camera stopped delivering frames")
-            yield cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.size,
-                             interpolation=cv2.INTER_AREA)
-
-    def _file_frames(self, index):
-        while not self.stopped:  # a demo loops
-            started = time.monotonic()
-            reader = FrameReader(index, 0, index.count, self.size)
-            try:
-                for pts, rgb in zip(index.pts, reader):
-                    wait = float(pts - index.pts[0]) - (time.monotonic() - started)
-                    if wait > 0:
-                        time.sleep(wait)
-                    if self.stopped:
-                        return
-                    yield rgb
-            finally:
-                reader.close()
-
-    def _run(self, frames) -> None:
-        try:
-            for rgb in frames:
-                stamp = time.monotonic()
-                if (recording := self.recording) is not None:
-                    recording.add_raw(rgb, stamp)
-                with self.lock:
-                    if self.frame is not None and self.taken < self.seq:
-                        self.dropped += 1
-                    self.frame, self.stamp = rgb, stamp
-                    self.seq += 1
-                    self.lock.notify_all()
-        except Exception as exc:
-            log.error(f"capture stopped: {exc}")
-        finally:
-            with self.lock:
-                self.stopped = True
-                self.lock.notify_all()
-
-    def take(self, timeout: float = 5.0) -> tuple[np.ndarray, float] | None:
-        """The newest frame not yet taken and when it was captured (None once stopped)."""
-        with self.lock:
-            self.lock.wait_for(lambda: self.seq > self.taken or self.stopped, timeout)
-            if self.seq <= self.taken:
-                return None
-            self.taken = self.seq
-            return self.frame, self.stamp
-
-    def close(self) -> None:
-        self.stopped = True
-        if self.camera is not None:
-            self.camera.release()
 
 
 @dataclass
@@ -235,9 +91,9 @@ class LiveSession:
         self.layers = load_network(self.preset.model.name, self.preset.model.weights).layer_names
         self.dreamer: Dreamer = dreamer_for(self.preset, self.device)
         self.flow = FlowEstimator.of(self.preset.flow)
-        self.carry = Carry.of(self.preset)
-        self.previous = None  # (rgb, source tensor, dream tensor) of the last frame
+        self.previous = None  # the last frame's RGB, for the flow to the next one
         self.params = LiveParams.of(name, self.preset)
+        self.chain = Chain(self.params.applied(self.preset), self.dreamer)
 
     def _mtime(self) -> float | None:
         try:
@@ -273,8 +129,10 @@ class LiveSession:
                 params = self.params.with_changes(
                     {k: v for k, v in changes.items() if k != "preset"}, self.presets,
                     self.layers)
+            applied = params.applied(self.preset)
             if params.layer != self.params.layer:
-                self.dreamer = dreamer_for(params.applied(self.preset), self.device)
+                self.dreamer = dreamer_for(applied, self.device)
+            self.chain = self.chain.retuned(applied, self.dreamer)
             self.params = params
             return params
 
@@ -294,22 +152,13 @@ class LiveSession:
             return {"recording": self.recording.stem if self.recording else None}
 
     def _dream(self, rgb: np.ndarray) -> np.ndarray:
-        params, dreamer = self.params, self.dreamer
-        source = to_tensor(rgb).to(dreamer.device)
-        carry = self.carry
-        start, anchor = source, None
-        if self.previous is not None and carry.needs_flow:
-            prev_rgb, prev_source, prev_dream = self.previous
-            backward, forward = (resize_flow(flow_to_tensor([f]).to(dreamer.device),
-                                             source.shape[-2:])
-                                 for f in self.flow.pair(prev_rgb, rgb))
-            begun = carry.start(source, prev_source, prev_dream, backward, forward,
-                                np.array([params.persistence]))
-            start, anchor = begun.image, begun.anchor
-        dreamed = carry.settle(start, dreamer.dream(
-            start, seed=self.preset.seed, steps=params.steps, octaves=params.octaves,
-            step_scale=params.strength, anchor=anchor))
-        self.previous = (rgb, source, dreamed)
+        """The next frame, carried along the flow from the last one by the render's chain."""
+        source = to_tensor(rgb).to(self.dreamer.device)
+        flows = None
+        if self.previous is not None and self.chain.carry.needs_flow:
+            flows = tuple(flow_to_tensor([f]) for f in self.flow.pair(self.previous, rgb))
+        dreamed = self.chain.frame([0], source, flows)
+        self.previous = rgb
         return to_uint8(dreamed)[0]
 
     def _run(self) -> None:

@@ -22,6 +22,15 @@ warp re-samples it, and a dream locked exactly to the picture still reads as fli
 holding it costs less flicker. A held shot's first frame keeps its dream's strength through the
 limit (its energy moved into coarser shapes): what the limit took from it, the hold would take
 from the whole shot.
+
+With `flow.still` (levels, 0-255) still things stay still. Where the source did not change
+(measured on the pixels: on a noisy still wall DIS reports sub-pixel motion, and each warp by
+it re-samples the dream) and the flow is under half a pixel, the last dream is kept unwarped,
+no hold rescales it, and once fully dreamed (an `age` per pixel, carried along the flow like the
+dream) it takes no ascent step; picture that moves or comes into view is dreamed as before, and
+not pulled back until it is fully dreamed. Without it, the whole picture took every carried
+frame's steps and the hold's picture-wide gain: a still wall behind a moving object shimmered
+and pumped (scripts/BENCHMARKS.md, issue 28).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import numpy as np
 import torch
 
 from renderer.engine.dream import Anchor, row_values
-from renderer.motion.flow import consistency_mask, gaussian_blur, warp
+from renderer.motion.flow import consistency_mask, gaussian_blur, still_weight, warp
 from renderer.presets import FlowSection, Preset
 
 
@@ -84,12 +93,14 @@ class Carry:
 
     def start(self, source: torch.Tensor, prev_source: torch.Tensor, prev_dream: torch.Tensor,
               backward: torch.Tensor | None, forward: torch.Tensor | None,
-              persistence=None, temporal_weight=None, reference: torch.Tensor | None = None
-              ) -> "Start":
+              persistence=None, temporal_weight=None, reference: torch.Tensor | None = None,
+              age: torch.Tensor | None = None) -> "Start":
         """Where a carried frame starts dreaming; all (N, C, H, W) batches on one device, flows
         at the frame's size. `persistence` and `temporal_weight` replace the preset's with one
         value per image (driven by music). With `flow.hold`, `reference` (one strength per
-        image: its shot's first dream) is the energy the carried dream is held at."""
+        image: its shot's first dream) is the energy the carried dream is held at. With
+        `flow.still`, `age` ((N, 1, H, W), 0..1) is how fully each pixel of the last frame was
+        dreamed (1: as much as a first frame)."""
         s = self.settings
         rows = source.shape[0]
         keep = s.persistence if persistence is None else row_values(persistence, rows,
@@ -109,26 +120,58 @@ class Carry:
             cover = mask.flatten(1).mean(1)
             carried, fresh = _held(carried, cover, reference, s.hold)
             new = 1 - cover
+        step_map = carried_age = None
+        if s.still:
+            # what did not move keeps its dream, unwarped (no warp re-samples it, no hold
+            # rescales it); once fully dreamed it takes no ascent step either: only what moves,
+            # comes into view or is still being dreamed in is dreamed
+            still = still_weight(source, prev_source, backward, s.still)
+            if fresh is not None:
+                still = still * (~fresh).to(still.dtype).view(-1, 1, 1, 1)
+            age = torch.ones_like(mask) if age is None else age
+            carried_age = still * age + (1 - still) * warp(age, backward) * mask
+            carried = still * (prev_dream - prev_source) + (1 - still) * carried
+            step_map = 1 - still * carried_age.clamp(0, 1)
         start = (source + carried).clamp(0, 1)
         if s.mode == "warp":
-            return Start(start, fresh=fresh, new=new)
+            return Start(start, fresh=fresh, new=new, step_map=step_map, age=carried_age)
         # the temporal loss pulls towards the carried dream (a cut has none: nothing pulls it
         # back towards its bare source)
         pulling = bool((pull > 0).any()) if isinstance(pull, torch.Tensor) else pull > 0
         if fresh is not None:
             mask = mask * (~fresh).to(mask.dtype).view(-1, 1, 1, 1)
-        return Start(start, Anchor(start, mask, pull) if pulling else None, fresh, new)
+        if carried_age is not None:  # what is still being dreamed in is not pulled back
+            mask = mask * carried_age.clamp(0, 1)
+        return Start(start, Anchor(start, mask, pull) if pulling else None, fresh, new, step_map,
+                     carried_age)
 
 
 @dataclass
 class Start:
     """A frame's starting image, its temporal anchor, which rows start a new shot (a scene
-    cut: too little of the last dream could be carried) and are dreamed as fresh frames, and
-    (with a hold) the share of each row that starts undreamed: picture that came into view."""
+    cut: too little of the last dream could be carried) and are dreamed as fresh frames,
+    (with a hold) the share of each row that starts undreamed: picture that came into view,
+    and (with `flow.still`) how far each pixel may move: 0 where nothing moved."""
     image: torch.Tensor
     anchor: Anchor | None = None
     fresh: torch.Tensor | None = None  # (N,) bool
     new: torch.Tensor | None = None  # (N,) 0..1
+    step_map: torch.Tensor | None = None  # (N, 1, H, W) 0..1
+    age: torch.Tensor | None = None  # (N, 1, H, W): how fully each pixel is dreamed already
+
+    def aged(self, carry: "Carry", steps: int, step_scale) -> torch.Tensor | None:
+        """Each pixel's age after this frame's ascent: grown by the steps it took (scaled per
+        pixel and row) over MATURE first frames' steps; a cut's rows are dreamed as first
+        frames (1)."""
+        if self.age is None:
+            return None
+        scale = torch.as_tensor(step_scale, dtype=self.age.dtype,
+                                device=self.age.device).view(-1, 1, 1, 1)
+        share = steps / (MATURE * max(1, carry.fresh_steps))
+        grown = self.age + self.step_map * scale * share
+        if self.fresh is not None:
+            grown = torch.where(self.fresh.view(-1, 1, 1, 1), torch.ones_like(grown), grown)
+        return grown.clamp(0, 1)
 
     def step_scale(self, carry: "Carry") -> np.ndarray | float:
         """A carried frame's step size, one per row, grown with its share of new picture
@@ -141,6 +184,11 @@ class Start:
         return 1 + more * new.cpu().numpy()
 
 
+# flow.still: a pixel that came into view is dreamed (and not pulled back) until it has taken
+# the steps of this many first frames; then, while still, it is left as it is. Fewer (1, 2)
+# freeze the trail of a moving object weak: 0.91x, 0.93x the strength on a still wall
+# against 0.97x (scripts/BENCHMARKS.md)
+MATURE = 4
 CUT = 0.25  # a frame where under a quarter of the last frame could be followed starts a new shot
 KEPT_GAIN = 2.0  # the most a first frame's band-limited dream is scaled up to keep its strength
 

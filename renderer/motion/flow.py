@@ -174,6 +174,24 @@ def _blur_channel(mask: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1))
 
 
+STILL_FLOW = 0.5  # px: a pixel whose flow is under this (and whose source is still) is still
+
+
+def still_weight(current: torch.Tensor, previous: torch.Tensor, flow: torch.Tensor | None,
+                 levels: float, sigma: float = 1.5) -> torch.Tensor:
+    """(N, 1, H, W) in 0..1: 1 where nothing moved between two frames ((N, 3, H, W) in 0..1):
+    the source's local mean change (a Gaussian of `sigma` px over |difference|) is at most
+    `levels` (0-255) and the flow under STILL_FLOW px; ramping to 0 at twice each. Measured on
+    the pixels rather than trusted to the flow alone: on a still, noisy wall DIS reports
+    sub-pixel motion, and every warp by it re-samples the dream."""
+    change = _blur_channel((current - previous).abs().mean(1, keepdim=True), sigma) * 255
+    still = ((2 * levels - change) / levels).clamp(0, 1)
+    if flow is not None:
+        speed = flow.square().sum(1, keepdim=True).sqrt()
+        still = still * ((2 * STILL_FLOW - speed) / STILL_FLOW).clamp(0, 1)
+    return still
+
+
 def consistency_mask(backward: torch.Tensor, forward: torch.Tensor, blur: float = 1.0):
     """Reliability c in [0, 1] per pixel of frame t, shape (N, 1, H, W).
 

@@ -1,6 +1,7 @@
-"""Coherence measures from coherence.md: warping error ratio, dream strength and seam ratio; and
+"""Coherence measures from coherence.md: warping error ratio, dream strength and seam ratio;
 what a viewer sees over a shot: whether the dream holds its strength (hold), whether a shot's
-first frame pops out of it (pop)."""
+first frame pops out of it (pop); and, flow-free, whether still things stay still
+(`stillness`: the output's change where the source does not change)."""
 
 from __future__ import annotations
 
@@ -134,6 +135,61 @@ def measure(sources: list[np.ndarray], outputs: list[np.ndarray],
         seam = float(out_err[at_seams].mean() / np.median(elsewhere if elsewhere.size else out_err))
     shots = shot_holds(per_frame, detail, {t + 1 for t in cuts}, fps)
     return Coherence(float(out_err.mean() / src_err.mean()), strength, seam, shots)
+
+
+STILL_LEVELS = 6  # a pixel is still when the source changes at most this much (0-255) ...
+STILL_WINDOW = 9  # ... anywhere in its 9x9 neighbourhood between two frames
+
+
+@dataclass
+class Stillness:
+    """How much the output changes where the source does not, measured without any flow (so
+    no flow error can flatter or blame it), in 0-255 levels: per frame pair, the mean over
+    the still pixels of the mean |output change| over the channels."""
+    per_frame: np.ndarray  # output change on still pixels, frame t vs t - 1, t >= 1
+    source: np.ndarray  # the source's own change there (noise, compression)
+    share: np.ndarray  # the share of pixels that are still
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_frame.mean()) if self.per_frame.size else float("nan")
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(self.per_frame, 95)) if self.per_frame.size else float("nan")
+
+    @property
+    def max(self) -> float:
+        return float(self.per_frame.max()) if self.per_frame.size else float("nan")
+
+    @property
+    def source_mean(self) -> float:
+        return float(self.source.mean()) if self.source.size else float("nan")
+
+
+def still_pixels(previous: np.ndarray, current: np.ndarray, levels: float = STILL_LEVELS,
+                 window: int = STILL_WINDOW) -> np.ndarray:
+    """H x W bools: where the source changes at most `levels` (any channel) anywhere in the
+    `window` x `window` neighbourhood between two frames."""
+    change = np.abs(current.astype(np.int16) - previous.astype(np.int16)).max(axis=2)
+    return cv2.dilate(change.astype(np.uint8), np.ones((window, window), np.uint8)) <= levels
+
+
+def stillness(sources: list[np.ndarray], outputs: list[np.ndarray],
+              levels: float = STILL_LEVELS) -> Stillness:
+    """The output's change on the pixels the source does not change (see `Stillness`); a
+    frame pair with no still pixel (a cut) is left out."""
+    per_frame, source, share = [], [], []
+    for t in range(1, min(len(sources), len(outputs))):
+        still = still_pixels(sources[t - 1], sources[t], levels)
+        share.append(still.mean())
+        if not still.any():
+            continue
+        change = np.abs(outputs[t].astype(np.int16) - outputs[t - 1].astype(np.int16)).mean(2)
+        own = np.abs(sources[t].astype(np.int16) - sources[t - 1].astype(np.int16)).mean(2)
+        per_frame.append(change[still].mean())
+        source.append(own[still].mean())
+    return Stillness(np.array(per_frame), np.array(source), np.array(share))
 
 
 def luma(frames: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from renderer.curves import smoothstep
+from renderer.drivable import Driven, target_of, term_index
 from renderer.errors import UserError
 from renderer.expressions import Expression, ExpressionError, TimeSpec
 from renderer.music.analysis import GRID_HZ, Analysis
@@ -21,20 +22,15 @@ from renderer.presets import Preset
 
 log = logging.getLogger(__name__)
 
-# the valid range of each driven value (a sum of rows may leave it; it is clamped back)
-RANGES = {"dream.step_size": (1e-6, 1.0), "flow.persistence": (0.0, 1.0),
-          "flow.temporal_weight": (0.0, 1.0), "dream.steps": (0, 1000),
-          "zoom.zoom": (0.01, 100.0), "zoom.rotate": (-3600.0, 3600.0),
-          "zoom.pan.x": (-100.0, 100.0), "zoom.pan.y": (-100.0, 100.0),
-          "zoom.center.x": (0.0, 1.0), "zoom.center.y": (0.0, 1.0),
-          "zoom.strength": (0.0, 10.0), "zoom.layer_mix": (0.0, 1.0), "zoom.steps": (0, 100)}
 EASE = {"linear": lambda u: u, "smooth": smoothstep, "cubic": lambda u: u,
         "ease-in": lambda u: u * u, "ease-out": lambda u: 1 - (1 - u) ** 2,
         "step": lambda u: 0 * u, "hold": lambda u: 0 * u}
 
 
 def value_range(target: str) -> tuple[float, float]:
-    return RANGES.get(target, (-100.0, 100.0))  # objective.N.weight
+    """Where a driven value must stay (a sum of rows may leave it; it is clamped back)."""
+    found = target_of(target)
+    return found.low, found.high
 
 
 @dataclass
@@ -239,6 +235,21 @@ def base_values(preset: Preset) -> dict[str, float]:
     return base
 
 
+def driven_rows(values: dict[str, np.ndarray], frames) -> Driven:
+    """The typed values of one batch step: `values` (target -> one value per frame of the
+    clip, as `Schedule.values` gives them) at each row's frame number."""
+    if not values:
+        return Driven()
+    at = {target: np.asarray(v, float)[list(frames)] for target, v in values.items()}
+    steps = at.get("dream.steps")
+    return Driven(step_size=at.get("dream.step_size"),
+                  steps=None if steps is None else int(round(float(steps[0]))),
+                  persistence=at.get("flow.persistence"),
+                  temporal_weight=at.get("flow.temporal_weight"),
+                  term_weights={term_index(t): v for t, v in at.items()
+                                if term_index(t) is not None})
+
+
 def schedule_for(preset: Preset, song, fps: float, offset: float = 0.0,
                  length: float | None = None) -> Schedule | None:
     """The schedule of a preset that has `timeline:` or `react:` (None otherwise), with the
@@ -260,13 +271,10 @@ def schedule_for(preset: Preset, song, fps: float, offset: float = 0.0,
 
 def describe_targets(preset: Preset) -> list[str]:
     """How each driven parameter varies inside a batch (for `dream presets show`)."""
-    from renderer.presets import MODULATED
-
     lines = []
     for target in sorted({*preset.timeline, *(row.target for row in preset.react)}):
-        key = "objective.N.weight" if target.startswith("objective.") else target
         how = {"per row": "per frame (each batch row its own value)",
                "per step": "per batch step (the first row's value for the whole batch)",
-               "zoom": "per frame"}[MODULATED[key]]
+               "zoom": "per frame"}[target_of(target).varies]
         lines.append(f"{target}: {how}")
     return lines

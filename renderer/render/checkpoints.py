@@ -31,6 +31,7 @@ class RenderState:
     prev_dream: dict = field(default_factory=dict)  # segment -> (3, H, W) float tensor
     prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 source frame
     reference: dict = field(default_factory=dict)  # segment -> its shot's strength (flow.hold)
+    age: dict = field(default_factory=dict)  # segment -> (1, H, W) dreamed-in map (flow.still)
 
 
 def work_dir(output: Path) -> Path:
@@ -123,7 +124,8 @@ class Checkpoints:
                                  weights_only=True)
             state = RenderState(step, {int(k): v for k, v in tensors["prev_dream"].items()},
                                 {int(k): v.numpy() for k, v in tensors["prev_rgb"].items()},
-                                {int(k): v for k, v in tensors.get("reference", {}).items()})
+                                {int(k): v for k, v in tensors.get("reference", {}).items()},
+                                {int(k): v for k, v in tensors.get("age", {}).items()})
         except Exception:
             raise self._damaged(f"{state_file} cannot be read") from None
         self.sums = {k: v for k, v in sums.items() if k != state_file}
@@ -144,7 +146,8 @@ class Checkpoints:
                         "prev_rgb": {str(k): torch.from_numpy(np.ascontiguousarray(v))
                                      for k, v in state.prev_rgb.items()},
                         "reference": {str(k): v.contiguous()
-                                      for k, v in state.reference.items()}},
+                                      for k, v in state.reference.items()},
+                        "age": {str(k): v.contiguous() for k, v in state.age.items()}},
                        self.folder / state_name)
             sums = dict(self.sums, **{state_file: file_sha256(self.folder / state_name)})
             atomic_write(self.file, json.dumps({"fingerprint": self.fingerprint, "step": state.step,

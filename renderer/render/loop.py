@@ -18,11 +18,13 @@ import numpy as np
 import torch
 
 from renderer.background import Consumer, Producer
-from renderer.engine.dream import Anchor, Dreamer
+from renderer.engine.dream import Dreamer
 from renderer.media.decode import FrameReader, VideoIndex, slot_counts
 from renderer.media.images import crossfade, to_uint8
-from renderer.motion.carry import Carry, strength
-from renderer.motion.flow import FlowEstimator, flow_to_tensor, resize_flow
+from renderer.motion.carry import Carry
+from renderer.motion.chain import Chain, Link
+from renderer.motion.flow import FlowEstimator, flow_to_tensor
+from renderer.music.schedule import driven_rows
 from renderer.presets import Preset
 from renderer.render import threads
 from renderer.render.checkpoints import RenderState
@@ -169,87 +171,124 @@ class _Encoders:
             sink.abort()
 
 
-def _close_stretch(encoders: _Encoders, fades_written: Future, output, state: RenderState):
-    """Off the dream loop: drain and close a stretch's encoders (x264 holds dozens of frames in
-    flight), wait until its parked cross-fade frames are on disk, then commit the checkpoint
-    that names its chunks. A kill before the commit leaves the previous checkpoint in place."""
-    encoders.finish()
-    fades_written.result()
-    output.commit(state, encoders.sinks)
+class _Router:
+    """Where each dreamed frame goes: a warm-up frame is parked for the cross-fade, the tail
+    of a part's last segment is parked for the hand-over, every other frame goes to its
+    segment's encoder (with the next segment's parked warm-up frame where they overlap)."""
+
+    def __init__(self, run: Lockstep, parked: AsyncFrameStore):
+        self.segments, self.tail_from, self.parked = run.segments, run.tail_from, parked
+        self.repeats = slot_counts(run.index)
+
+    def send(self, encoders: _Encoders, step: int, rows: list[int], frames) -> None:
+        segments, parked = self.segments, self.parked
+        for row, i in enumerate(rows):
+            frame_no = segments[i].start + step
+            if frame_no < segments[i].keep:  # warm-up: kept for the cross-fade
+                parked.put((i, frame_no), frames[row])
+                continue
+            if self.tail_from is not None and i == len(segments) - 1 \
+                    and frame_no >= self.tail_from:
+                parked.put((TAIL, frame_no), frames[row])
+                continue
+            following = segments[i + 1] if i + 1 < len(segments) else None
+            fading = following is not None and following.start <= frame_no < following.keep
+            incoming = parked.get((i + 1, frame_no)) if fading else None
+            weight = fade_weight(following, frame_no) if fading else 0.0
+            encoders.put(i, frames[row], self.repeats[frame_no], incoming, weight)
 
 
-def _padded(start: torch.Tensor, anchor: Anchor | None, driven: dict, rows: int):
-    """The batch (and its per-row values) padded to `rows`, repeating its last row: compiled
-    code keeps one shape when a shorter segment has ended."""
-    pad = rows - start.shape[0]
-    if pad <= 0:
-        return start, anchor, driven
+class _Stretches:
+    """Checkpoint rotation: every `output.every` steps the frames go to a new stretch of
+    sinks while the last one is closed and committed on a background thread (the device never
+    waits for a checkpoint). A kill before a commit leaves the previous checkpoint in place."""
 
-    def longer(t):
-        return torch.cat([t, t[-1:].expand(pad, *t.shape[1:])])
+    def __init__(self, output, first_step: int, total: int, parked: AsyncFrameStore,
+                 times: StageTimes, progress: ProgressSink):
+        self.output, self.total, self.parked = output, total, parked
+        self.times, self.progress = times, progress
+        self.encoders = _Encoders(output.open(first_step), times, progress)
+        self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.saving: Future | None = None  # the last stretch, closing and committing
 
-    start = longer(start)
-    if anchor is not None:
-        weight = anchor.weight if isinstance(anchor.weight, float | int) else longer(anchor.weight)
-        anchor = Anchor(longer(anchor.target), longer(anchor.mask), weight)
-    driven = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in driven.items()}
-    return start, anchor, driven
+    def after(self, done: int, state) -> None:
+        """`done` steps are dreamed; `state()` is what a checkpoint after them saves."""
+        every = self.output.every
+        if not every or done % every or done >= self.total:
+            return
+        if self.saving is not None:
+            self.saving.result()
+        closing, self.encoders = self.encoders, _Encoders(self.output.open(done), self.times,
+                                                          self.progress)
+        self.saving = self.background.submit(self._close, closing, self.parked.written(),
+                                             state())
+
+    def _close(self, encoders: _Encoders, fades_written: Future, state: RenderState) -> None:
+        """Drain and close a stretch's encoders (x264 holds dozens of frames in flight), wait
+        until its parked cross-fade frames are on disk, then commit the checkpoint that names
+        its chunks."""
+        encoders.finish()
+        fades_written.result()
+        self.output.commit(state, encoders.sinks)
+
+    def finish(self) -> None:
+        self.encoders.finish()
+        self.parked.flush()
+        if self.saving is not None:
+            self.saving.result()
+
+    def abort(self) -> None:
+        self.encoders.abort()
+
+    def close(self) -> None:
+        self.background.shutdown(wait=True)  # a checkpoint in flight lands (written atomically)
 
 
-def _driven_steps(carry: Carry, first: bool, driven: dict) -> int:
-    """The batch step's ascent steps: one value for the whole batch (the first row's)."""
-    fresh = driven.get("dream.steps")
-    return carry.steps(first, None if fresh is None else int(round(float(fresh[0]))))
+def _restored(state: RenderState, device) -> dict[int, Link]:
+    """The chain's rows as a checkpoint left them; the source frames exactly as the loop
+    makes them (the uint8 frame over 255)."""
+    def on_device(maps: dict, i: int):
+        return maps[i].to(device) if i in maps else None
+
+    return {i: Link(torch.from_numpy(rgb).to(device).permute(2, 0, 1).float() / 255,
+                    state.prev_dream[i].to(device), on_device(state.reference, i),
+                    on_device(state.age, i))
+            for i, rgb in state.prev_rgb.items()}
 
 
-def _set_term_weights(dreamer: Dreamer, driven: dict) -> None:
-    """Music-driven objective term weights, one row per image of the batch."""
-    keys = [k for k in driven if k.startswith("objective.")]
-    if not keys:
-        return
-    objective = dreamer.objective
-    weights = np.repeat(objective.weights[:1].numpy(), len(driven[keys[0]]), axis=0)
-    for key in keys:
-        weights[:, int(key.split(".")[1])] = driven[key]
-    objective.set_weights(weights)
+def _snapshot(step: int, chain: Chain, prev_rgb: dict) -> RenderState:
+    links = chain.links.items()
+    return RenderState(step, {i: k.dream.cpu() for i, k in links}, dict(prev_rgb),
+                       {i: k.reference.cpu() for i, k in links if k.reference is not None},
+                       {i: k.age.cpu() for i, k in links if k.age is not None})
 
 
 def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                   fades: FrameStore | None = None, progress: ProgressSink = SILENT,
                   times: StageTimes | None = None, budget: Budget | None = None) -> StageTimes:
-    """Dream every frame of `run.segments` in lockstep batches and write the kept frames to
-    the sinks that `output` opens (`render.sinks`: FixedSinks or ChunkedOutput).
-
-    Every `output.every` steps the frames go to a new stretch of sinks while the last stretch
-    is closed and committed on a background thread, so the device never waits for a
-    checkpoint. `state` continues an earlier render; `fades` holds parked frames (warm-ups,
-    and the tail handed to the next part).
+    """Dream every frame of `run.segments` in lockstep batches (one `Chain` row per segment)
+    and write the kept frames to the sinks that `output` opens (`render.sinks`: FixedSinks or
+    ChunkedOutput), a new stretch of them every `output.every` steps (`_Stretches`). `state`
+    continues an earlier render; `fades` holds parked frames (warm-ups, and the tail handed to
+    the next part).
     """
     preset, dreamer, segments = run.preset, run.dreamer, run.segments
     device = dreamer.device
     times = times or StageTimes()
-    carry = Carry.of(preset)
     state = state or RenderState()
-    repeats = slot_counts(run.index)
     budget = budget or threads.plan(device.type, len(segments), preset.video.threads)
     threads.apply(budget)
     cuda = device.type == "cuda"
-    feed = _FlowFeed(run, carry, times, budget, pin=cuda, first_step=state.step,
+    chain = Chain(preset, dreamer, _restored(state, device), width=len(segments))
+    prev_rgb = dict(state.prev_rgb)
+    feed = _FlowFeed(run, chain.carry, times, budget, pin=cuda, first_step=state.step,
                      previous=state.prev_rgb)
-    encoders = _Encoders(output.open(state.step), times, progress)
     own_fades = fades is None
     fades = fades or FrameStore()
     parked = AsyncFrameStore(fades)
-    # the source frames exactly as the loop makes them: the uint8 frame over 255
-    prev_source = {i: torch.from_numpy(rgb).to(device).permute(2, 0, 1).float() / 255
-                   for i, rgb in state.prev_rgb.items()}
-    prev_dream = {i: t.to(device) for i, t in state.prev_dream.items()}
-    prev_rgb = dict(state.prev_rgb)
-    reference = {i: t.to(device) for i, t in state.reference.items()}  # flow.hold's strengths
-    total = max(s.length for s in segments)
-    static_shapes = dreamer.static_shapes
-    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-    saving: Future | None = None  # the last stretch, closing and committing in `background`
+    router = _Router(run, parked)
+    stretches = _Stretches(output, state.step, max(s.length for s in segments), parked, times,
+                           progress)
     try:
         waited, waiting = time.perf_counter(), "startup"
         for packet in feed:
@@ -258,93 +297,29 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
             progress.advance("decoded", len(packet.rows))
             t = time.perf_counter()
             source = packet.sources.to(device, non_blocking=cuda).permute(0, 3, 1, 2).float() / 255
-            start, anchor, first = source, None, packet.step == 0
-            driven = {k: v[[segments[i].start + packet.step for i in packet.rows]]
-                      for k, v in run.values.items()}
-            scale = driven.pop("dream.step_size", preset.dream.step_size) / preset.dream.step_size
-            fresh = None  # rows that start a new shot (flow.hold)
-            if not first:
-                prev_s = torch.stack([prev_source[i] for i in packet.rows])
-                prev_d = torch.stack([prev_dream[i] for i in packet.rows])
-                backward = forward = None
-                if packet.flows is not None:
-                    backward, forward = (resize_flow(f.to(device, non_blocking=cuda),
-                                                     source.shape[-2:]) for f in packet.flows)
-                begun = carry.start(source, prev_s, prev_d, backward, forward,
-                                    driven.get("flow.persistence"),
-                                    driven.get("flow.temporal_weight"),
-                                    torch.stack([reference[i] for i in packet.rows])
-                                    if reference else None)
-                start, anchor = begun.image, begun.anchor
-                scale = scale * begun.step_scale(carry)
-                if begun.fresh is not None:
-                    fresh = begun.fresh.cpu().numpy()
-            driven["step_scale"] = np.broadcast_to(scale, (len(packet.rows),)).astype(float)
-            if static_shapes:
-                start, anchor, driven = _padded(start, anchor, driven, len(segments))
-            _set_term_weights(dreamer, driven)
-            rows = len(packet.rows)
-            begins = None  # rows that begin a shot held at their strength (flow.hold)
-            if carry.settings.hold:
-                begins = np.ones(rows, bool) if first else fresh
-            raw = dreamer.dream(start, seed=preset.seed, steps=_driven_steps(carry, first, driven),
-                                step_scale=driven["step_scale"], anchor=anchor)[:rows]
-            if fresh is not None and fresh.any():
-                # a cut dreams as a first frame does (fewer, larger steps dream a stronger,
-                # finer picture, which a later segment's first frame would not match)
-                again = dreamer.dream(start, seed=preset.seed,
-                                      steps=_driven_steps(carry, True, driven),
-                                      step_scale=driven["step_scale"])[:rows]
-                raw = torch.where(torch.as_tensor(fresh, device=raw.device).view(-1, 1, 1, 1),
-                                  again, raw)
-            dreamed = carry.settle(start[:rows], raw, begins)
+            driven = driven_rows(run.values, [segments[i].start + packet.step
+                                              for i in packet.rows])
+            dreamed = chain.frame(packet.rows, source, packet.flows, driven)
             for row, i in enumerate(packet.rows):
-                prev_source[i], prev_dream[i] = source[row], dreamed[row]
                 prev_rgb[i] = packet.sources[row].numpy()
-                if carry.settings.hold and (first or (fresh is not None and fresh[row])):
-                    reference[i] = strength((dreamed[row] - source[row])[None])[0]
             frames = to_uint8(dreamed)
             times.add("dream", time.perf_counter() - t)
             progress.advance("dreamed", len(packet.rows))
             t = time.perf_counter()
-            for row, i in enumerate(packet.rows):
-                frame_no = segments[i].start + packet.step
-                if frame_no < segments[i].keep:  # warm-up: kept for the cross-fade
-                    parked.put((i, frame_no), frames[row])
-                    continue
-                if run.tail_from is not None and i == len(segments) - 1 \
-                        and frame_no >= run.tail_from:
-                    parked.put((TAIL, frame_no), frames[row])
-                    continue
-                following = segments[i + 1] if i + 1 < len(segments) else None
-                fading = following is not None and following.start <= frame_no < following.keep
-                incoming = parked.get((i + 1, frame_no)) if fading else None
-                weight = fade_weight(following, frame_no) if fading else 0.0
-                encoders.put(i, frames[row], repeats[frame_no], incoming, weight)
+            router.send(stretches.encoders, packet.step, packet.rows, frames)
             times.add("handoff", time.perf_counter() - t)
             done = packet.step + 1
-            if output.every and done % output.every == 0 and done < total:
-                if saving is not None:
-                    saving.result()
-                snapshot = RenderState(done, {i: t.cpu() for i, t in prev_dream.items()},
-                                       dict(prev_rgb),
-                                       {i: t.cpu() for i, t in reference.items()})
-                closing, encoders = encoders, _Encoders(output.open(done), times, progress)
-                saving = background.submit(_close_stretch, closing, parked.written(), output,
-                                           snapshot)
+            stretches.after(done, lambda: _snapshot(done, chain, prev_rgb))
             waited = time.perf_counter()
         t = time.perf_counter()
-        encoders.finish()
-        parked.flush()
-        if saving is not None:
-            saving.result()
+        stretches.finish()
         times.add("drain", time.perf_counter() - t)
     except BaseException:
-        encoders.abort()
+        stretches.abort()
         raise
     finally:
         feed.close()
-        background.shutdown(wait=True)  # a checkpoint in flight lands (it is written atomically)
+        stretches.close()
         parked.close()
         if own_fades:
             fades.close()

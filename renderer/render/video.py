@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,43 +65,64 @@ def parked_frames(folder: Path) -> Path:
     return folder / "fades"
 
 
+@dataclass(frozen=True)
+class VideoJob:
+    """One render of a clip: what `render_video` takes, in one value (`controller.plan_render`
+    makes it from a command's request). `batch` None: what the device's memory holds; `audio`
+    None: the source's own; `values`: music-driven parameters (target -> one value per frame
+    of the clip, see `music.schedule`)."""
+    index: VideoIndex
+    preset: Preset
+    output: Path
+    size: tuple[int, int]
+    batch: int | None = None
+    audio: list[encode.AudioTrack] | None = None
+    values: dict = field(default_factory=dict)
+    part: Part = WHOLE
+    resume: bool = False
+
+
 def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
                  size: tuple[int, int], *, batch: int | None = None,
                  progress: ProgressSink = SILENT, times: StageTimes | None = None,
                  resume: bool = False, part: Part = WHOLE,
                  audio: list[encode.AudioTrack] | None = None,
                  values: dict | None = None) -> StageTimes:
-    """Render the indexed clip into `output`, checkpointing every `video.checkpoint_every`
+    """`render_job` of these arguments."""
+    return render_job(VideoJob(index, preset, Path(output), size, batch, audio, values or {},
+                               part, resume), dreamer, progress, times)
+
+
+def render_job(job: VideoJob, dreamer: Dreamer, progress: ProgressSink = SILENT,
+               times: StageTimes | None = None) -> StageTimes:
+    """Render the job's clip into its output, checkpointing every `video.checkpoint_every`
     steps into its work folder; `resume` continues from the last checkpoint. Only one render
-    at a time writes `output` (or one part of it).
+    at a time writes an output (or one part of it).
 
     With a `part` of several, only that part's segments are rendered (`batch` segments per
-    part), into its own folder, and left there for `assemble_parts`. `audio` replaces the
-    source's audio (`source_audio`) with other tracks. `values` are music-driven parameters
-    (target -> one value per frame of the clip, see `music.schedule`).
+    part), into its own folder, and left there for `assemble_parts`.
     """
     times = times or StageTimes()
-    batch = batch or preset.video.batch or default_batch(dreamer.device, size)
-    whole = part.count == 1
-    with OutputLock(output, "" if whole else part.folder(output).name):
-        _render(index, preset, dreamer, output, size, batch, progress, times, resume, part,
-                source_audio(index) if audio is None else audio, values or {})
+    job = replace(job, batch=job.batch or job.preset.video.batch
+                  or default_batch(dreamer.device, job.size),
+                  audio=source_audio(job.index) if job.audio is None else job.audio)
+    with OutputLock(job.output, "" if job.part.count == 1 else job.part.folder(job.output).name):
+        _render(job, dreamer, progress, times)
     return times
 
 
-def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
-            size: tuple[int, int], batch: int, progress: ProgressSink, times: StageTimes,
-            resume: bool, part: Part, audio: list, values: dict) -> None:
-    plan = part_plan(index.count, batch, preset.video.warmup, part)
+def _render(job: VideoJob, dreamer: Dreamer, progress: ProgressSink, times: StageTimes) -> None:
+    index, preset, output, size, part = job.index, job.preset, job.output, job.size, job.part
+    plan = part_plan(index.count, job.batch, preset.video.warmup, part)
     mine = plan.mine
     repeats = slot_counts(index)
     whole = part.count == 1
-    store = Checkpoints(output, fingerprint(index, preset, size, plan.segments, values) + str(part),
-                        None if whole else part.folder(output))
-    if resume and not whole and store.finished() is not None:
+    store = Checkpoints(output, fingerprint(index, preset, size, plan.segments, job.values)
+                        + str(part), None if whole else part.folder(output))
+    if job.resume and not whole and store.finished() is not None:
         log.info(f"part {part} is already rendered")
         return
-    restored = store.start(resume)
+    restored = store.start(job.resume)
     if not mine:  # more parts than segments: nothing to do
         store.finish([])
         return
@@ -126,7 +148,7 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
 
     output_chunks = ChunkedOutput(store, [store.folder] * len(mine), chunk_writer,
                                   preset.video.checkpoint_every, chunks)
-    render_frames(Lockstep(index, preset, dreamer, size, mine, plan.tail_from, values),
+    render_frames(Lockstep(index, preset, dreamer, size, mine, plan.tail_from, job.values),
                   output_chunks,
                   state=state, fades=FrameStore(parked_frames(store.folder)), progress=progress,
                   times=times, budget=budget)
@@ -138,7 +160,7 @@ def _render(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
         return
     t = time.perf_counter()
     progress.stage("finishing", None)
-    _finalize(files, output, preset, index, audio)
+    _finalize(files, output, preset, index, job.audio)
     times.add("mux", time.perf_counter() - t)
     remove_work_folder(store.folder)
 

@@ -1,0 +1,140 @@
+"""Between the command line and the library: orders the library calls of a video render.
+
+The CLI parses and checks the arguments and prints; `plan_render` turns a checked
+`RenderRequest` into a `VideoJob` (the indexed clip, the size, the audio under it, the
+music-driven values of every frame, the batch) and `run_render` renders or assembles it.
+A bench that calls these gets exactly what `dream render` would make of the same request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from renderer.errors import UserError
+from renderer.media.decode import index_video
+from renderer.media.encode import AudioTrack
+from renderer.media.images import fit_size
+from renderer.presets import Preset
+from renderer.progress import SILENT, ProgressSink
+from renderer.render.plan import PART_BATCH, WHOLE, Part, default_batch, part_plan
+from renderer.render.video import VideoJob, assemble_parts, render_job, source_audio
+
+FIT_NOTES = {"crop": "scaled to cover it and centre-cropped",
+             "pad": "fitted inside it with black bars", "stretch": "stretched to it"}
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """What `dream render` was asked, checked (`cli.video.check_render`)."""
+    input: Path
+    output: Path
+    preset: Preset
+    start: float = 0.0
+    end: float | None = None
+    fps: float | None = None  # None: every frame of the source at its own rate
+    size: tuple[int, int] | None = None  # exactly this size
+    scale: float | None = None  # or the source's size times this
+    preview: bool = False  # or at most 320 px wide
+    batch: int | None = None
+    part: Part | None = None
+    assemble: int | None = None  # join this many finished parts
+    song: AudioTrack | None = None  # --audio
+    audio_mix: float | None = None  # the song's share, mixed with the source's audio
+    resume: bool = False
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    job: VideoJob
+    notes: list[str] = field(default_factory=list)  # for the user, before any work
+
+
+def render_size(request: RenderRequest, width: int, height: int) -> tuple[int, int]:
+    if request.size and request.scale:
+        raise UserError("give either --size or --scale, not both")
+    if request.size:
+        return request.size
+    if request.scale:
+        return max(8, round(width * request.scale)), max(8, round(height * request.scale))
+    if request.preview:
+        return fit_size(width, height, 320)
+    return width, height
+
+
+def render_audio(request: RenderRequest, index) -> list[AudioTrack]:
+    """The tracks under a render: the source's, or the song (mixed with --audio-mix)."""
+    song = request.song
+    if song is None:
+        return source_audio(index)
+    if request.audio_mix is None:
+        return [song]
+    source = source_audio(index)[0]
+    return [replace(source, volume=1 - request.audio_mix), replace(song, volume=request.audio_mix)]
+
+
+def driven_values(preset: Preset, index, song: AudioTrack | None) -> dict[str, np.ndarray]:
+    """The music-driven parameters of every frame of the clip (empty for a preset without
+    `timeline:` or `react:`): analysed on exactly the audio that ends up in the file, the
+    song from --audio-start, or the clip's own soundtrack from --start."""
+    from renderer.music.schedule import base_values, schedule_for
+
+    if not preset.modulated:
+        return {}
+    if song is not None:
+        source, offset = song.path, song.start
+    elif index.info.audio_codec:
+        source, offset = index.path, index.pts[0]
+    else:
+        source, offset = None, 0.0
+    schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
+    times = offset + np.asarray(index.pts) - index.pts[0]
+    return schedule.values(times, np.arange(index.count), base_values(preset))
+
+
+def plan_render(request: RenderRequest) -> Plan:
+    """Index the clip and decide everything a render needs before the network is loaded."""
+    index = index_video(request.input, request.start, request.end, request.fps)
+    notes = [f"warning: {index.warning}"] if index.warning else []
+    size = render_size(request, index.width, index.height)
+    preset = request.preset
+    if request.size and size[0] * index.height != size[1] * index.width:
+        notes.append(f"note: the {index.width}x{index.height} picture is "
+                     f"{FIT_NOTES[preset.video.fit]} ({size[0]}x{size[1]}); "
+                     "--fit-size crop|pad|stretch chooses")
+    job = VideoJob(index, preset, request.output, size, request.batch or preset.video.batch,
+                   render_audio(request, index), driven_values(preset, index, request.song),
+                   request.part or WHOLE, request.resume)
+    return Plan(job, notes)
+
+
+@dataclass(frozen=True)
+class Report:
+    kept: int  # frames written (of this part)
+    segments: int  # of this part
+    of_segments: int  # of the whole render
+
+
+def run_render(job: VideoJob, assemble: int | None = None, device: str | None = None,
+               progress: ProgressSink = SILENT) -> Report:
+    """Render the job (the whole clip or its part) or, with `assemble`, join that many
+    finished parts. Parts render `PART_BATCH` segments each unless the job says otherwise,
+    so that every part and the assembly agree."""
+    from renderer.engine.dream import dreamer_for
+
+    if assemble:
+        batch = job.batch or PART_BATCH
+        assemble_parts(job.index, job.preset, job.output, job.size, batch, assemble, job.audio,
+                       job.values)
+        plan = part_plan(job.index.count, batch, job.preset.video.warmup, WHOLE)
+        return Report(plan.kept, len(plan.segments), len(plan.segments))
+    dreamer = dreamer_for(job.preset, device)
+    part = job.part.count > 1
+    batch = job.batch or (PART_BATCH if part else default_batch(dreamer.device, job.size))
+    job = replace(job, batch=batch)
+    render_job(job, dreamer, progress)
+    plan = part_plan(job.index.count, batch, job.preset.video.warmup, job.part)
+    return Report(plan.kept, len(plan.mine), len(plan.segments))

@@ -1,0 +1,69 @@
+"""What the live page may change between frames (`LiveParams`): a preset by name, a layer of
+its model and numbers in range, validated; and the preset as it then looks on screen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from renderer.errors import UserError
+from renderer.motion.carry import Carry
+from renderer.presets import Preset
+
+
+@dataclass(frozen=True)
+class LiveParams:
+    """What the page may change: a preset by name, a layer of its model by name and numbers in
+    range, nothing else."""
+    preset: str = "live"
+    strength: float = 1.0  # multiplies dream.step_size
+    steps: int = 2  # ascent steps per frame
+    octaves: int = 2
+    persistence: float = 0.9  # share of the last dream carried into the next frame
+    layer: str = ""  # dream this layer instead of the preset's objective ("": the preset's)
+
+    LIMITS = {"strength": (0.0, 4.0), "steps": (0, 20), "octaves": (1, 6),
+              "persistence": (0.0, 1.0)}
+
+    @classmethod
+    def of(cls, name: str, preset: Preset) -> "LiveParams":
+        """The sliders where the preset puts them: a frame's steps are its carried steps."""
+        return cls(name, 1.0, Carry.of(preset).carried_steps, preset.dream.octaves,
+                   preset.flow.persistence)
+
+    def applied(self, preset: Preset) -> Preset:
+        """The preset as it looks on screen, for `dream render` to reproduce: every frame
+        takes `steps` steps at `octaves` octaves, as it does live."""
+        dream = preset.dream.model_copy(update={
+            "octaves": self.octaves, "steps": self.steps,
+            "step_size": preset.dream.step_size * self.strength})
+        flow = preset.flow.model_copy(update={"persistence": self.persistence,
+                                              "steps": self.steps})
+        objective = [self.layer] if self.layer else preset.objective
+        return Preset.model_validate({**preset.model_dump(by_alias=True), "objective": objective,
+                                      "dream": dream.model_dump(by_alias=True),
+                                      "flow": flow.model_dump(by_alias=True)})
+
+    def with_changes(self, changes: dict, presets: list[str],
+                     layers: list[str] = ()) -> "LiveParams":
+        """A copy with `changes` applied; UserError names a key, value, preset or layer that
+        is not allowed (the page can only pick from the lists and numbers in range)."""
+        out = {}
+        for key, value in changes.items():
+            if key in ("preset", "layer"):
+                allowed = presets if key == "preset" else ["", *layers]
+                if value not in allowed:
+                    raise UserError(f"unknown {key} '{value}': pick one of the list")
+                out[key] = value
+                continue
+            if key not in self.LIMITS:
+                raise UserError(f"'{key}' cannot be changed live: use one of "
+                                f"preset, layer, {', '.join(self.LIMITS)}")
+            low, high = self.LIMITS[key]
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{key} must be a number from {low} to {high}") from None
+            if not low <= number <= high:
+                raise UserError(f"{key} {number:g} is out of range: use {low} to {high}")
+            out[key] = int(round(number)) if isinstance(getattr(self, key), int) else number
+        return replace(self, **out)

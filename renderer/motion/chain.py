@@ -1,0 +1,155 @@
+"""The one owner of a carried frame: `Chain.frame(rows, sources, flows, driven) -> dreamed`.
+
+A chain is a set of segments (batch rows) advancing frame by frame, each starting from the
+dream of its last frame carried along the flow (`motion.carry`). It owns everything that
+protocol needs between frames, so that the video loop, `dream live` and the benches cannot
+assemble it differently: each row's last source and dream, the hold's reference strength,
+the ascent steps and step scale of fresh, carried and cut frames, the cut's fresh re-dream,
+the band limit (`Carry.settle`), music-driven values (`drivable.Driven`), and the padding
+that keeps a compiled step at one batch shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from renderer.drivable import NOTHING, Driven
+from renderer.engine.dream import Anchor, Dreamer
+from renderer.motion.carry import Carry, strength
+from renderer.motion.flow import resize_flow
+from renderer.presets import Preset
+
+
+@dataclass(frozen=True)
+class Link:
+    """What a row carries into its next frame (and what a checkpoint saves of it)."""
+    source: torch.Tensor  # (3, H, W) the last frame's source, in [0, 1]
+    dream: torch.Tensor  # (3, H, W) its dream as shown
+    reference: torch.Tensor | None = None  # flow.hold: (2,) the strength of its shot's start
+    age: torch.Tensor | None = None  # flow.still: (1, H, W) how fully each pixel is dreamed
+
+
+class Chain:
+    """Dreams each next frame of a set of rows (segments) from the last one's dream.
+
+    `preset` says how frames are carried and dreamed (its `flow` and `dream` sections; its
+    `dream.step_size` over the dreamer's is a step scale, so a live preset with the strength
+    slider applied dreams at that strength). `width`: the rows of every batch when the
+    dreamer keeps its shapes fixed (compiled), so a batch with fewer rows is padded."""
+
+    def __init__(self, preset: Preset, dreamer: Dreamer, links: dict[int, Link] | None = None,
+                 width: int | None = None):
+        self.preset, self.dreamer, self.width = preset, dreamer, width
+        self.carry = Carry.of(preset)
+        self.links: dict[int, Link] = dict(links or {})
+
+    def retuned(self, preset: Preset, dreamer: Dreamer | None = None) -> "Chain":
+        """The same rows carried on with another preset (live's sliders): the hold's reference
+        follows the step size, so a stronger setting is held at its own strength."""
+        gain = preset.dream.step_size / self.preset.dream.step_size
+        links = {i: link if link.reference is None else replace(link,
+                 reference=link.reference * gain) for i, link in self.links.items()}
+        return Chain(preset, dreamer or self.dreamer, links, self.width)
+
+    def _scale(self, driven: Driven) -> np.ndarray | float:
+        """Each row's step size over the dreamer's (1.0: the preset's own)."""
+        own = self.preset.dream.step_size
+        scale = 1.0 if driven.step_size is None else driven.step_size / own
+        ratio = own / self.dreamer.settings.step_size
+        return scale if ratio == 1.0 else scale * ratio
+
+    def frame(self, rows: list[int], sources: torch.Tensor,
+              flows: tuple[torch.Tensor, torch.Tensor] | None = None,
+              driven: Driven = NOTHING) -> torch.Tensor:
+        """The dreams (N, 3, H, W) of the next frame of `rows`: `sources` (N, 3, H, W) in
+        [0, 1] on the dreamer's device, `flows` (backward, forward) from each row's last
+        frame to this one at any size (None for the first frame of rows, or a carry that
+        needs no flow). Rows of one call are all first frames or all carried."""
+        carry, dreamer = self.carry, self.dreamer
+        n = len(rows)
+        carried = [i in self.links for i in rows]
+        first = not any(carried)
+        if not first and not all(carried):
+            raise ValueError("the rows of one batch step must all be first or all carried")
+        scale = self._scale(driven)
+        start, anchor, fresh, step_map, begun = sources, None, None, None, None
+        if not first:
+            links = [self.links[i] for i in rows]
+            backward = forward = None
+            if flows is not None:
+                backward, forward = (resize_flow(f.to(sources.device, non_blocking=True),
+                                                 sources.shape[-2:]) for f in flows)
+            references = [link.reference for link in links]
+            begun = carry.start(sources, torch.stack([link.source for link in links]),
+                                torch.stack([link.dream for link in links]), backward, forward,
+                                driven.persistence, driven.temporal_weight,
+                                torch.stack(references) if all(r is not None for r in references)
+                                else None, _stacked([link.age for link in links]))
+            start, anchor, step_map = begun.image, begun.anchor, begun.step_map
+            scale = scale * begun.step_scale(carry)
+            if begun.fresh is not None:
+                fresh = begun.fresh.cpu().numpy()
+        step_scale = np.broadcast_to(scale, (n,)).astype(float)
+        pad = (self.width or n) - n if dreamer.static_shapes else 0
+        if pad > 0:
+            start, anchor, driven = _longer(start, pad), _padded(anchor, pad), driven.padded(pad)
+            step_map = None if step_map is None else _longer(step_map, pad)
+            step_scale = np.concatenate([step_scale, np.repeat(step_scale[-1:], pad)])
+        self._set_term_weights(driven)
+        steps = carry.steps(first, driven.steps)
+        raw = self._dream(start, steps, step_scale, anchor, step_map)[:n]
+        if fresh is not None and fresh.any():
+            # a cut dreams as a first frame does (fewer, larger steps dream a stronger, finer
+            # picture, which a later segment's first frame would not match)
+            again = self._dream(start, carry.steps(True, driven.steps), step_scale)[:n]
+            raw = torch.where(torch.as_tensor(fresh, device=raw.device).view(-1, 1, 1, 1),
+                              again, raw)
+        hold = carry.settings.hold
+        begins = (np.ones(n, bool) if first else fresh) if hold else None
+        dreamed = carry.settle(start[:n], raw, begins)
+        ages = begun.aged(carry, steps, step_scale[:n]) if begun is not None else None
+        for row, i in enumerate(rows):
+            reference = self.links[i].reference if i in self.links else None
+            if hold and (first or (fresh is not None and fresh[row])):
+                reference = strength((dreamed[row] - sources[row])[None])[0]
+            self.links[i] = Link(sources[row], dreamed[row], reference,
+                                 None if ages is None else ages[row])
+        return dreamed
+
+    def _dream(self, start, steps: int, step_scale, anchor: Anchor | None = None,
+               step_map: torch.Tensor | None = None):
+        return self.dreamer.dream(start, seed=self.preset.seed, steps=steps,
+                                  octaves=self.preset.dream.octaves, step_scale=step_scale,
+                                  anchor=anchor, step_map=step_map)
+
+    def _set_term_weights(self, driven: Driven) -> None:
+        """Music-driven objective term weights, one row per image of the batch."""
+        if not driven.term_weights:
+            return
+        objective = self.dreamer.objective
+        rows = len(next(iter(driven.term_weights.values())))
+        weights = np.repeat(objective.weights[:1].numpy(), rows, axis=0)
+        for term, values in driven.term_weights.items():
+            weights[:, term] = values
+        objective.set_weights(weights)
+
+
+def _stacked(maps: list) -> torch.Tensor | None:
+    """The rows' maps as one batch (None unless every row has one)."""
+    return torch.stack(maps) if maps and all(m is not None for m in maps) else None
+
+
+def _longer(t: torch.Tensor, pad: int) -> torch.Tensor:
+    """`pad` more rows, each the last one repeated."""
+    return torch.cat([t, t[-1:].expand(pad, *t.shape[1:])])
+
+
+def _padded(anchor: Anchor | None, pad: int) -> Anchor | None:
+    if anchor is None:
+        return None
+    weight = anchor.weight if isinstance(anchor.weight, float | int) else \
+        _longer(anchor.weight, pad)
+    return Anchor(_longer(anchor.target, pad), _longer(anchor.mask, pad), weight)
