@@ -16,19 +16,25 @@ What a viewer sees over a shot (frames between scene cuts): hold = the lowest pe
 strength after the first second / the first second's (the worse of mean |output - source| and
 the mean |Laplacian| of that residual, its fine detail; shots over 2 s), pop = a shot's first
 frame / the median of its next 24. `--per-second` prints each shot's seconds.
+
+Still things, measured without any flow (so no flow error flatters or blames them): on the
+pixels where the source does not change between two frames (at most 6 levels anywhere in their
+9x9 neighbourhood), the output's mean change per frame in 0-255 levels; `still mean`, `p95`
+and `max` over the frames (the source's own change there is printed above the table).
 """
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
 
+import benchkit
+from renderer.engine.dream import pick_device
 from renderer.media.decode import FrameReader, index_video
 from renderer.engine.dream import dreamer_for
 from renderer.media.images import parse_size
-from renderer.motion.metrics import measure
+from renderer.motion.metrics import STILL_LEVELS, STILL_WINDOW, measure, stillness
 from renderer.motion.truth import Truth
 from renderer.errors import UserError
 from renderer.presets import load
@@ -108,14 +114,10 @@ def locked(sources, independent, truth, sigma=0.0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("clip")
-    parser.add_argument("-p", "--preset", default="video")
+    parser = benchkit.parser(__doc__)
     parser.add_argument("--batch", type=int, default=4,
                         help="segments (per part with --split; seams = segments - 1)")
     parser.add_argument("--split", type=int, default=1, help="render as N parts, then join them")
-    parser.add_argument("--size", default=None, help="WxH (default: the clip's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
     parser.add_argument("--metric-flow", default="medium",
@@ -123,7 +125,6 @@ def main():
                         help="the reference flow of the measure (farneback: independent of the "
                              "DIS flow renders use; truth: the clip's exact motion, for clips "
                              "made by scripts/make_*_clip.py)")
-    parser.add_argument("--device", default=None)
     parser.add_argument("--delivered", action="store_true",
                         help="also measure the file a user gets: the frames encoded with the "
                              "preset's encode settings, decoded back")
@@ -147,12 +148,18 @@ def main():
     sources = list(FrameReader(index, 0, index.count, size))
     segments = plan_segments(index.count, args.batch * args.split,
                              load(args.preset, args.overrides).video.warmup)
-    print(f"clip {args.clip}: {index.count} frames {size[0]}x{size[1]}, preset {args.preset}, "
-          f"{len(segments)} segments (--batch {args.batch}, --split {args.split})")
+    report = benchkit.Report("coherence bench", pick_device(args.device), args.out)
+    emit = report.emit
+    still_source = stillness(sources, sources).source_mean
+    emit(f"clip {args.clip}: {index.count} frames {size[0]}x{size[1]}, preset {args.preset}, "
+         f"{len(segments)} segments (--batch {args.batch}, --split {args.split}); still pixels "
+         f"(source change <= {STILL_LEVELS} levels over {STILL_WINDOW}x{STILL_WINDOW}) change "
+         f"{still_source:.2f} levels a frame in the source", "")
     delivered = "| delivered ratio | delivered strength | KB " if args.delivered else ""
-    print("| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | hold | pop "
-          f"{delivered}| s |")
-    print("|---|---|---|---|---|---|---|" + "---|" * (3 if args.delivered else 0) + "---|")
+    emit("| mode | ratio E(out)/E(src) | strength | vs independent | seam ratio | hold | pop "
+         f"| still mean | still p95 | still max {delivered}| s |",
+         "|---|---|---|---|---|---|---|---|---|---|" + "---|" * (3 if args.delivered else 0)
+         + "---|")
     fps = float(index.rate)
     rows = []
     base = None
@@ -168,24 +175,26 @@ def main():
             h, w = decoded[0].shape[:2]  # h264 crops an odd side
             d = measure([s[:h, :w] for s in sources], decoded, seams, reference, fps=fps)
             extra = f"| {d.ratio:.3f} | {d.strength:.4f} | {size_kb:.0f} "
-        print(f"| {mode} | {c.ratio:.3f} | {c.strength:.4f} | {rel} | {c.seam:.3f} | "
-              f"{c.hold:.2f} | {c.pop:.2f} {extra}| {seconds:.0f} |", flush=True)
+        st = stillness(sources, outputs)
+        emit(f"| {mode} | {c.ratio:.3f} | {c.strength:.4f} | {rel} | {c.seam:.3f} | "
+             f"{c.hold:.2f} | {c.pop:.2f} | {st.mean:.2f} | {st.p95:.2f} | {st.max:.2f} "
+             f"{extra}| {seconds:.0f} |")
         rows += [(mode, shot) for shot in c.shots]
         if args.floor and mode == "independent":
             for sigma in sorted({0.0, band_limit}):
                 floor = measure(sources, locked(sources, outputs, truth, sigma), seams,
                                 reference, fps=fps)
                 name = f"locked, band-limited {sigma:g} px" if sigma else "locked"
-                print(f"| {name} | {floor.ratio:.3f} | {floor.strength:.4f} | "
-                      f"{floor.strength / base:.2f}x | - | - | - " +
-                      "| - " * (3 if args.delivered else 0) + "| - |", flush=True)
+                emit(f"| {name} | {floor.ratio:.3f} | {floor.strength:.4f} | "
+                     f"{floor.strength / base:.2f}x | - | - | - | - | - | - " +
+                     "| - " * (3 if args.delivered else 0) + "| - |")
     if args.per_second:
-        print("\n| mode | shot (frames) | strength per second / shot median | detail per second |"
-              "\n|---|---|---|---|")
+        emit("", "| mode | shot (frames) | strength per second / shot median | detail per second |",
+             "|---|---|---|---|")
         for mode, shot in rows:
-            print(f"| {mode} | {shot.first}-{shot.end - 1} | "
-                  f"{' '.join(f'{v:.2f}' for v in shot.per_second)} | "
-                  f"{' '.join(f'{v:.2f}' for v in shot.detail_per_second)} |")
+            emit(f"| {mode} | {shot.first}-{shot.end - 1} | "
+                 f"{' '.join(f'{v:.2f}' for v in shot.per_second)} | "
+                 f"{' '.join(f'{v:.2f}' for v in shot.detail_per_second)} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python scripts/make_handheld_clip.py --out handheld.mp4 [--seconds 4] [--size 320x180]
                                          [--fps 30] [--photo astronaut] [--seed 0]
                                          [--shake 1] [--noise 2] [--flicker 1] [--crf 26]
+                                         [--walkers N]
 
 The camera shakes (rotation, scale and translation with 5-15 Hz jitter over a slow drift), a
 foreground object (a textured disc cut from another photo) crosses the frame and occludes the
@@ -14,6 +15,10 @@ motion is written beside it (CLIP.motion.json, see renderer.motion.truth).
 `--photo rocket --shake 0.25 --size 640x480 --fps 26.78`, benched at 160x120, flickers like the
 real hand-held clip of issue 20 (independent 18.0, consistent 2.27): a steady hand in front of
 a flat background, where the source itself barely changes and any dream flicker shows.
+
+`--shake 0 --noise 3 --flicker 0 --crf 12` is a tripod in front of a still wall with a phone's
+noise (the source changes 0.6-0.7 levels a frame on its still pixels), the object a hand
+crossing it; `--walkers 4` makes it a fixed street camera with people walking (issue 28).
 """
 
 from __future__ import annotations
@@ -48,13 +53,22 @@ class Shot:
     and the object's centre in the frame."""
 
     def __init__(self, photo_shape, size: tuple[int, int], fps: float, count: int, seed: int,
-                 shake: float):
+                 shake: float, walkers: int = 0):
         self.phases = np.random.default_rng(seed).uniform(0, 2 * np.pi, 3)
         self.ph, self.pw = photo_shape[:2]
         self.size, self.fps, self.count, self.shake = size, fps, count, shake
         w, h = size
         self.base = min(self.pw / (w * 1.3), self.ph / (h * 1.3))  # room to shake, no edge
-        self.radius = h // 4
+        self.walkers = walkers
+        self.radius = h // 10 if walkers else h // 4
+        # each walker's lane (height), pace (frame widths a second, signed) and start
+        lanes = np.random.default_rng(seed + 1)
+        self.lanes = [(lanes.uniform(0.35, 0.85), lanes.uniform(0.12, 0.3) * lanes.choice([-1, 1]),
+                       lanes.uniform(0, 1)) for _ in range(walkers)]
+
+    @property
+    def objects(self) -> int:
+        return self.walkers or 1
 
     def view(self, t: float) -> np.ndarray:
         (w, h), pw, ph, base = self.size, self.pw, self.ph, self.base
@@ -64,11 +78,17 @@ class Shot:
         m[:, 2] += (w / 2 - pw / 2 - dx * base, h / 2 - ph / 2 - dy * base)
         return m
 
-    def centre(self, t: float) -> tuple[int, int]:
-        """The object crosses the frame on its own path (it occludes, then reveals)."""
+    def centre(self, t: float, k: int = 0) -> tuple[int, int]:
+        """Object `k` crosses the frame on its own path (it occludes, then reveals): the one
+        object once over the clip; walkers back and forth in their lanes, a little bob."""
         (w, h), radius = self.size, self.radius
-        return (int(-radius + (w + 2 * radius) * (t * self.fps / max(1, self.count - 1))),
-                int(h * 0.55 + h * 0.15 * np.sin(2.0 * t)))
+        if not self.walkers:
+            return (int(-radius + (w + 2 * radius) * (t * self.fps / max(1, self.count - 1))),
+                    int(h * 0.55 + h * 0.15 * np.sin(2.0 * t)))
+        lane, pace, start = self.lanes[k]
+        span = w + 2 * radius
+        x = (start + pace * t * w / span) % 1.0 * span - radius
+        return int(x), int(h * lane + 0.02 * h * np.sin(2 * np.pi * 1.8 * t + k))
 
     def times(self, k: int) -> list[float]:
         return [(k + s / SUBFRAMES) / self.fps for s in range(SUBFRAMES)]
@@ -89,14 +109,15 @@ def frames(photo: np.ndarray, thing: np.ndarray, shot: Shot, seed: int, noise: f
         for t in shot.times(k):
             view = cv2.warpAffine(photo, shot.view(t), (w, h), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REFLECT).astype(np.float32)
-            cx, cy = shot.centre(t)
-            x0, y0 = cx - radius, cy - radius
-            xs, ys = max(0, x0), max(0, y0)
-            xe, ye = min(w, x0 + 2 * radius), min(h, y0 + 2 * radius)
-            if xe > xs and ye > ys:
-                part = mask[ys - y0:ye - y0, xs - x0:xe - x0]
-                view[ys:ye, xs:xe] = (1 - part) * view[ys:ye, xs:xe] + \
-                    part * disc[ys - y0:ye - y0, xs - x0:xe - x0]
+            for j in range(shot.objects):
+                cx, cy = shot.centre(t, j)
+                x0, y0 = cx - radius, cy - radius
+                xs, ys = max(0, x0), max(0, y0)
+                xe, ye = min(w, x0 + 2 * radius), min(h, y0 + 2 * radius)
+                if xe > xs and ye > ys:
+                    part = mask[ys - y0:ye - y0, xs - x0:xe - x0]
+                    view[ys:ye, xs:xe] = (1 - part) * view[ys:ye, xs:xe] + \
+                        part * disc[ys - y0:ye - y0, xs - x0:xe - x0]
             exposure += view / SUBFRAMES
         gain = 1.0 + flicker * (0.04 * np.sin(2 * np.pi * 1.3 * k / fps) + rng.normal(0, 0.01))
         noisy = exposure * gain + rng.normal(0, noise, exposure.shape)
@@ -105,7 +126,8 @@ def frames(photo: np.ndarray, thing: np.ndarray, shot: Shot, seed: int, noise: f
 
 def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.0,
               photo: str = "astronaut", seed: int = 0, noise: float = 2.0,
-              flicker: float = 1.0, shake: float = 1.0, crf: int = 26) -> Path:
+              flicker: float = 1.0, shake: float = 1.0, crf: int = 26, walkers: int = 0
+              ) -> Path:
     from skimage import data
 
     from renderer.media.probe import ffmpeg_exe
@@ -118,7 +140,7 @@ def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.
                              "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}",
                              "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
                              "-pix_fmt", "yuv420p", str(out)], stdin=subprocess.PIPE)
-    shot = Shot(picture.shape, size, fps, count, seed, shake)
+    shot = Shot(picture.shape, size, fps, count, seed, shake, walkers)
     for rgb in frames(picture, other, shot, seed, noise, flicker):
         proc.stdin.write(rgb.tobytes())
     proc.stdin.close()
@@ -133,16 +155,18 @@ def write_truth(out: Path, shot: Shot) -> Path:
     picture is centred, the mean over its exposures (not the view at the exposure's middle
     time: a 13.7 Hz shake turns a third of a cycle in one exposure). The background's frame ->
     photo affine, and the object as a disc layer."""
-    background, thing = [], []
+    background, things = [], [[] for _ in range(shot.objects)]
     for k in range(shot.count):
         times = shot.times(k)
         background.append(np.mean([cv2.invertAffineTransform(shot.view(t)) for t in times],
                                   axis=0))
-        cx, cy = np.mean([shot.centre(t) for t in times], axis=0)
-        thing.append([[1.0, 0.0, -cx], [0.0, 1.0, -cy]])
-    return write_motion(out, shot.size, [{"name": "background", "frames": background},
-                                         {"name": "object", "frames": thing,
-                                          "radius": shot.radius - 1}])
+        for j, thing in enumerate(things):
+            cx, cy = np.mean([shot.centre(t, j) for t in times], axis=0)
+            thing.append([[1.0, 0.0, -cx], [0.0, 1.0, -cy]])
+    names = ["object"] if not shot.walkers else [f"walker {j}" for j in range(shot.walkers)]
+    return write_motion(out, shot.size, [{"name": "background", "frames": background}] + [
+        {"name": name, "frames": thing, "radius": shot.radius - 1}
+        for name, thing in zip(names, things)])
 
 
 def main() -> int:
@@ -160,10 +184,13 @@ def main() -> int:
                         help="exposure flicker, x the default (4%% at 1.3 Hz + 1%% per frame)")
     parser.add_argument("--crf", type=int, default=26,
                         help="x264's quality (a phone at full bitrate keeps its noise: ~18)")
+    parser.add_argument("--walkers", type=int, default=0,
+                        help="instead of the one large object, this many small ones walking "
+                             "back and forth in lanes (a street camera)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     make_clip(args.out, args.seconds, size, args.fps, args.photo, args.seed, args.noise,
-              args.flicker, args.shake, args.crf)
+              args.flicker, args.shake, args.crf, args.walkers)
     print(f"wrote {args.out}: {round(args.seconds * args.fps)} frames {size[0]}x{size[1]} at "
           f"{args.fps:g} fps, hand-held")
     return 0

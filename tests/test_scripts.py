@@ -77,7 +77,8 @@ def test_handheld_footage_shakes_and_is_measured_as_delivered(tmp_path):
                  "--batch", "1", "--delivered")
     row = next(line for line in out.splitlines() if line.startswith("| consistent |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 11 and float(cells[7]) > 0 and float(cells[9]) > 0  # ratio, KB
+    assert len(cells) == 14 and float(cells[10]) > 0 and float(cells[12]) > 0  # ratio, KB
+    assert float(cells[7]) >= 0 and float(cells[9]) >= float(cells[8])  # still mean, max, p95
     # --shake 0: a tripod (only the object moves); the steady clip that reproduces the
     # user's figures uses --shake 0.25
     still = tmp_path / "tripod.mp4"

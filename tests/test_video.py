@@ -205,8 +205,10 @@ def test_killed_render_resumes_to_identical_frames(tmp_path):
     import time
 
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=5, size="96x64")
+    # flow.still and a hold: the checkpoint carries each pixel's age and the shot's strength
     args = [*FAST, "--set", "encode.codec=png", "--set", "video.checkpoint_every=4",
-            "--set", "dream.steps=4", "--set", "flow.steps=4"]
+            "--set", "dream.steps=4", "--set", "flow.steps=4", "--set", "flow.still=3",
+            "--set", "flow.hold=0.25"]
     assert run_cli("render", src, "-o", tmp_path / "ref", *args).returncode == 0
     reference = sorted((tmp_path / "ref").glob("frame_*.png"))
     assert len(reference) == 125

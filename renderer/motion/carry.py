@@ -25,7 +25,8 @@ from the whole shot.
 
 With `flow.still` (levels, 0-255) still things stay still. Where the source did not change
 (measured on the pixels: on a noisy still wall DIS reports sub-pixel motion, and each warp by
-it re-samples the dream) and the flow is under half a pixel, the last dream is kept unwarped,
+it re-samples the dream; in a flat sky it spreads a moving object's motion around it) and no
+reliable flow over textured picture says it moved, the last dream is kept unwarped,
 no hold rescales it, and once fully dreamed (an `age` per pixel, carried along the flow like the
 dream) it takes no ascent step; picture that moves or comes into view is dreamed as before, and
 not pulled back until it is fully dreamed. Without it, the whole picture took every carried
@@ -125,7 +126,7 @@ class Carry:
             # what did not move keeps its dream, unwarped (no warp re-samples it, no hold
             # rescales it); once fully dreamed it takes no ascent step either: only what moves,
             # comes into view or is still being dreamed in is dreamed
-            still = still_weight(source, prev_source, backward, s.still)
+            still = still_weight(source, prev_source, backward, s.still, reliable=mask)
             if fresh is not None:
                 still = still * (~fresh).to(still.dtype).view(-1, 1, 1, 1)
             age = torch.ones_like(mask) if age is None else age

@@ -177,18 +177,35 @@ def _blur_channel(mask: torch.Tensor, sigma: float) -> torch.Tensor:
 STILL_FLOW = 0.5  # px: a pixel whose flow is under this (and whose source is still) is still
 
 
+def _textured(images: torch.Tensor, levels: float) -> torch.Tensor:
+    """(N, 1, H, W) 0..1: where the picture has detail that motion would show (a local
+    gradient over `levels` per pixel, full at twice that); DIS fills flat areas with the
+    motion of their neighbours, so its flow says nothing there."""
+    light = gaussian_blur(images.mean(1, keepdim=True), 1.0) * 255
+    dy, dx = torch.gradient(light, dim=(2, 3))
+    grad = _blur_channel((dx.square() + dy.square()).sqrt(), 2.0)
+    return ((grad - levels) / levels).clamp(0, 1)
+
+
 def still_weight(current: torch.Tensor, previous: torch.Tensor, flow: torch.Tensor | None,
-                 levels: float, sigma: float = 1.5) -> torch.Tensor:
+                 levels: float, sigma: float = 1.5, reliable: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """(N, 1, H, W) in 0..1: 1 where nothing moved between two frames ((N, 3, H, W) in 0..1):
-    the source's local mean change (a Gaussian of `sigma` px over |difference|) is at most
-    `levels` (0-255) and the flow under STILL_FLOW px; ramping to 0 at twice each. Measured on
-    the pixels rather than trusted to the flow alone: on a still, noisy wall DIS reports
-    sub-pixel motion, and every warp by it re-samples the dream."""
-    change = _blur_channel((current - previous).abs().mean(1, keepdim=True), sigma) * 255
+    the source's local change (the difference under a Gaussian of `sigma` px, so that sensor
+    noise averages out and a moving edge does not) is at most `levels` (0-255) and the flow
+    under STILL_FLOW px; ramping to 0 at twice each. Measured on the pixels rather than trusted
+    to the flow alone: on a still, noisy wall DIS reports sub-pixel motion, and every warp by
+    it re-samples the dream. With `reliable` ((N, 1, H, W) 0..1, the consistency mask) only
+    flow that is reliable can say a pixel moved: in a flat, noisy sky DIS's flow is noise
+    (the flat inside of a moving object is followed consistently, and moves)."""
+    change = gaussian_blur(current - previous, sigma).abs().mean(1, keepdim=True) * 255
     still = ((2 * levels - change) / levels).clamp(0, 1)
     if flow is not None:
         speed = flow.square().sum(1, keepdim=True).sqrt()
-        still = still * ((2 * STILL_FLOW - speed) / STILL_FLOW).clamp(0, 1)
+        moving = 1 - ((2 * STILL_FLOW - speed) / STILL_FLOW).clamp(0, 1)
+        if reliable is not None:  # flow that forward and backward disagree on says nothing
+            moving = moving * reliable
+        still = still * (1 - moving * _textured(current, levels))
     return still
 
 
