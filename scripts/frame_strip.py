@@ -2,7 +2,10 @@
 with several videos, one labelled row each, at the same frame numbers.
 
     python scripts/frame_strip.py VIDEO [VIDEO ...] OUT.jpg [--frames 6 | --at 0,12,24]
-                                  [--height 180] [--labels before,after]
+                                  [--height 180] [--labels before,after] [--difference 4]
+
+With `--difference K` and two frames (`--at 30,31`), each row ends with their absolute
+difference times K: what changed from one frame to the next (a still wall reads black).
 
 Frames are read by their timestamps (PyAV), as renders read them.
 """
@@ -20,15 +23,22 @@ from renderer.media.decode import FrameReader, index_video  # noqa: E402
 from renderer.media.images import label, save_image  # noqa: E402
 
 
-def strip(video: str, picks: list[int], height: int, caption: str | None) -> np.ndarray:
-    """The picked frames of one video side by side, each captioned with its number."""
+def strip(video: str, picks: list[int], height: int, caption: str | None,
+          difference: float = 0) -> np.ndarray:
+    """The picked frames of one video side by side, each captioned with its number (and,
+    with `difference`, the two frames' |difference| times it)."""
     index = index_video(video)
     if max(picks) >= index.count:
         raise UserError(f"{video} has {index.count} frames: pick frames below that")
     size = (round(index.width * height / index.height), height)
     frames = list(FrameReader(index, 0, max(picks) + 1, size))
-    return np.hstack([label(frames[i], f"{caption}, frame {i}" if caption else f"frame {i}")
-                      for i in picks])
+    cells = [label(frames[i], f"{caption}, frame {i}" if caption else f"frame {i}")
+             for i in picks]
+    if difference:
+        a, b = (frames[i].astype(np.float32) for i in picks)
+        change = np.clip(np.abs(b - a) * difference, 0, 255).astype(np.uint8)
+        cells.append(label(change, f"|difference| x{difference:g}"))
+    return np.hstack(cells)
 
 
 def main():
@@ -38,6 +48,8 @@ def main():
     parser.add_argument("--at", default=None, help="these frame numbers instead (0,12,24)")
     parser.add_argument("--height", type=int, default=180)
     parser.add_argument("--labels", default=None, help="a caption per video, comma-separated")
+    parser.add_argument("--difference", type=float, default=0, metavar="K",
+                        help="with two frames (--at A,B): add their |difference| x K")
     args = parser.parse_args()
     if len(args.paths) < 2:
         parser.error("give at least one video and the image to write")
@@ -49,7 +61,9 @@ def main():
         first = index_video(videos[0])
         picks = [int(v) for v in args.at.split(",")] if args.at else \
             np.linspace(0, first.count - 1, args.frames).round().astype(int).tolist()
-        save_image(np.vstack([strip(v, picks, args.height, text)
+        if args.difference and len(picks) != 2:
+            parser.error("--difference needs two frames: --at A,B")
+        save_image(np.vstack([strip(v, picks, args.height, text, args.difference)
                               for v, text in zip(videos, labels or [None] * len(videos))]), out)
     except UserError as exc:
         raise SystemExit(f"error: {exc}") from None

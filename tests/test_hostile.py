@@ -437,3 +437,25 @@ def test_a_damaged_part_manifest_is_named(tmp_path, clip):
     manifest = Part(0, 2).folder(out) / "done.json"
     manifest.write_text("{broken")
     assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--assemble", "2"), "damaged")
+
+
+def test_no_command_downloads_weights_and_empty_layers_are_refused(tmp_path):
+    """Issue 33, items 4 and 5: `dream layers -m vgg16` without its weights is the same
+    one-line error as `render` (no download attempted, even where downloads are not switched
+    off); `--layers ""` names no layer and is refused, not replaced by the defaults."""
+    from renderer.media.images import save_image
+    import numpy as np
+
+    image = tmp_path / "in.png"
+    save_image(np.full((32, 32, 3), 128, np.uint8), image)
+    online = {"DREAM_OFFLINE": "", "TORCH_HOME": str(tmp_path / "torch")}
+    result = run_cli("layers", image, "-m", "vgg16", "-o", tmp_path / "sheet.png", env=online)
+    assert_user_error(result, "vgg16", "not available offline")
+    assert "Downloading" not in result.stderr and not (tmp_path / "torch").exists()
+    preset = tmp_path / "vgg.yaml"
+    preset.write_text("model: {name: vgg16}\nobjective: [features.20]\n")
+    result = run_cli("image", image, "-p", preset, "-o", tmp_path / "out.png", env=online)
+    assert_user_error(result, "vgg16", "not available offline")
+    assert_user_error(run_cli("layers", image, "--layers", "", "-o", tmp_path / "s.png"),
+                      "--layers", "empty layer")
+    assert not (tmp_path / "sheet.png").exists() and not (tmp_path / "s.png").exists()

@@ -105,4 +105,10 @@ def test_frame_strip_puts_videos_in_labelled_rows_at_the_same_frames(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/frame_strip.py", "samples/pan.mp4", out,
                           "--at", "0,9999"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    # --difference: the two frames' change as a third cell (the same frame twice: black)
+    script("scripts/frame_strip.py", "samples/pan.mp4", out, "--at", "3,3", "--height", "60",
+           "--difference", "4")
+    cells = read_rgb(out)
+    assert cells.shape[1] == 3 * width
+    assert cells[:60, 2 * width:].max() == 0 and cells[:60, :width].max() > 0  # above captions
     assert "frames: pick frames below that" in bad.stderr

@@ -88,7 +88,12 @@ def cmd_layers(args) -> None:
     out = images.check_image_output(args.output, args.overwrite, [args.input])
     preset = load_preset(args)
     spec = get_spec(args.model)
-    chosen = [s.strip() for s in args.layers.split(",")] if args.layers else spec.default_layers
+    chosen = spec.default_layers if args.layers is None else \
+        [s.strip() for s in args.layers.split(",")]
+    if not all(chosen):
+        raise UserError(f"--layers '{args.layers}' names an empty layer: give names like "
+                        f"{','.join(spec.default_layers[:2])} ('dream models show {spec.name}' "
+                        "lists them)")
     device = pick_device(args.device)
     network = load_network(spec.name, preset.model.weights if args.preset else None)
     for name in chosen:

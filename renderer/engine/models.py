@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,13 +240,8 @@ def _resolve_weights(spec: ModelSpec, weights: str | None) -> Path:
     path = spec.weights_file()
     if path is not None:
         return path
-    if spec.download_url and os.environ.get("DREAM_OFFLINE", "") != "1":
-        try:  # a machine with internet downloads once into the hub cache
-            torch.hub.load_state_dict_from_url(spec.download_url, progress=True)
-        except Exception:
-            raise UserError(spec.missing_weights()) from None
-        if (path := spec.weights_file()) is not None:
-            return path
+    # never a download at run time, from any command: a render on a machine without internet
+    # (or a CI run) must fail the same way, at once, naming the file to put in place
     raise UserError(spec.missing_weights())
 
 
