@@ -86,11 +86,34 @@ def check_target(path: Path, overwrite: bool, folder_output: bool = False) -> Pa
     return path
 
 
+WORK_MARKER = ".dream-work"  # in every folder a render creates for itself
+
+
+def check_name(path: Path) -> Path:
+    """A path a render may write: a plain name, no symlink loop on the way, and not inside a
+    render's work folder (which that render deletes when it finishes)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(path)):
+        raise UserError(f"output {str(path)!r} has a control character (a newline?) in its "
+                        "name: give a plain file name")
+    try:
+        resolved = path.resolve()
+        resolved.exists()
+    except (RuntimeError, OSError):
+        raise UserError(f"output '{path}' is, or lies under, a symlink loop: give a real "
+                        "path") from None
+    for folder in resolved.parents:
+        if folder.name.endswith(".work") and (folder / WORK_MARKER).exists():
+            raise UserError(f"output '{path}' is inside '{folder}', a render's work folder "
+                            "that it deletes when it finishes: write the output elsewhere")
+    return path
+
+
 def check_output(path: str | Path, overwrite: bool, inputs=(), folder_output: bool = False
                  ) -> Path:
-    """The checks every command makes on its output before it starts working: not one of the
-    inputs, a writable folder, nothing replaced unless asked (and then only what is ours)."""
-    path = Path(path)
+    """The checks every command makes on its output before it starts working: a plain name
+    outside any work folder, not one of the inputs, a writable folder, nothing replaced unless
+    asked (and then only what is ours)."""
+    path = check_name(Path(path))
     refuse_same_file(path, *inputs)
     return check_target(path, overwrite, folder_output)
 

@@ -459,3 +459,26 @@ def test_no_command_downloads_weights_and_empty_layers_are_refused(tmp_path):
     assert_user_error(run_cli("layers", image, "--layers", "", "-o", tmp_path / "s.png"),
                       "--layers", "empty layer")
     assert not (tmp_path / "sheet.png").exists() and not (tmp_path / "s.png").exists()
+
+
+def test_outputs_inside_a_work_folder_loops_and_newlines_are_refused(tmp_path, clip):
+    """Issue 33, items 1 and 5: an output written inside a leftover work folder would be wiped
+    with it by the next render of its output; a symlink loop as the output or the PNG folder,
+    and a newline in the name, are one-line errors (exit 2), not a RuntimeError or ffmpeg's
+    message."""
+    work = tmp_path / ".X.mp4.work"
+    work.mkdir()
+    (work / ".dream-work").touch()
+    before = tree(tmp_path)
+    assert_user_error(run_cli("render", clip, "-o", work / "inner.mp4", *FAST),
+                      "work folder", "elsewhere")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert_user_error(run_cli("render", clip, "-o", tmp_path / "a", *PNG), "symlink loop")
+    assert_user_error(run_cli("render", clip, "-o", tmp_path / "a" / "out.mp4", *FAST),
+                      "symlink loop")
+    assert_user_error(run_cli("render", clip, "-o", tmp_path / "two\nlines.mp4", *FAST),
+                      "control character")
+    assert_user_error(run_cli("image", clip.with_suffix(".png"), "-o", tmp_path / "a.png\n"),
+                      "control character")
+    assert tree(tmp_path) == {**before, **tree(tmp_path)} and not (tmp_path / "out.mp4").exists()

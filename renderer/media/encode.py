@@ -20,7 +20,7 @@ import numpy as np
 
 from renderer.errors import UserError
 from renderer.media.probe import ffmpeg_exe
-from renderer.outputs import (atomic_path, check_output, publish, remove_owned_folder,
+from renderer.outputs import (atomic_path, check_name, check_output, publish, remove_owned_folder,
                               write_manifest)
 from renderer.presets import EncodeSection
 
@@ -47,7 +47,7 @@ def check_video_output(path: str | Path, settings: EncodeSection, overwrite: boo
                        inputs=()) -> Path:
     """Refuse what cannot work before any frame is dreamed: a container that cannot hold the
     codec, an output that is an input, a folder that is not ours, a missing ffmpeg binary."""
-    path = Path(path)
+    path = check_name(Path(path))
     codec = CODECS[settings.codec]
     suffix = path.suffix.lower()
     if suffix in ANIMATED and settings.codec != "png":  # encoded from the chunks at the end

@@ -10,7 +10,7 @@ import torch
 
 from renderer.curves import smoothstep
 from renderer.errors import UserError
-from renderer.outputs import atomic_path, check_output
+from renderer.outputs import atomic_path, check_name, check_output
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -142,8 +142,9 @@ def load_image(path, size: tuple[int, int] | None = None, max_side: int | None =
 
 
 def check_image_output(path: str | Path, overwrite: bool = False, inputs=()) -> Path:
-    """An image output: an image extension, then the checks of every output."""
-    path = Path(path)
+    """An image output: a plain name with an image extension, then the checks of every
+    output."""
+    path = check_name(Path(path))
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"output '{path}' needs an image extension "
                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")

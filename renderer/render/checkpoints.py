@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from renderer.errors import UserError
-from renderer.outputs import atomic_write
+from renderer.outputs import WORK_MARKER, atomic_write
 
-WORK_MARKER = ".dream-work"  # in every folder a render creates for itself
 
 
 @dataclass
