@@ -103,18 +103,29 @@ _COMPARE = {ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater,
             ast.GtE: np.greater_equal, ast.Eq: np.equal, ast.NotEq: np.not_equal}
 
 
+MAX_CHARS = 2000  # a preset's expression is a formula, not a program
+
+
 class Expression:
     """A checked expression; `evaluate(names)` gives an array (or a number)."""
 
     def __init__(self, text: str):
         self.text = text
+        if len(text) > MAX_CHARS:
+            raise ExpressionError(f"'{text[:40]}...' is {len(text)} characters long: an "
+                                  f"expression may have at most {MAX_CHARS}")
         source = _UNIT.sub(lambda m: f"_period({m.group(1)}, '{m.group(2)}')", text.strip())
         try:
             self.tree = ast.parse(source, mode="eval").body
         except SyntaxError as exc:
             raise ExpressionError(f"'{text}' does not parse ({exc.msg})") from None
+        except (RecursionError, MemoryError):
+            raise ExpressionError(f"'{text[:40]}...' is nested too deeply") from None
         self.names: set[str] = set()
-        self._check(self.tree)
+        try:
+            self._check(self.tree)
+        except RecursionError:
+            raise ExpressionError(f"'{text[:40]}...' is nested too deeply") from None
 
     def _check(self, node) -> None:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
@@ -159,7 +170,10 @@ class Expression:
                               "'a if c else b' and functions only)")
 
     def evaluate(self, names: dict):
-        return self._eval(self.tree, names)
+        """The value over the arrays in `names`; an overflow or a division by zero gives inf or
+        nan (no warning): the caller checks what it gets."""
+        with np.errstate(all="ignore"):
+            return self._eval(self.tree, names)
 
     def _eval(self, node, names):
         if isinstance(node, ast.Constant):
@@ -171,9 +185,7 @@ class Expression:
             if isinstance(left, Period) or isinstance(right, Period):
                 raise ExpressionError(f"'{self.text}': a period like 4b belongs inside an "
                                       "oscillator (sin, tri, saw, pulse)")
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out = _BINARY[type(node.op)](np.asarray(left, float), np.asarray(right, float))
-            return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+            return _BINARY[type(node.op)](np.asarray(left, float), np.asarray(right, float))
         if isinstance(node, ast.UnaryOp):
             value = self._eval(node.operand, names)
             if isinstance(node.op, ast.Not):

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from renderer.drivable import TARGETS, term_index
 from renderer.errors import UserError, close_matches
@@ -252,6 +253,9 @@ class MusicSection(Section):
 
 
 class Preset(Section):
+    # where each timeline target was written ("file:line"), for errors found only once the
+    # song is known (a value that is not finite or leaves its range)
+    _origins: dict = PrivateAttr(default_factory=dict)
     name: str = "custom"
     description: str = ""
     extends: Optional[str] = None
@@ -292,6 +296,10 @@ class Preset(Section):
         for row in self.react:
             _check_target(row.target, len(self.objective))
         return self
+
+    def origin(self, target: str) -> str:
+        """Where the timeline of `target` was written: 'file:line', or the preset's name."""
+        return self._origins.get(target, f"preset '{self.name}'")
 
     @property
     def modulated(self) -> bool:
@@ -502,16 +510,23 @@ def load(name_or_path: str, overrides: list[str] = (), _seen: tuple = ()) -> Pre
         beside = path.parent / parent  # a relative file path is read from the preset's folder
         if beside.suffix in (".yaml", ".yml") and beside.is_file():
             parent = str(beside)
-        base = load(parent, (), _seen + (path.resolve(),)).model_dump(by_alias=True,
-                                                                      exclude={"name"})
-        data = _merge(base, data)
+        inherited = load(parent, (), _seen + (path.resolve(),))
+        origins = dict(inherited._origins)
+        data = _merge(inherited.model_dump(by_alias=True, exclude={"name"}), data)
+    else:
+        origins = {}
+    origins.update({key[1]: f"{path}:{line}" for key, line in lines.items()
+                    if len(key) == 2 and key[0] == "timeline"})
     overridden = {_set_override(data, item) for item in overrides}
+    origins.update({".".join(key[1:]): f"--set {'.'.join(key)}" for key in overridden
+                    if len(key) >= 2 and key[0] == "timeline"})
     try:
         preset = Preset.model_validate(data)
     except ValidationError as exc:
         raise UserError(_explain(exc.errors()[0], str(path), lines, overridden)) from None
     if preset.name == "custom":
         preset.name = path.stem
+    preset._origins = origins
     return preset
 
 

@@ -482,3 +482,26 @@ def test_outputs_inside_a_work_folder_loops_and_newlines_are_refused(tmp_path, c
     assert_user_error(run_cli("image", clip.with_suffix(".png"), "-o", tmp_path / "a.png\n"),
                       "control character")
     assert tree(tmp_path) == {**before, **tree(tmp_path)} and not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("expression", ["10**10**10", "0.01 + 0*(9**9**9**9)", "1/0",
+                                        "exp(1e308) * log(0) + sqrt(-1)", "2.5"])
+def test_a_driven_value_that_is_not_finite_or_out_of_range_is_refused(tmp_path, clip,
+                                                                      expression):
+    """Issue 33, item 2: these rendered an undreamed or NaN video with exit 0 (and a numpy
+    warning); now each is one line naming the file, the line and the expression, before any
+    work, and no output is written."""
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"extends: preview\ntimeline:\n  dream.step_size: \"{expression}\"\n")
+    out = tmp_path / "o.mp4"
+    result = run_cli("render", clip, "-o", out, "-p", preset, "--size", "64x36")
+    assert_user_error(result, f"{preset}:3", "dream.step_size", expression, "keep it within")
+    assert "Warning" not in result.stderr and not out.exists()
+
+
+def test_an_expression_of_200000_terms_is_refused_not_a_recursion_error(tmp_path, clip):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("extends: preview\ntimeline:\n  dream.step_size: \""
+                      + "+".join(["0"] * 200_000) + "\"\n")
+    result = run_cli("render", clip, "-o", tmp_path / "o.mp4", "-p", preset)
+    assert_user_error(result, f"{preset}", "at most 2000")

@@ -136,13 +136,31 @@ class Schedule:
         names = self.names(times, frames)
         out = {}
         for target in self.targets:
-            value = self._timeline(target, times, names) if target in self.preset.timeline \
-                else np.broadcast_to(np.asarray(base[target], float), times.shape).copy()
+            if target in self.preset.timeline:
+                value = self._timeline(target, times, names)
+                self._check_range(target, value, times)
+            else:
+                value = np.broadcast_to(np.asarray(base[target], float), times.shape).copy()
             for row in self.preset.react:
                 if row.target == target:
                     value = value + self.react(row, times)
             out[target] = np.clip(value, *value_range(target))
         return out
+
+    def _check_range(self, target: str, value: np.ndarray, times: np.ndarray) -> None:
+        """A timeline's value must be a number in its target's range at every time (react rows
+        added to it are clamped): an overflow, a division by zero or a value out of range is
+        an error naming where the timeline was written, before any frame is dreamed."""
+        low, high = value_range(target)
+        bad = ~np.isfinite(value) | (value < low) | (value > high)
+        if not bad.any():
+            return
+        first = int(np.flatnonzero(bad)[0])
+        what = "not a finite number" if not np.isfinite(value[first]) else \
+            f"{value[first]:g}, outside {low:g}..{high:g}"
+        written = ", ".join(f"'{k.value}'" for k in self.preset.timeline[target])
+        raise UserError(f"{self.preset.origin(target)}: timeline '{target}' ({written}) gives "
+                        f"{what} at {float(times[first]):.2f} s: keep it within {low:g}..{high:g}")
 
     def _evaluate(self, value, names) -> np.ndarray:
         shape = names["t"].shape
