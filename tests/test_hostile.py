@@ -505,3 +505,43 @@ def test_an_expression_of_200000_terms_is_refused_not_a_recursion_error(tmp_path
                       + "+".join(["0"] * 200_000) + "\"\n")
     result = run_cli("render", clip, "-o", tmp_path / "o.mp4", "-p", preset)
     assert_user_error(result, f"{preset}", "at most 2000")
+
+
+def test_an_audio_file_without_samples_is_refused_and_a_cut_short_one_warned(tmp_path, clip):
+    """Issue 33, item 3: `--audio` with a stream that holds no samples gave a video without
+    audio (exit 0); a song that decodes to much less than its container says is analysed
+    with a warning."""
+    import numpy as np
+
+    from renderer.media.audio import read_audio
+    from renderer.media.probe import ffmpeg_exe
+
+    empty = tmp_path / "empty.wav"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "anullsrc=r=44100:cl=mono", "-frames:a", "0", "-c:a", "pcm_s16le",
+                    str(empty)], check=True)
+    out = tmp_path / "o.mp4"
+    assert_user_error(run_cli("render", clip, "-o", out, *FAST, "--audio", empty),
+                      "no samples")
+    assert not out.exists()
+    # an mp3 of 3 s whose middle third is garbage: the decoder drops what it cannot read
+    song = tmp_path / "damaged.mp3"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=3", "-c:a", "libmp3lame", "-b:a", "128k",
+                    str(song)], check=True)
+    data = bytearray(song.read_bytes())
+    third = len(data) // 3
+    data[third:2 * third] = np.random.default_rng(0).integers(0, 256, third, np.uint8).tobytes()
+    song.write_bytes(bytes(data))
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("renderer.media.audio").addHandler(handler)
+    try:
+        samples = read_audio(song)
+    finally:
+        logging.getLogger("renderer.media.audio").removeHandler(handler)
+    assert samples.size / 22050 < 0.9 * 3
+    assert any("could be decoded" in r.getMessage() for r in records), records

@@ -110,7 +110,8 @@ def check_render(args):
 
 
 def check_audio(path: str):
-    """A file with an audio stream: its MediaInfo."""
+    """A file with an audio stream that holds sound: its MediaInfo."""
+    from renderer.media.audio import has_samples
     from renderer.media.probe import probe
 
     if not Path(path).is_file():
@@ -118,6 +119,9 @@ def check_audio(path: str):
     info = probe(path)
     if not info.has_audio:
         raise UserError(f"'{path}' has no audio stream: give a song or other audio file")
+    if not has_samples(path):
+        raise UserError(f"the audio stream of '{path}' holds no sound (no samples): give a "
+                        "song or other audio file")
     return info
 
 
