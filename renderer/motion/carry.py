@@ -26,7 +26,8 @@ from the whole shot.
 With `flow.still` (levels, 0-255) still things stay still. Where the source did not change
 (measured on the pixels: on a noisy still wall DIS reports sub-pixel motion, and each warp by
 it re-samples the dream; in a flat sky it spreads a moving object's motion around it) and no
-reliable flow over textured picture says it moved, the last dream is kept unwarped,
+reliable flow over textured picture says it moved, the last dream is kept unwarped (fading by
+`persistence` only where no hold gives it back),
 no hold rescales it, and once fully dreamed (an `age` per pixel, carried along the flow like the
 dream) it takes no ascent step; picture that moves or comes into view is dreamed as before, and
 not pulled back until it is fully dreamed. Without it, the whole picture took every carried
@@ -129,9 +130,11 @@ class Carry:
             still = still_weight(source, prev_source, backward, s.still, reliable=mask)
             if fresh is not None:
                 still = still * (~fresh).to(still.dtype).view(-1, 1, 1, 1)
+            # persistence lets a dream fade; with a hold, the hold would give it back
+            stay = 1.0 if s.hold and reference is not None else keep
             age = torch.ones_like(mask) if age is None else age
-            carried_age = still * age + (1 - still) * warp(age, backward) * mask
-            carried = still * (prev_dream - prev_source) + (1 - still) * carried
+            carried_age = still * stay * age + (1 - still) * warp(age, backward) * mask
+            carried = still * stay * (prev_dream - prev_source) + (1 - still) * carried
             step_map = 1 - still * carried_age.clamp(0, 1)
         start = (source + carried).clamp(0, 1)
         if s.mode == "warp":
