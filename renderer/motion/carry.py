@@ -25,8 +25,9 @@ from the whole shot.
 
 With `flow.still` (levels, 0-255) still things stay still. Where the source did not change
 (measured on the pixels: on a noisy still wall DIS reports sub-pixel motion, and each warp by
-it re-samples the dream; in a flat sky it spreads a moving object's motion around it) and no
-reliable flow over textured picture says it moved, the last dream is kept unwarped (fading by
+it re-samples the dream; in a flat sky it spreads a moving object's motion around it), the
+camera did not pan (phase correlation) and no reliable flow over textured picture says it
+moved, the last dream is kept unwarped (fading by
 `persistence` only where no hold gives it back),
 no hold rescales it, and once fully dreamed (an `age` per pixel, carried along the flow like the
 dream) it takes no ascent step; picture that moves or comes into view is dreamed as before, and

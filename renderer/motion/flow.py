@@ -175,6 +175,7 @@ def _blur_channel(mask: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 STILL_FLOW = 0.5  # px: a pixel whose flow is under this (and whose source is still) is still
+STILL_CAMERA = 0.3  # px a frame: a camera that pans slower than this (~9 px a second) is still
 
 
 def _textured(images: torch.Tensor, levels: float) -> torch.Tensor:
@@ -195,18 +196,58 @@ def still_weight(current: torch.Tensor, previous: torch.Tensor, flow: torch.Tens
     noise averages out and a moving edge does not) is at most `levels` (0-255) and the flow
     under STILL_FLOW px; ramping to 0 at twice each. Measured on the pixels rather than trusted
     to the flow alone: on a still, noisy wall DIS reports sub-pixel motion, and every warp by
-    it re-samples the dream. With `reliable` ((N, 1, H, W) 0..1, the consistency mask) only
-    flow that is reliable can say a pixel moved: in a flat, noisy sky DIS's flow is noise
-    (the flat inside of a moving object is followed consistently, and moves)."""
+    it re-samples the dream. The camera's pan (the median flow) moves every pixel; beyond it,
+    only flow that is reliable (`reliable`, (N, 1, H, W) 0..1: the consistency mask) over
+    textured picture can say a pixel moved: DIS fills a flat sky with the motion of the object
+    crossing it."""
     change = gaussian_blur(current - previous, sigma).abs().mean(1, keepdim=True) * 255
     still = ((2 * levels - change) / levels).clamp(0, 1)
     if flow is not None:
-        speed = flow.square().sum(1, keepdim=True).sqrt()
-        moving = 1 - ((2 * STILL_FLOW - speed) / STILL_FLOW).clamp(0, 1)
+        trusted = _textured(current, levels)
         if reliable is not None:  # flow that forward and backward disagree on says nothing
-            moving = moving * reliable
-        still = still * (1 - moving * _textured(current, levels))
+            trusted = trusted * reliable
+        # a pan moves flat picture too: the camera's shift, measured on the pixels (phase
+        # correlation: the dominant translation, which an object crossing a still background
+        # does not move, where DIS spreads the object's motion around it)
+        camera = camera_shift(current, previous)
+        moving = torch.maximum(_moving(camera, STILL_CAMERA), _moving(flow - camera) * trusted)
+        still = still * (1 - moving)
     return still
+
+
+def _moving(flow: torch.Tensor, limit: float = STILL_FLOW) -> torch.Tensor:
+    """0 under `limit` px of motion, 1 from twice that."""
+    speed = flow.square().sum(1, keepdim=True).sqrt()
+    return 1 - ((2 * limit - speed) / limit).clamp(0, 1)
+
+
+def camera_shift(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 1, 1): the backward flow (x, y) of each row's dominant translation, by phase
+    correlation of the two frames' luma (Hann-windowed), refined to a fraction of a pixel."""
+    n, _, h, w = current.shape
+    window = torch.outer(torch.hann_window(h, periodic=False, device=current.device),
+                         torch.hann_window(w, periodic=False, device=current.device))
+    a, b = (torch.fft.rfft2(x.mean(1) * window) for x in (previous, current))
+    cross = a * b.conj()
+    surface = torch.fft.irfft2(cross / cross.abs().clamp_min(1e-12), s=(h, w))
+    flat = surface.flatten(1).argmax(1)
+    rows, cols = flat // w, flat % w
+    shifts = []
+    for k in range(n):
+        y, x = int(rows[k]), int(cols[k])
+        ys = surface[k, [(y - 1) % h, y, (y + 1) % h], x]
+        xs = surface[k, y, [(x - 1) % w, x, (x + 1) % w]]
+        dy = y + _vertex(ys) if y <= h // 2 else y - h + _vertex(ys)
+        dx = x + _vertex(xs) if x <= w // 2 else x - w + _vertex(xs)
+        shifts.append([dx, dy])
+    return torch.tensor(shifts, dtype=current.dtype, device=current.device).view(n, 2, 1, 1)
+
+
+def _vertex(values: torch.Tensor) -> float:
+    """Where a parabola through three samples at -1, 0, 1 peaks (within half a sample)."""
+    left, mid, right = (float(v) for v in values)
+    bend = left - 2 * mid + right
+    return 0.0 if bend >= 0 else max(-0.5, min(0.5, 0.5 * (left - right) / bend))
 
 
 def consistency_mask(backward: torch.Tensor, forward: torch.Tensor, blur: float = 1.0):
