@@ -135,8 +135,9 @@ class Carry:
             stay = 1.0 if s.hold and reference is not None else keep
             age = torch.ones_like(mask) if age is None else age
             carried_age = still * stay * age + (1 - still) * warp(age, backward) * mask
-            carried = still * stay * (prev_dream - prev_source) + (1 - still) * carried
-            step_map = 1 - still * carried_age.clamp(0, 1)
+            frozen = still * carried_age.clamp(0, 1)
+            carried = frozen * stay * (prev_dream - prev_source) + (1 - frozen) * carried
+            step_map = 1 - frozen
         start = (source + carried).clamp(0, 1)
         if s.mode == "warp":
             return Start(start, fresh=fresh, new=new, step_map=step_map, age=carried_age)
