@@ -82,12 +82,11 @@ class Chain:
             if flows is not None:
                 backward, forward = (resize_flow(f.to(sources.device, non_blocking=True),
                                                  sources.shape[-2:]) for f in flows)
-            references = [link.reference for link in links]
             begun = carry.start(sources, torch.stack([link.source for link in links]),
                                 torch.stack([link.dream for link in links]), backward, forward,
                                 driven.persistence, driven.temporal_weight,
-                                torch.stack(references) if all(r is not None for r in references)
-                                else None, _stacked([link.age for link in links]))
+                                _stacked([link.reference for link in links]),
+                                _stacked([link.age for link in links]))
             start, anchor, step_map = begun.image, begun.anchor, begun.step_map
             scale = scale * begun.step_scale(carry)
             if begun.fresh is not None:
@@ -138,7 +137,8 @@ class Chain:
 
 
 def _stacked(maps: list) -> torch.Tensor | None:
-    """The rows' maps as one batch (None unless every row has one)."""
+    """The rows' tensors (references, age maps) as one batch (None unless every row has
+    one)."""
     return torch.stack(maps) if maps and all(m is not None for m in maps) else None
 
 

@@ -196,7 +196,7 @@ def still_weight(current: torch.Tensor, previous: torch.Tensor, flow: torch.Tens
     noise averages out and a moving edge does not) is at most `levels` (0-255) and the flow
     under STILL_FLOW px; ramping to 0 at twice each. Measured on the pixels rather than trusted
     to the flow alone: on a still, noisy wall DIS reports sub-pixel motion, and every warp by
-    it re-samples the dream. The camera's pan (the median flow) moves every pixel; beyond it,
+    it re-samples the dream. The camera's pan (`camera_shift`) moves every pixel; beyond it,
     only flow that is reliable (`reliable`, (N, 1, H, W) 0..1: the consistency mask) over
     textured picture can say a pixel moved: DIS fills a flat sky with the motion of the object
     crossing it."""
