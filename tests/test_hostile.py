@@ -545,3 +545,43 @@ def test_an_audio_file_without_samples_is_refused_and_a_cut_short_one_warned(tmp
         logging.getLogger("renderer.media.audio").removeHandler(handler)
     assert samples.size / 22050 < 0.9 * 3
     assert any("could be decoded" in r.getMessage() for r in records), records
+
+
+@pytest.mark.slow
+def test_drain_waits_out_a_dead_workers_lease_and_leaves_a_live_workers_job(tmp_path, clip):
+    """Issue 33, item 6: `worker --drain` exited 0 at once while a killed worker's job still
+    held its lease ("running", 0 frames). Now it waits the lease out and takes the job over;
+    a job whose worker keeps renewing its lease is left to it, and said so."""
+    import threading
+
+    db = tmp_path / "q.db"
+    out = tmp_path / "dead.mp4"
+    assert run_cli("queue", "--db", db, "add", "render", clip, "-o", out, *FAST).returncode == 0
+    assert run_cli("queue", "--db", db, "add", "render", clip, "-o", tmp_path / "live.mp4",
+                   *FAST).returncode == 0
+    queue = Queue(db)
+    dead = queue.claim("killed-host:1:abc/0", 4.0)  # killed: its lease is never renewed
+    live = queue.claim("other-host:2:def/0", 3.0)
+    stop = threading.Event()
+
+    def renew():
+        beat = Queue(db)
+        while not stop.wait(0.5):
+            beat.heartbeat(live, 3.0, {})
+
+    threading.Thread(target=renew, daemon=True).start()
+    try:
+        started = time.time()
+        r = subprocess.run([sys.executable, "-m", "renderer.cli", "worker", "--db", str(db),
+                            "--root", str(ROOT), "--root", str(clip.parent), "--root",
+                            str(tmp_path), "--drain", "--lease", "5"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        took = time.time() - started
+    finally:
+        stop.set()
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = Queue(db).get(dead.id)
+    assert first.state == "done" and first.attempts == 2 and out.exists(), r.stderr
+    assert took >= 3.0  # the lease was waited out, not ignored
+    assert f"job {live.id}: left to other-host:2:def/0" in r.stderr
+    assert Queue(db).get(live.id).state == "running"

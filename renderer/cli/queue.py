@@ -61,7 +61,10 @@ def register(sub) -> None:
                    help="run every job as it is queued, even one that names an ffmpeg binary "
                         "or paths outside the --root folders (only for a queue database that "
                         "nobody else can write)")
-    w.add_argument("--drain", action="store_true", help="exit when no job is runnable")
+    w.add_argument("--drain", action="store_true",
+                   help="exit when no job is runnable, nor will be by waiting (a dead "
+                        "worker's lease is waited out and its job taken over; a live "
+                        "worker's job is left to it)")
     w.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="dispatch jobs to a Ray cluster (pip install .[ray]), one GPU per task")
     w.add_argument("--gpus-per-task", type=number(float, 0, 64), default=1.0,

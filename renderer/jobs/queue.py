@@ -211,6 +211,18 @@ class Queue:
                 (worker, now + lease, now, now, now)).fetchone()
         return Job.from_row(row) if row else None
 
+    def waits(self) -> list[tuple[int, str | None, float]]:
+        """What is not runnable now but may become so by waiting: (job id, its worker, when)
+        for each running job under a lease (when it runs out) and each queued job held back
+        until a time (worker None)."""
+        now = time.time()
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT id, worker, lease_until AS until FROM jobs WHERE state='running' AND "
+                "lease_until >= ? UNION ALL SELECT id, NULL, not_before FROM jobs WHERE "
+                "state='queued' AND not_before > ?", (now, now)).fetchall()
+        return [(row["id"], row["worker"], row["until"]) for row in rows]
+
     def heartbeat(self, job: Job, lease: float, progress: dict) -> bool:
         """Extend the lease and record progress; False if the job is no longer ours."""
         with self.transaction() as db:

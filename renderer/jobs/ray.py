@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from renderer.jobs.child import start_child
 from renderer.jobs.progress import PROGRESS_ENV, read_progress
 from renderer.jobs.queue import Job, Queue
-from renderer.jobs.workers import fence_env, job_command
+from renderer.jobs.workers import Drain, fence_env, job_command
 
 
 def _run_command(command: list[str], cwd: str, log: str, label: str, progress: str | None,
@@ -72,6 +72,7 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
     logs = queue.path.parent / "logs"
     logs.mkdir(exist_ok=True)
     stop = threading.Event()
+    drainer = Drain(name, say)
 
     def beat():  # keep the leases of dispatched jobs alive, record progress, notice cancels
         own = Queue(queue.path)
@@ -130,9 +131,10 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
                 say(f"job {job.id}: dispatched to Ray" + (f" in {item.slots} parts"
                                                           if item.slots > 1 else ""))
             if not running:
-                if drain:
+                pause = drainer.wait(queue) if drain else 2.0
+                if pause is None:
                     return
-                time.sleep(2.0)
+                time.sleep(min(2.0, pause + 0.05))
                 continue
             done, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
             for ref in done:

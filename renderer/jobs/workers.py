@@ -76,6 +76,39 @@ def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None 
     return "failed"
 
 
+class Drain:
+    """When a draining worker may stop: when no job is runnable now and none becomes so by
+    waiting. A lease that runs out (its worker died) is waited out, so the job is taken over;
+    a job whose worker renews its lease is alive and left to it; a queued job held back until
+    a time is waited for. Jobs of `mine` (this worker's other slots) are not waited for."""
+
+    def __init__(self, mine: str, say=print):
+        self.mine, self.say = mine, say
+        self.first: dict[int, float] = {}  # running job -> the lease end first seen
+        self.alive: set[int] = set()  # jobs whose worker renewed its lease: left to it
+        self.lock = threading.Lock()
+
+    def wait(self, queue: Queue) -> float | None:
+        """Seconds until something may become runnable; None: stop draining."""
+        now, soonest = time.time(), None
+        with self.lock:
+            for job_id, worker, until in queue.waits():
+                if worker is not None:
+                    if worker.startswith(self.mine) or job_id in self.alive:
+                        continue
+                    if job_id not in self.first:
+                        self.first[job_id] = until
+                        self.say(f"job {job_id}: held by {worker}, whose lease runs out in "
+                                 f"{until - now:.0f} s: waiting to see whether it renews it")
+                    elif until > self.first[job_id]:
+                        self.alive.add(job_id)
+                        self.say(f"job {job_id}: left to {worker}, which is alive (it renews "
+                                 "its lease)")
+                        continue
+                soonest = until if soonest is None else min(soonest, until)
+        return None if soonest is None else max(0.0, soonest - now)
+
+
 def work(queue: Queue, slots: int = 1, lease: float = 30.0, drain: bool = False,
          poll: float = 2.0, say=print, vet=None) -> None:
     """Run jobs until interrupted (or, with `drain`, until no job is runnable).
@@ -85,6 +118,7 @@ def work(queue: Queue, slots: int = 1, lease: float = 30.0, drain: bool = False,
     """
     name = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     fatal: list[BaseException] = []
+    drainer = Drain(name + "/", say)
 
     def slot(k: int) -> None:
         env = {"CUDA_VISIBLE_DEVICES": str(k)} if slots > 1 else {}
@@ -100,9 +134,10 @@ def work(queue: Queue, slots: int = 1, lease: float = 30.0, drain: bool = False,
                     continue
                 backoff = 0.5
                 if job is None:
-                    if drain:
+                    pause = drainer.wait(own) if drain else poll
+                    if pause is None:
                         return
-                    time.sleep(poll)
+                    time.sleep(min(poll, pause + 0.05))
                     continue
                 say(f"job {job.id}: {job.kind} (attempt {job.attempts}) on slot {k}")
                 state = run_job(own, job, f"{name}/{k}", lease, env, vet)
