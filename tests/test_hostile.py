@@ -484,6 +484,29 @@ def test_outputs_inside_a_work_folder_loops_and_newlines_are_refused(tmp_path, c
     assert tree(tmp_path) == {**before, **tree(tmp_path)} and not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.slow
+def test_a_work_folder_keeps_the_files_dream_did_not_write(tmp_path, clip):
+    """Issue 33, item 1: a render removed its leftover work folder whole (shutil.rmtree),
+    whatever else was in it. Now only what renders write there goes; a foreign file stays,
+    with the folder, and the render names it."""
+    out = tmp_path / "X.mp4"
+    assert run_cli("render", clip, "-o", out, "--part", "1/2", *FAST).returncode == 0
+    work = work_dir(out)
+    part = next(work.glob("part_*"))
+    assert any(part.iterdir())
+    (work / "final.mp4").write_bytes(b"a finished file someone kept here")
+    (part / "notes.txt").write_text("mine")
+    r = run_cli("render", clip, "-o", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and "which dream did not write" in r.stderr, r.stderr
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == [
+        ".dream-work", "final.mp4", part.name, f"{part.name}/notes.txt"]
+    (work / "final.mp4").unlink()
+    (part / "notes.txt").unlink()
+    assert run_cli("render", clip, "-o", out, "--overwrite", *FAST).returncode == 0
+    assert not work.exists()  # only ours was left: all of it goes
+
+
 @pytest.mark.parametrize("expression", ["10**10**10", "0.01 + 0*(9**9**9**9)", "1/0",
                                         "exp(1e308) * log(0) + sqrt(-1)", "2.5"])
 def test_a_driven_value_that_is_not_finite_or_out_of_range_is_refused(tmp_path, clip,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from renderer.errors import UserError
 from renderer.outputs import WORK_MARKER, atomic_write
 
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,10 +63,35 @@ def make_work_folder(folder: Path) -> None:
         (path / WORK_MARKER).touch()
 
 
+# What renders write into a work folder (paths from it): nothing else in it is ever deleted.
+WORK_FILES = re.compile(r"""(part_\d+of\d+/)?(
+    checkpoint\.json | done\.json | concat\.txt | state_\d+\.pt | chunk_[\d_]+(\.\w+)?
+  | seam_\d+\.\w+ | (frames | chunk_[\d_]+)/(frame_\d+\.png | audio\.flac | \.dream-output\.json)
+  | (fades | loop)/\w+\.npy
+  | ([\w-]+/)*\.[^/]+\.[a-z0-9_]{8}[^/]*  # a file being written (outputs.atomic_path)
+)""", re.VERBOSE)
+
+
 def remove_work_folder(folder: Path) -> None:
-    """Delete a work folder, only if it is one of ours."""
-    if (folder / WORK_MARKER).exists():
-        shutil.rmtree(folder, ignore_errors=True)
+    """Delete what renders wrote into a work folder of ours, then the folder once it is empty.
+    A file dream did not write is kept (with the folder and its marker), and named."""
+    if not (folder / WORK_MARKER).exists():
+        return
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        name = path.relative_to(folder).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif WORK_FILES.fullmatch(name) or (path.name == WORK_MARKER and path.parent != folder):
+            path.unlink()
+    left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.name != WORK_MARKER)
+    if left:
+        log.warning(f"kept '{folder}': it holds {left[0]}{' and more' if len(left) > 1 else ''}"
+                    ", which dream did not write (move it away, then delete the folder)")
+        return
+    (folder / WORK_MARKER).unlink()
+    folder.rmdir()
 
 
 def _plain_name(name) -> bool:
