@@ -150,13 +150,15 @@ def remove_owned_folder(folder: Path) -> None:
 
 # ---------------------------------------------------------------- atomic files
 @contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None, fence: bool = True):
-    """Yield a new temporary path beside `path`; it replaces `path` only if the block succeeds,
-    with the user's normal permissions (not the temporary file's 0600). With `fence`, the
-    rename is a commit of a queued job's work (see `renderer.fence`)."""
+def atomic_path(path: str | Path, suffix: str | None = None, fence: bool = True,
+                folder: Path | None = None):
+    """Yield a new temporary path beside `path` (or in `folder`, on the same file system: a
+    render's work folder, so a kill leaves nothing beside the output); it replaces `path` only
+    if the block succeeds, with the user's normal permissions (not the temporary file's 0600).
+    With `fence`, the rename is a commit of a queued job's work (see `renderer.fence`)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix,
-                               dir=path.parent)
+                               dir=folder or path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

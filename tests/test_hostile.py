@@ -608,3 +608,61 @@ def test_drain_waits_out_a_dead_workers_lease_and_leaves_a_live_workers_job(tmp_
     assert took >= 3.0  # the lease was waited out, not ignored
     assert f"job {live.id}: left to other-host:2:def/0" in r.stderr
     assert Queue(db).get(live.id).state == "running"
+
+
+@pytest.mark.slow
+def test_a_render_killed_while_joining_leaves_nothing_beside_it_and_resumes_exactly(tmp_path):
+    """Issue 33, item 7: kill -9 during the final join left `.NAME.XXXX.partial.mp4` beside
+    the output, still there after `--resume`; the frames of a resumed (and of any) H.264
+    render were timed in whole milliseconds, a frame longer at each join (23.810 fps where
+    the source has 24). Now the join writes inside the work folder, and every frame of the
+    output keeps its source frame's time."""
+    import signal
+
+    import av
+
+    from media import ffmpeg
+    from renderer.media.probe import ffmpeg_exe
+
+    source = tmp_path / "bframes.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=3", "-f", "lavfi", "-i",
+           "sine=duration=3", "-c:v", "libx264", "-bf", "3", "-g", "12", "-pix_fmt", "yuv420p",
+           "-c:a", "aac", "-shortest", source)
+    flag = tmp_path / "joining"
+    wrapper = tmp_path / "ffmpeg-wrapper"
+    wrapper.write_text(f"#!/bin/sh\ncase \"$*\" in *concat*) [ -n \"$HANG_JOIN\" ] && "
+                       f"touch '{flag}' && sleep 120;; esac\nexec '{ffmpeg_exe()}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    args = ["render", source, *FAST, "--set", f"encode.ffmpeg={wrapper}", "--set",
+            "video.checkpoint_every=8", "--batch", "2"]
+
+    def frame_times(path):
+        with av.open(str(path)) as container:
+            return sorted(float(p.pts * p.time_base) for p in container.demux(video=0)
+                          if p.pts is not None and p.size)
+
+    ref = tmp_path / "ref.mp4"
+    assert run_cli(*args, "-o", ref).returncode == 0
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", *map(str, args), "-o",
+                             str(out)], cwd=ROOT, env=dict(os.environ, HANG_JOIN="1"),
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not flag.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert flag.exists() and not out.exists()
+    # the half-joined file is inside the work folder, not beside it (the lock is reused)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == \
+        [".out.mp4.lock", ".out.mp4.work"]
+    r = run_cli(*args, "-o", out, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []
+    expected = [k / 24 for k in range(72)]
+    for path in (ref, out):
+        times = frame_times(path)
+        assert len(times) == 72 and max(abs(a - b) for a, b in zip(times, expected)) < 1e-4, \
+            (path.name, times[-3:])
+    assert "72 frames, 64x36, 24.000 fps, 3.00 s" in r.stdout, r.stdout

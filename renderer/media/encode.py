@@ -65,7 +65,9 @@ def check_video_output(path: str | Path, settings: EncodeSection, overwrite: boo
 
 
 def _video_args(settings: EncodeSection) -> dict:
-    args = dict(CODECS[settings.codec].args)
+    """The encoder's options for a chunk (a stream tag is set when the chunks are joined:
+    NUT refuses MP4's tags)."""
+    args = {k: v for k, v in CODECS[settings.codec].args.items() if k != "tag:v"}
     if settings.codec in ("h264", "h265"):
         args.update(crf=settings.crf, preset=settings.speed)
         if settings.tune:
@@ -172,7 +174,26 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def chunk_suffix(settings: EncodeSection) -> str:
-    return "" if settings.codec == "png" else ".mkv"
+    """Chunks are NUT files: their time base is the frame rate's, so every frame's time is
+    exact (Matroska's are whole milliseconds, which drifted at each join)."""
+    return "" if settings.codec == "png" else ".nut"
+
+
+def concat_listing(chunks: list[Path], rate: Fraction) -> str:
+    """ffmpeg's concat list of `chunks`, each with its exact length (its frames at `rate`): the
+    demuxer's own guess counts the B-frame delay, a frame too many at every join. Lengths are
+    whole microseconds of the running total, so rounding never adds up."""
+    import av
+
+    lines, frames = [], 0
+    for path in chunks:
+        with av.open(str(path)) as container:
+            count = sum(1 for packet in container.demux(video=0) if packet.size)
+        start = round(Fraction(frames) / rate * 1_000_000)
+        frames += count
+        length = round(Fraction(frames) / rate * 1_000_000) - start
+        lines.append(f"file '{_concat_quote(path.resolve())}'\nduration {length}us\n")
+    return "".join(lines)
 
 
 @dataclass(frozen=True)
@@ -207,17 +228,20 @@ def _audio_mode(settings: EncodeSection, output: Path, tracks: list[AudioTrack])
 
 
 def finalize(chunks: list[Path], output: Path, settings: EncodeSection,
-             tracks: list[AudioTrack], duration: float) -> str | None:
-    """Join the chunk files (for codec png: one folder of frames) into `output` with the audio `tracks` (mixed when several), each
-    from its start for `duration`; returns a note for the user, if any."""
+             tracks: list[AudioTrack], rate: Fraction, slots: int) -> str | None:
+    """Join the chunk files (for codec png: one folder of frames) into `output` with the audio
+    `tracks` (mixed when several), each from its start for `duration`; returns a note for the
+    user, if any. The joined file is written in the chunks' work folder, then moved.
+    `slots` frames at `rate`: the output's length."""
     exe = ffmpeg_exe(settings.ffmpeg)
+    duration = float(slots / rate)
     suffix = output.suffix.lower()
     tracks = [t for t in tracks if t.codec] if settings.audio != "none" else []
     if settings.codec == "png":
         _finalize_png(chunks[0], output, exe, tracks, duration)
         return None
     listing = chunks[0].parent / "concat.txt"
-    listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in chunks))
+    listing.write_text(concat_listing(chunks, rate))
     video = ffmpeg.input(str(listing.resolve()), format="concat", safe=0)["v"]
     note = None
     if suffix == ".gif":  # one palette for the whole loop, so colours do not flicker
@@ -229,6 +253,8 @@ def finalize(chunks: list[Path], output: Path, settings: EncodeSection,
         out_args = {"vcodec": "libwebp_anim", "loop": 0, "quality": 85}
     else:
         out_args = {"vcodec": "copy"}
+        if suffix in (".mp4", ".mov") and "tag:v" in CODECS[settings.codec].args:
+            out_args["tag:v"] = CODECS[settings.codec].args["tag:v"]
     streams = [video]
     if tracks and suffix not in ANIMATED:
         inputs = [ffmpeg.input(str(t.path.resolve()), ss=f"{t.start:.6f}",
@@ -243,7 +269,7 @@ def finalize(chunks: list[Path], output: Path, settings: EncodeSection,
             out_args["audio_bitrate"] = "192k"
     if suffix in (".mp4", ".mov"):
         out_args["movflags"] = "+faststart"
-    with atomic_path(output, suffix=f".partial{output.suffix}") as tmp:
+    with atomic_path(output, suffix=f".partial{output.suffix}", folder=listing.parent) as tmp:
         cmd = ffmpeg.output(*streams, str(tmp.resolve()), t=f"{duration:.6f}",
                             **out_args).global_args(
             "-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output()

@@ -189,6 +189,7 @@ def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, 
             raise UserError(f"part {part} of '{output}' is not rendered (or was rendered with "
                             f"other settings): run the same render with --part {part} first")
     png = preset.encode.codec == "png"
+    suffix = encode.chunk_suffix(preset.encode)
     merged = work_dir(output) / "frames"
     if png:
         merged.mkdir(parents=True, exist_ok=True)
@@ -205,7 +206,7 @@ def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, 
         incoming, last = following[3].mine[0], plan.mine[-1]
         tails, warmups = HandOver(output, part), HandOver(output, following[0])
         seam = encode.ChunkWriter(
-            merged if png else work_dir(output) / f"seam_{part.number:04d}.mkv", size,
+            merged if png else work_dir(output) / f"seam_{part.number:04d}{suffix}", size,
             index.rate, preset.encode, first_slot=sum(repeats[:incoming.start]))
         for frame in range(incoming.start, last.end):
             tail, warm = tails.tail(frame), warmups.warmup(frame)
@@ -225,7 +226,7 @@ def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, 
 def _finalize(chunks: list[Path], output: Path, preset: Preset, index: VideoIndex,
               audio: list) -> None:
     """Join the chunks with the audio, as long as the output's slots."""
-    note = encode.finalize(chunks, output, preset.encode, audio,
-                           sum(slot_counts(index)) / float(index.rate))
+    note = encode.finalize(chunks, output, preset.encode, audio, index.rate,
+                           sum(slot_counts(index)))
     if note:
         log.warning(note)

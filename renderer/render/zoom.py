@@ -273,7 +273,7 @@ def _render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path]
             writer.close()
         progress.stage("finishing", None)
         for files, out in zip(output.finish(), outputs):
-            if note := encode.finalize(files, out, preset.encode, audio, count / float(rate)):
+            if note := encode.finalize(files, out, preset.encode, audio, rate, count):
                 log.warning(note)
     except BaseException:
         for writer in writers:
