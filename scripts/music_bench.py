@@ -127,7 +127,7 @@ def main() -> int:
               *(["--set", "dream.octaves=1", "--set", "zoom.steps=1"] if args.fast else []))
         from renderer.music.schedule import Schedule
         from renderer.presets import load
-        from renderer.render.zoom import keyframe_values
+        from renderer.music.schedule import keyframe_values
 
         preset = load("zoom-beat")
         frames = np.arange(int(args.seconds * args.fps))

@@ -571,6 +571,27 @@ def test_an_audio_file_without_samples_is_refused_and_a_cut_short_one_warned(tmp
 
 
 @pytest.mark.slow
+def test_dream_audio_reads_a_long_song_in_flat_memory(tmp_path):
+    """Issue 33, item 3: `dream audio` held the whole song and its spectrograms (11.1 GB for a
+    3-hour WAV, 1.9 GB for 5 minutes); it now reads and analyses a window at a time, and the
+    plot needs no torch. Peak memory of the whole command on a 5-minute WAV, from the kernel."""
+    from media import ffmpeg
+
+    song = tmp_path / "long.wav"
+    ffmpeg("-f", "lavfi", "-i", "aevalsrc='(0.1+0.9*lt(mod(t,0.5),0.04))*sin(2*PI*(110+880*lt("
+           "mod(t,2),1))*t)':s=44100:d=300", "-c:a", "pcm_s16le", song)
+    code = ("import resource, subprocess, sys; r = subprocess.run([sys.executable, '-m', "
+            f"'renderer.cli', 'audio', {str(song)!r}, '-o', {str(tmp_path / 'plot.png')!r}], "
+            "stdout=subprocess.DEVNULL); "
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache")), timeout=900)
+    returncode, peak_kb = map(int, r.stdout.split())
+    assert returncode == 0 and (tmp_path / "plot.png").exists(), r.stderr
+    assert peak_kb < 900 * 1024, f"{peak_kb / 1024:.0f} MB"  # today 560 MB; was 1993
+
+
+@pytest.mark.slow
 def test_drain_waits_out_a_dead_workers_lease_and_leaves_a_live_workers_job(tmp_path, clip):
     """Issue 33, item 6: `worker --drain` exited 0 at once while a killed worker's job still
     held its lease ("running", 0 frames). Now it waits the lease out and takes the job over;

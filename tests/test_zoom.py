@@ -16,8 +16,8 @@ from renderer.render.zoom import ZoomRenderer, zoom_frames
 from renderer.render.framestore import FrameStore
 from renderer.engine.models import load_network
 from renderer.presets import Keyframe, load
-from renderer.motion.zoom import (affine_step, channel_stats, frame_motion, hold_colour, motion_at,
-                                  noise_image)
+from renderer.keyframes import frame_motion, motion_at
+from renderer.motion.zoom import affine_step, channel_stats, hold_colour, noise_image
 
 
 @pytest.mark.parametrize("fps", [24, 30, 60])

@@ -34,22 +34,19 @@ def cmd_audio(args) -> None:
     import numpy as np
 
     from renderer import presets
-    from renderer.media.audio import RATE, read_audio
-    from renderer.media.images import check_image_output
+    from renderer.media.audio import waveform
     from renderer.music.analysis import analyse_file
     from renderer.music.plot import draw
-    from renderer.music.schedule import Schedule
+    from renderer.music.schedule import Schedule, keyframe_values
     from renderer.outputs import atomic_write, check_output
-    from renderer.render.zoom import keyframe_values
 
     song = Path(args.song)
-    out = check_image_output(args.output, args.overwrite, [song])
-    if out.suffix.lower() != ".png":
-        raise UserError(f"'{out}': the plot is a PNG: give an output ending in .png")
+    if Path(args.output).suffix.lower() != ".png":
+        raise UserError(f"'{args.output}': the plot is a PNG: give an output ending in .png")
+    out = check_output(args.output, args.overwrite, [song])
     if args.json:
         check_output(args.json, args.overwrite, [song, out])
     preset = presets.load(args.preset, args.overrides) if args.preset else None
-    samples = read_audio(song)
     analysis = analyse_file(song, preset.music.bands if preset else presets.defaults().music.bands)
     curves = {}
     if preset is not None and preset.modulated:
@@ -58,8 +55,8 @@ def cmd_audio(args) -> None:
         values = Schedule(preset, analysis, args.fps).values(
             times, frames, keyframe_values(preset, frames, args.fps))
         curves = {target: (times, v) for target, v in values.items()}
-    draw(samples, RATE, analysis, curves, out, f"{song.name}" + (f" + {preset.name}" if preset
-                                                                 else ""))
+    draw(waveform(song), analysis, curves, out,
+         f"{song.name}" + (f" + {preset.name}" if preset else ""))
     if args.json:
         record = analysis.to_json()
         record["parameters"] = {target: {"t": np.round(t, 4).tolist(),

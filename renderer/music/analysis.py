@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from renderer.errors import UserError
-from renderer.media.audio import RATE, read_audio
+from renderer.media.audio import RATE, stream_audio
 
 GRID_HZ = 100  # control points per second: 10 ms, finer than any frame rate's step
 HOP = 256  # analysis hop at RATE: 11.6 ms
@@ -95,42 +96,117 @@ def _local_tempo(beats: np.ndarray) -> float:
 
 def analyse(samples: np.ndarray, rate: int = RATE, bands: dict = BANDS) -> Analysis:
     """The analysis of mono samples (see the module's docstring)."""
+    return analyse_blocks(np.array_split(samples, max(1, len(samples) // WINDOW)), rate, bands)
+
+
+def analyse_blocks(blocks: Iterable[np.ndarray], rate: int = RATE, bands: dict = BANDS
+                   ) -> Analysis:
+    """The analysis of mono samples that arrive in blocks of any size (a song of hours is
+    analysed a minute at a time: memory stays flat)."""
     with warnings.catch_warnings():  # librosa's notes on near-silent stretches are not ours
         warnings.simplefilter("ignore")
-        return _analyse(samples, rate, bands)
+        return _analyse(blocks, rate, bands)
 
 
-def _analyse(samples: np.ndarray, rate: int, bands: dict) -> Analysis:
+WINDOW = 646 * 1024  # samples analysed at a time (30 s), a whole number of every hop
+MARGIN = 16 * 1024  # context either side of a window: the STFTs' and HPSS's reach
+MFCC_HOP = HOP * 4
+MAX_SECTION_FRAMES = 16384  # MFCC frames the section clustering sees (longer songs: pooled)
+
+
+def _windows(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, int, bool]]:
+    """(samples, lead, last): `WINDOW` new samples (fewer in the last) starting `lead` samples
+    in, with up to `MARGIN` of the song either side, so features computed on them equal those
+    of the whole song."""
+    buffer, lead = np.zeros(0, np.float32), 0
+    for block in blocks:
+        buffer = np.concatenate([buffer, np.asarray(block, np.float32)])
+        while len(buffer) >= lead + WINDOW + MARGIN:
+            yield buffer[:lead + WINDOW + MARGIN], lead, False
+            buffer, lead = buffer[lead + WINDOW - MARGIN:], MARGIN
+    yield buffer, lead, True
+
+
+class _Features:
+    """Per-frame features of a song, gathered window by window: each window's frames are
+    those of its new samples (frame j is centred on sample j * hop)."""
+
+    def __init__(self, rate: int, bands: dict):
+        self.rate, self.bands, self.samples = rate, bands, 0
+        self.parts: dict[str, list[np.ndarray]] = {}
+
+    def add(self, window: np.ndarray, lead: int, last: bool) -> None:
+        import librosa
+
+        rate, hop = self.rate, HOP
+
+        def keep(name: str, values: np.ndarray, step: int = hop) -> None:
+            stop = None if last else (lead + WINDOW) // step
+            self.parts.setdefault(name, []).append(values[..., lead // step:stop])
+
+        self.samples += len(window) - lead - (0 if last else MARGIN)
+        keep("rms", librosa.feature.rms(y=window, hop_length=hop)[0])
+        keep("onset", librosa.onset.onset_strength(y=window, sr=rate, hop_length=hop))
+        keep("fine", librosa.onset.onset_strength(y=window, sr=rate, hop_length=FINE_HOP,
+                                                  n_fft=512), FINE_HOP)
+        harmonic, percussive = librosa.effects.hpss(window)
+        keep("percussive", librosa.feature.rms(y=percussive, hop_length=hop)[0])
+        keep("harmonic", librosa.feature.rms(y=harmonic, hop_length=hop)[0])
+        keep("chroma", librosa.feature.chroma_stft(y=harmonic, sr=rate, hop_length=hop))
+        power = np.abs(librosa.stft(window, hop_length=hop)) ** 2
+        freqs = librosa.fft_frequencies(sr=rate)
+        for name, (lo, hi) in self.bands.items():
+            keep(name, np.sqrt(power[(freqs >= lo) & (freqs < hi)].sum(axis=0)))
+        keep("mfcc", librosa.feature.mfcc(y=window, sr=rate, hop_length=MFCC_HOP), MFCC_HOP)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.concatenate(self.parts[name], axis=-1)
+
+
+def _analyse(blocks: Iterable[np.ndarray], rate: int, bands: dict) -> Analysis:
     import librosa
 
-    duration = len(samples) / rate
+    features = _Features(rate, bands)
+    for window, lead, last in _windows(blocks):
+        features.add(window, lead, last)
+    duration = features.samples / rate
     hop = HOP / rate
     points = int(np.ceil(duration * GRID_HZ)) + 1
-    rms = librosa.feature.rms(y=samples, hop_length=HOP)[0]
+    rms = features["rms"]
     if rms.max() < SILENCE:  # silence: flat curves, no beat (react stays flat, never NaN)
         flat = {name: np.zeros(points) for name in CURVES}
         return Analysis(duration, 0.0, np.array([]), np.array([]), np.array([]), flat)
-    onset = librosa.onset.onset_strength(y=samples, sr=rate, hop_length=HOP)
+    onset = features["onset"]
     _, frames = librosa.beat.beat_track(onset_envelope=onset, sr=rate, hop_length=HOP,
-                                        trim=False)
-    fine = librosa.onset.onset_strength(y=samples, sr=rate, hop_length=FINE_HOP, n_fft=512)
-    beats = _refined_beats(librosa.frames_to_time(frames, sr=rate, hop_length=HOP), fine,
-                           FINE_HOP / rate)
+                                        trim=False, bpm=_tempo(onset, rate))
+    beats = _refined_beats(librosa.frames_to_time(frames, sr=rate, hop_length=HOP),
+                           features["fine"], FINE_HOP / rate)
     if not _pulsing(beats, onset, hop):
         beats = np.array([])
-    harmonic, percussive = librosa.effects.hpss(samples)
-    power = np.abs(librosa.stft(samples, hop_length=HOP)) ** 2
-    freqs = librosa.fft_frequencies(sr=rate)
-    raw = {"onset": onset, "rms": rms,
-           "percussive": librosa.feature.rms(y=percussive, hop_length=HOP)[0],
-           "harmonic": librosa.feature.rms(y=harmonic, hop_length=HOP)[0]}
-    for name, (lo, hi) in bands.items():
-        raw[name] = np.sqrt(power[(freqs >= lo) & (freqs < hi)].sum(axis=0))
+    raw = {name: features[name] for name in ("onset", "rms", "percussive", "harmonic",
+                                             *bands)}
     curves = {name: _normalised(_on_grid(values, hop, points)) for name, values in raw.items()}
-    chroma = librosa.feature.chroma_stft(y=harmonic, sr=rate, hop_length=HOP)  # no drums
-    downbeats = _downbeats(beats, chroma, hop)
+    downbeats = _downbeats(beats, features["chroma"], hop)  # the harmonic part: no drums
     return Analysis(duration, _local_tempo(beats), beats, downbeats,
-                    _sections(samples, rate, duration), curves)
+                    _sections(features["mfcc"], rate, duration), curves)
+
+
+def _tempo(onset: np.ndarray, rate: int) -> float:
+    """The song's tempo: librosa's estimate from the mean tempogram, with the tempogram made a
+    stretch of the onset envelope at a time (whole, it is 689 values a frame: GBs for an
+    hour)."""
+    import librosa
+
+    reach = librosa.time_to_frames(8.0, sr=rate, hop_length=HOP).item()  # as tempo() does
+    size, margin, total = 4096, reach // 2 + 1, None
+    for start in range(0, len(onset), size):
+        lo, hi = max(0, start - margin), min(len(onset), start + size + margin)
+        gram = librosa.feature.tempogram(onset_envelope=onset[lo:hi], sr=rate, hop_length=HOP,
+                                         win_length=reach)
+        part = gram[:, start - lo:start - lo + min(size, len(onset) - start)].sum(axis=1)
+        total = part if total is None else total + part
+    mean = (total / len(onset))[:, None]
+    return float(librosa.feature.tempo(tg=mean, sr=rate, hop_length=HOP)[0])
 
 
 def _downbeats(beats: np.ndarray, chroma: np.ndarray, hop: float) -> np.ndarray:
@@ -147,16 +223,20 @@ def _downbeats(beats: np.ndarray, chroma: np.ndarray, hop: float) -> np.ndarray:
     return beats[int(np.argmax(strength))::4]
 
 
-def _sections(samples: np.ndarray, rate: int, duration: float) -> np.ndarray:
-    """Structural boundaries (agglomerative clustering of MFCC frames), one per ~15 s."""
+def _sections(mfcc: np.ndarray, rate: int, duration: float) -> np.ndarray:
+    """Structural boundaries (agglomerative clustering of MFCC frames), one per ~15 s; a long
+    song's frames are averaged in runs first, so the clustering stays small."""
     import librosa
 
     count = int(np.clip(round(duration / 15), 1, 12))
     if count < 2:
         return np.array([])
-    mfcc = librosa.feature.mfcc(y=samples, sr=rate, hop_length=HOP * 4)
+    pool = int(np.ceil(mfcc.shape[1] / MAX_SECTION_FRAMES))
+    if pool > 1:
+        whole = mfcc.shape[1] // pool * pool
+        mfcc = mfcc[:, :whole].reshape(mfcc.shape[0], -1, pool).mean(axis=2)
     bounds = librosa.segment.agglomerative(mfcc, count)
-    return librosa.frames_to_time(bounds, sr=rate, hop_length=HOP * 4)[1:]
+    return librosa.frames_to_time(bounds, sr=rate, hop_length=MFCC_HOP * pool)[1:]
 
 
 # ---------------------------------------------------------------- the cache
@@ -190,7 +270,7 @@ def analyse_file(path: str | Path, bands: dict = BANDS, exe: str | None = None) 
                                 {name: data[f"curve_{name}"] for name in CURVES})
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is analysed again and replaced
-    analysis = analyse(read_audio(path, exe=exe), bands=bands)
+    analysis = analyse_blocks(stream_audio(path, exe=exe), bands=bands)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached, fence=False) as tmp:

@@ -14,9 +14,10 @@ COLOURS = {"onset": "#444444", "percussive": "#d62728", "harmonic": "#1f77b4",
            "rms": "#2ca02c", "low": "#8c564b", "mid": "#9467bd", "high": "#e377c2"}
 
 
-def draw(samples: np.ndarray, rate: int, analysis: Analysis, curves: dict[str, np.ndarray],
-         out: Path, title: str) -> None:
-    """Write the picture to `out` (PNG) atomically."""
+def draw(wave: tuple[np.ndarray, np.ndarray, np.ndarray], analysis: Analysis,
+         curves: dict[str, np.ndarray], out: Path, title: str) -> None:
+    """Write the picture to `out` (PNG) atomically; `wave` is (times, lowest, highest) of the
+    samples in short spans (`media.audio.waveform`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,10 +28,9 @@ def draw(samples: np.ndarray, rate: int, analysis: Analysis, curves: dict[str, n
     rows = 2 + len(curves)
     fig, axes = plt.subplots(rows, 1, figsize=(14, 2.0 * rows + 0.6), sharex=True,
                              gridspec_kw={"height_ratios": [1.2, 1.5] + [1.0] * len(curves)})
-    step = max(1, len(samples) // 20000)
-    times = np.arange(0, len(samples), step) / rate
+    times, lowest, highest = wave
     wave = axes[0]
-    wave.plot(times, samples[::step], color="#555555", linewidth=0.4)
+    wave.fill_between(times, lowest, highest, color="#555555", linewidth=0)
     for beat in analysis.beats:
         wave.axvline(beat, color="#ff7f0e", linewidth=0.5, alpha=0.6)
     for bar in analysis.downbeats:

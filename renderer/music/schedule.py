@@ -17,6 +17,7 @@ from renderer.curves import smoothstep
 from renderer.drivable import Driven, target_of, term_index
 from renderer.errors import UserError
 from renderer.expressions import Expression, ExpressionError, TimeSpec
+from renderer.keyframes import frame_motion
 from renderer.music.analysis import GRID_HZ, Analysis
 from renderer.presets import Preset
 
@@ -251,6 +252,21 @@ def base_values(preset: Preset) -> dict[str, float]:
     for k, term in enumerate(preset.objective):
         base[f"objective.{k}.weight"] = term.weight
     return base
+
+
+def keyframe_values(preset: Preset, frames: np.ndarray, fps: float) -> dict[str, list]:
+    """What the keyframes (and the preset) give each driven target at `frames`: the base that
+    a timeline replaces and react rows add to."""
+    s = preset.zoom
+    motions = [frame_motion(int(f), fps, s.keyframes, s.easing)[0] for f in frames]
+    return {"zoom.zoom": [m.zoom for m in motions], "zoom.rotate": [m.rotate for m in motions],
+            "zoom.pan.x": [m.pan[0] for m in motions], "zoom.pan.y": [m.pan[1] for m in motions],
+            "zoom.center.x": [m.center[0] for m in motions],
+            "zoom.center.y": [m.center[1] for m in motions],
+            "zoom.strength": [m.strength for m in motions],
+            "zoom.layer_mix": [m.layer_mix or 0.0 for m in motions],
+            "zoom.steps": [s.steps if m.steps is None else m.steps for m in motions],
+            **base_values(preset)}
 
 
 def driven_rows(values: dict[str, np.ndarray], frames) -> Driven:

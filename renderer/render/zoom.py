@@ -24,10 +24,10 @@ from renderer.engine.models import load_network
 from renderer.engine.objectives import MixedObjective, zoom_objective
 from renderer.media import encode
 from renderer.media.images import contrast_kept_crossfade, grown_in, to_uint8
+from renderer.keyframes import Motion, frame_motion
 from renderer.media.probe import as_rate
-from renderer.motion.zoom import (Motion, channel_stats, frame_motion, hold_colour, per_frame,
-                                  transform)
-from renderer.music.schedule import Schedule, base_values
+from renderer.motion.zoom import channel_stats, hold_colour, per_frame, transform
+from renderer.music.schedule import Schedule, keyframe_values
 from renderer.outputs import OutputLock
 from renderer.presets import Preset
 from renderer.render.checkpoints import Checkpoints, RenderState, digest, remove_work_folder
@@ -36,21 +36,6 @@ from renderer.progress import SILENT, ProgressSink
 from renderer.render.sinks import ChunkedOutput
 
 log = logging.getLogger(__name__)
-
-
-def keyframe_values(preset: Preset, frames: np.ndarray, fps: float) -> dict[str, list]:
-    """What the keyframes (and the preset) give each driven target at `frames`: the base that
-    a timeline replaces and react rows add to."""
-    s = preset.zoom
-    motions = [frame_motion(int(f), fps, s.keyframes, s.easing)[0] for f in frames]
-    return {"zoom.zoom": [m.zoom for m in motions], "zoom.rotate": [m.rotate for m in motions],
-            "zoom.pan.x": [m.pan[0] for m in motions], "zoom.pan.y": [m.pan[1] for m in motions],
-            "zoom.center.x": [m.center[0] for m in motions],
-            "zoom.center.y": [m.center[1] for m in motions],
-            "zoom.strength": [m.strength for m in motions],
-            "zoom.layer_mix": [m.layer_mix or 0.0 for m in motions],
-            "zoom.steps": [s.steps if m.steps is None else m.steps for m in motions],
-            **base_values(preset)}
 
 
 PREROLL_SECONDS = 2.0
