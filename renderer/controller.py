@@ -76,23 +76,61 @@ def render_audio(request: RenderRequest, index) -> list[AudioTrack]:
     return [replace(source, volume=1 - request.audio_mix), replace(song, volume=request.audio_mix)]
 
 
-def driven_values(preset: Preset, index, song: AudioTrack | None) -> dict[str, np.ndarray]:
-    """The music-driven parameters of every frame of the clip (empty for a preset without
-    `timeline:` or `react:`): analysed on exactly the audio that ends up in the file, the
-    song from --audio-start, or the clip's own soundtrack from --start."""
-    from renderer.music.schedule import base_values, schedule_for
+def driven_values(preset: Preset, index, song: AudioTrack | None
+                  ) -> tuple[Preset, dict[str, np.ndarray], list[str]]:
+    """The preset to render (with shots: every look's objective terms), the driven values of
+    every frame of the clip (empty for a preset without `timeline:`, `react:` or `shots:`)
+    and notes. Analysed on exactly the audio that ends up in the file: the song from
+    --audio-start, or the clip's own soundtrack from --start."""
+    from renderer.music.analysis import analyse_file
+    from renderer.music.schedule import Schedule, base_values, schedule_for
 
-    if not preset.modulated:
-        return {}
+    if not (preset.modulated or preset.shots):
+        return preset, {}, []
     if song is not None:
         source, offset = song.path, song.start
     elif index.info.audio_codec:
         source, offset = index.path, index.pts[0]
     else:
         source, offset = None, 0.0
-    schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
     times = offset + np.asarray(index.pts) - index.pts[0]
-    return schedule.values(times, np.arange(index.count), base_values(preset))
+    frames = np.arange(index.count)
+    if not preset.shots:
+        schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
+        return preset, schedule.values(times, frames, base_values(preset)), []
+    from renderer.engine.models import MODELS
+    from renderer.music.shots import plan_shots
+    from renderer.presets import ObjectiveTerm
+
+    schedule = schedule_for(preset, source, float(index.rate), offset, index.duration) or \
+        Schedule(preset, analyse_file(source, preset.music.bands) if source is not None
+                 and _needs_song(preset) else None, float(index.rate))
+    cuts = _scene_cuts(index) if any(shot.at == "cut" for shot in preset.shots) else []
+    classic = ObjectiveTerm(layer=MODELS[preset.model.name].classic_layer)
+    plan = plan_shots(preset, classic, times, schedule, cuts)
+    shown = preset.model_copy(update={"objective": plan.terms})
+    values = dict(plan.values)
+    if preset.modulated:
+        values.update(schedule.values(times, frames, {**base_values(preset), **values}))
+    return shown, values, plan.notes
+
+
+def _needs_song(preset: Preset) -> bool:
+    """Whether a shot starts at a beat, a bar or a section (times and frames need no song)."""
+    from renderer.expressions import TimeSpec
+
+    return any(shot.section is not None or shot.at == "section" or (
+        shot.at != "cut" and TimeSpec.parse(shot.at).unit in ("b", "bar"))
+        for shot in preset.shots)
+
+
+def _scene_cuts(index) -> list[int]:
+    """The frames of the clip where a new scene begins."""
+    from renderer.media.scenes import scene_cuts
+
+    half = 0.5 / float(index.rate)
+    found = scene_cuts(index.path, index.pts[0], index.pts[-1] + half)
+    return sorted({int(np.searchsorted(index.pts, t - half)) for t in found} - {0})
 
 
 def plan_render(request: RenderRequest) -> Plan:
@@ -105,10 +143,10 @@ def plan_render(request: RenderRequest) -> Plan:
         notes.append(f"note: the {index.width}x{index.height} picture is "
                      f"{FIT_NOTES[preset.video.fit]} ({size[0]}x{size[1]}); "
                      "--fit-size crop|pad|stretch chooses")
+    preset, values, shot_notes = driven_values(preset, index, request.song)
     job = VideoJob(index, preset, request.output, size, request.batch or preset.video.batch,
-                   render_audio(request, index), driven_values(preset, index, request.song),
-                   request.part or WHOLE, request.resume)
-    return Plan(job, notes)
+                   render_audio(request, index), values, request.part or WHOLE, request.resume)
+    return Plan(job, notes + shot_notes)
 
 
 @dataclass(frozen=True)

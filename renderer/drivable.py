@@ -39,6 +39,11 @@ TARGETS = {
 }
 
 
+# not a target a preset drives: 1 on the first frame of a shot whose transition is a `cut`
+# (music.shots), which starts afresh as a scene cut does
+SHOT_CUT = "shot.cut"
+
+
 def term_index(target: str) -> int | None:
     """K of 'objective.K.weight' (None for any other target)."""
     parts = target.split(".")
@@ -60,12 +65,14 @@ def _longer(values: np.ndarray, pad: int) -> np.ndarray:
 class Driven:
     """One batch step's music-driven values, one per row (None: the preset's own value).
     `steps` is one number for the whole step (the first row's); `term_weights` maps an
-    objective term's index to its per-row weights."""
+    objective term's index to its per-row weights; `cuts` marks rows that start afresh (a
+    shot's `cut` transition)."""
     step_size: np.ndarray | None = None
     steps: int | None = None
     persistence: np.ndarray | None = None
     temporal_weight: np.ndarray | None = None
     term_weights: dict[int, np.ndarray] = field(default_factory=dict)
+    cuts: np.ndarray | None = None  # (N,) bool
 
     def padded(self, pad: int) -> "Driven":
         """`pad` more rows, each the last one repeated (compiled code keeps one batch shape
@@ -76,7 +83,8 @@ class Driven:
         return replace(self, step_size=grow(self.step_size),
                        persistence=grow(self.persistence),
                        temporal_weight=grow(self.temporal_weight),
-                       term_weights={k: grow(v) for k, v in self.term_weights.items()})
+                       term_weights={k: grow(v) for k, v in self.term_weights.items()},
+                       cuts=grow(self.cuts))
 
 
 NOTHING = Driven()

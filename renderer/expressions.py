@@ -36,9 +36,10 @@ class ExpressionError(ValueError):
 
 @dataclass(frozen=True)
 class TimeSpec:
-    """A time on the timeline: seconds (`12.5`, `1:04.2`), beats (`16b`) or frames (`48f`)."""
+    """A time on the timeline: seconds (`12.5`, `1:04.2`), beats (`16b`), bars (`4bar`, from
+    the first downbeat) or frames (`48f`)."""
     value: float
-    unit: str  # "s", "b" or "f"
+    unit: str  # "s", "b", "bar" or "f"
 
     @classmethod
     def parse(cls, given) -> "TimeSpec":
@@ -46,7 +47,9 @@ class TimeSpec:
             return cls(float(given), "s")
         text = str(given).strip()
         try:
-            if text[-1:] in ("b", "f", "s"):
+            if text.endswith("bar"):
+                value, unit = float(text[:-3]), "bar"
+            elif text[-1:] in ("b", "f", "s"):
                 value, unit = float(text[:-1]), text[-1]
             elif ":" in text:
                 minutes, _, seconds = text.partition(":")
@@ -55,7 +58,7 @@ class TimeSpec:
                 value, unit = float(text), "s"
         except ValueError:
             raise ExpressionError(f"'{given}' is not a time: write seconds (12.5 or 1:04.2), "
-                                  "beats (16b) or frames (48f)") from None
+                                  "beats (16b), bars (4bar) or frames (48f)") from None
         if not value >= 0 or value > 1e7:
             raise ExpressionError(f"time '{given}' is out of range: use 0 or more")
         return cls(value, unit)

@@ -189,13 +189,7 @@ class TimelineKey(Section):
     @field_validator("at")
     @classmethod
     def _time(cls, value):
-        from renderer.expressions import ExpressionError, TimeSpec
-
-        try:
-            TimeSpec.parse(value)
-        except ExpressionError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return _check_time(value)
 
     @field_validator("value")
     @classmethod
@@ -231,6 +225,71 @@ class ReactRow(Section):
     @classmethod
     def _drivable(cls, target):
         return _check_target(target)
+
+
+def _check_time(value, markers=()):
+    """A time a preset places something at (see `expressions.TimeSpec`), or one of `markers`."""
+    from renderer.expressions import ExpressionError, TimeSpec
+
+    if value in markers:
+        return value
+    try:
+        TimeSpec.parse(value)
+    except ExpressionError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class ShotTransition(Section):
+    """How a shot's look takes over: `carry` keeps the carried dream and eases the new look's
+    values in over `length` along the flow; `cut` starts the new look fresh."""
+    kind: Literal["carry", "cut"] = "carry"
+    length: float | str = "8f"  # seconds, beats (2b) or frames (8f); carry only
+
+    @field_validator("length")
+    @classmethod
+    def _time(cls, value):
+        return _check_time(value)
+
+
+class ShotDream(Section):
+    step_size: Optional[float] = Field(None, gt=0.0, le=1.0)
+    steps: Optional[int] = Field(None, ge=0, le=1000)
+
+
+class ShotFlow(Section):
+    persistence: Optional[float] = Field(None, ge=0.0, le=1.0)
+    temporal_weight: Optional[float] = Field(None, ge=0.0, le=1.0)
+
+
+class Shot(Section):
+    """A look from a time on: `at` a time (12.5, 1:04, 16b, 4bar, 48f), the next scene cut of
+    the clip (`cut`) or section change of the song (`section`); or `section: N` (the song's
+    Nth section, 0 first). It takes the objective and values of the preset it `extends`, then
+    its own."""
+    at: Optional[float | str] = None
+    section: Optional[int] = Field(None, ge=0, le=1000)
+    extends: Optional[str] = None
+    objective: Optional[list[ObjectiveTerm]] = None
+    dream: ShotDream = Field(default_factory=ShotDream)
+    flow: ShotFlow = Field(default_factory=ShotFlow)
+    transition: ShotTransition = Field(default_factory=ShotTransition)
+
+    @field_validator("at")
+    @classmethod
+    def _time(cls, value):
+        return None if value is None else _check_time(value, ("cut", "section"))
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _terms(cls, value):
+        return None if value is None else parse_terms(value)
+
+    @model_validator(mode="after")
+    def _one_start(self):
+        if (self.at is None) == (self.section is None):
+            raise ValueError("give a shot exactly one of 'at' or 'section'")
+        return self
 
 
 class MusicSection(Section):
@@ -271,6 +330,8 @@ class Preset(Section):
     # parameter -> keys over time (one expression or number alone: the whole song)
     timeline: dict[str, list[TimelineKey]] = Field(default_factory=dict)
     react: list[ReactRow] = Field(default_factory=list)
+    # looks that take over at times, beats, sections or scene cuts (`renderer.music.shots`)
+    shots: list[Shot] = Field(default_factory=list)
 
     @field_validator("timeline", mode="before")
     @classmethod
@@ -308,9 +369,14 @@ class Preset(Section):
     @field_validator("objective", mode="before")
     @classmethod
     def _terms(cls, value):
-        if isinstance(value, (str, dict)):
-            value = [value]
-        return [parse_term(v) if isinstance(v, str) else v for v in value or []]
+        return parse_terms(value)
+
+
+def parse_terms(value) -> list:
+    """An `objective:` as written: one term or a list, each a string or a mapping."""
+    if isinstance(value, (str, dict)):
+        value = [value]
+    return [parse_term(v) if isinstance(v, str) else v for v in value or []]
 
 
 def parse_term(text: str) -> dict:
@@ -503,6 +569,11 @@ def load(name_or_path: str, overrides: list[str] = (), _seen: tuple = ()) -> Pre
     if path.resolve() in _seen:
         raise UserError(f"{path}: 'extends' makes a cycle through '{path}'")
     data, lines = _read_yaml(path)
+    for shot in data.get("shots") or []:  # a shot's preset file is read from this folder too
+        if isinstance(shot, dict) and isinstance(shot.get("extends"), str):
+            beside = path.parent / shot["extends"]
+            if beside.suffix in (".yaml", ".yml") and beside.is_file():
+                shot["extends"] = str(beside)
     parent = data.get("extends")
     if parent:
         if not isinstance(parent, str):

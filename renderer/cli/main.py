@@ -162,6 +162,7 @@ def cmd_presets(args) -> None:
         if not args.name:
             raise UserError("'dream presets show' needs a preset name or file")
         from renderer.music.schedule import describe_targets
+        from renderer.music.shots import describe_shots
 
         preset = presets.load(args.name, args.overrides)
         print(presets.to_yaml(preset))
@@ -169,6 +170,9 @@ def cmd_presets(args) -> None:
         if driven:
             print("# driven by the timeline and the music:")
             print("\n".join(f"#   {line}" for line in driven))
+        if preset.shots:
+            print("# shots (each a look from then on):")
+            print("\n".join(f"#   {line}" for line in describe_shots(preset)))
         return
     table = Table(title="presets")
     for col in ("name", "description", "file"):

@@ -132,10 +132,10 @@ def term_objective(term: ObjectiveTerm, network, device) -> Objective:
 
 def build_objective(preset: Preset, network, device="cpu") -> Objective:
     """The sum of the preset's terms (the model's classic layer when it names none); a
-    `WeightedTerms` when music drives a term's weight."""
+    `WeightedTerms` when music or shots drive a term's weight."""
     terms = preset.objective or [ObjectiveTerm(layer=network.spec.classic_layer)]
     driven = {*preset.timeline, *(row.target for row in preset.react)}
-    if any(target.startswith("objective.") for target in driven):
+    if preset.shots or any(target.startswith("objective.") for target in driven):
         return WeightedTerms([term_objective(t.model_copy(update={"weight": 1.0}), network,
                                              device) for t in terms], [t.weight for t in terms])
     total = None

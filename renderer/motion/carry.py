@@ -97,13 +97,14 @@ class Carry:
     def start(self, source: torch.Tensor, prev_source: torch.Tensor, prev_dream: torch.Tensor,
               backward: torch.Tensor | None, forward: torch.Tensor | None,
               persistence=None, temporal_weight=None, reference: torch.Tensor | None = None,
-              age: torch.Tensor | None = None) -> "Start":
+              age: torch.Tensor | None = None, cuts=None) -> "Start":
         """Where a carried frame starts dreaming; all (N, C, H, W) batches on one device, flows
         at the frame's size. `persistence` and `temporal_weight` replace the preset's with one
         value per image (driven by music). With `flow.hold`, `reference` (one strength per
         image: its shot's first dream) is the energy the carried dream is held at. With
         `flow.still`, `age` ((N, 1, H, W), 0..1) is how fully each pixel of the last frame was
-        dreamed (1: as much as a first frame)."""
+        dreamed (1: as much as a first frame). `cuts` ((N,) bools) are rows that start afresh
+        whatever the flow says (a shot's cut)."""
         s = self.settings
         rows = source.shape[0]
         keep = s.persistence if persistence is None else row_values(persistence, rows,
@@ -113,7 +114,10 @@ class Carry:
         if s.mode == "independent":
             return Start(source)
         if s.mode == "blend":
-            return Start((1 - s.blend) * source + s.blend * prev_dream)
+            last = prev_dream if cuts is None else torch.where(torch.as_tensor(
+                cuts, dtype=torch.bool, device=source.device).view(-1, 1, 1, 1), source,
+                prev_dream)
+            return Start((1 - s.blend) * source + s.blend * last)
         residual = warp(prev_dream - prev_source, backward)
         mask = consistency_mask(backward, forward, s.mask_blur) if s.mode == "consistent" \
             else torch.ones_like(residual[:, :1])
@@ -123,6 +127,10 @@ class Carry:
             cover = mask.flatten(1).mean(1)
             carried, fresh = _held(carried, cover, reference, s.hold)
             new = 1 - cover
+        if cuts is not None:
+            cut = torch.as_tensor(cuts, dtype=torch.bool, device=source.device)
+            fresh = cut if fresh is None else fresh | cut
+            carried = carried * (~cut).to(carried.dtype).view(-1, 1, 1, 1)
         step_map = carried_age = None
         if s.still:
             # what did not move keeps its dream, unwarped (no warp re-samples it, no hold

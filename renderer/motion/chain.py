@@ -86,7 +86,7 @@ class Chain:
                                 torch.stack([link.dream for link in links]), backward, forward,
                                 driven.persistence, driven.temporal_weight,
                                 _stacked([link.reference for link in links]),
-                                _stacked([link.age for link in links]))
+                                _stacked([link.age for link in links]), driven.cuts)
             start, anchor, step_map = begun.image, begun.anchor, begun.step_map
             scale = scale * begun.step_scale(carry)
             if begun.fresh is not None:

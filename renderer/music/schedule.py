@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from renderer.curves import smoothstep
-from renderer.drivable import Driven, target_of, term_index
+from renderer.drivable import SHOT_CUT, Driven, target_of, term_index
 from renderer.errors import UserError
 from renderer.expressions import Expression, ExpressionError, TimeSpec
 from renderer.keyframes import frame_motion
@@ -97,8 +97,9 @@ class Schedule:
                 uses_beats = isinstance(value, str) and Expression(value).names & {
                     "beat", "bar", "phase", "bpm"}
                 at = TimeSpec.parse(key.at)
-                if (uses_beats or at.unit == "b") and not self.clock.has_beat:
-                    what = f"key at '{key.at}'" if at.unit == "b" else f"value '{value}'"
+                if (uses_beats or at.unit in ("b", "bar")) and not self.clock.has_beat:
+                    what = f"key at '{key.at}'" if at.unit in ("b", "bar") else \
+                        f"value '{value}'"
                     raise UserError(f"timeline '{target}' {what} counts beats, but there is no "
                                     "beat: give a song with a beat (--audio SONG) or set "
                                     "music.bpm in the preset")
@@ -126,6 +127,8 @@ class Schedule:
             return spec.value
         if spec.unit == "f":
             return spec.value / self.clock.fps
+        if spec.unit == "bar":
+            return self.clock.time_of_beat(self.clock.downbeat + 4 * spec.value)
         return self.clock.time_of_beat(spec.value)
 
     # ------------------------------------------------------------ the values
@@ -275,13 +278,14 @@ def driven_rows(values: dict[str, np.ndarray], frames) -> Driven:
     if not values:
         return Driven()
     at = {target: np.asarray(v, float)[list(frames)] for target, v in values.items()}
-    steps = at.get("dream.steps")
+    steps, cuts = at.get("dream.steps"), at.get(SHOT_CUT)
     return Driven(step_size=at.get("dream.step_size"),
                   steps=None if steps is None else int(round(float(steps[0]))),
                   persistence=at.get("flow.persistence"),
                   temporal_weight=at.get("flow.temporal_weight"),
                   term_weights={term_index(t): v for t, v in at.items()
-                                if term_index(t) is not None})
+                                if term_index(t) is not None},
+                  cuts=None if cuts is None or not cuts.any() else cuts > 0.5)
 
 
 def schedule_for(preset: Preset, song, fps: float, offset: float = 0.0,

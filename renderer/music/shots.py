@@ -1,0 +1,214 @@
+"""Shots: a render's look changes at times, beats, bars, song sections or scene cuts.
+
+A look is an objective and the values of the driven targets (`dream.step_size`, `dream.steps`,
+`flow.persistence`, `flow.temporal_weight`). A render with shots dreams the union of every
+look's objective terms, each term's weight per frame that of the look on screen, so the looks
+of a lockstep batch's rows can differ and the change is a driven value like any other: the
+checkpoint, `--part`/`--assemble`, the queue and Ray carry it unchanged. At a `carry`
+transition the values ease from the last look's to the new one's over its length while the
+carried dream goes on along the flow (the new look grows over the old); at a `cut` they switch
+and the frame starts afresh (`drivable.SHOT_CUT`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from renderer.curves import crossfade_weight
+from renderer.drivable import SHOT_CUT
+from renderer.errors import UserError
+from renderer.expressions import TimeSpec
+from renderer.music.schedule import Schedule
+from renderer.presets import ObjectiveTerm, Preset, Shot, load
+
+LOOK_TARGETS = ("dream.step_size", "dream.steps", "flow.persistence", "flow.temporal_weight")
+
+
+@dataclass(frozen=True)
+class Look:
+    terms: tuple[ObjectiveTerm, ...]
+    values: dict  # LOOK_TARGETS -> the look's value
+    model: str
+
+
+def _key(term: ObjectiveTerm) -> tuple:
+    return term.layer, term.channel, term.class_, term.guide
+
+
+def look_of(preset: Preset, classic: ObjectiveTerm) -> Look:
+    """A preset's own look (`classic`: the term of a preset that names no objective)."""
+    return Look(tuple(preset.objective or [classic]),
+                {"dream.step_size": preset.dream.step_size, "dream.steps": preset.dream.steps,
+                 "flow.persistence": preset.flow.persistence,
+                 "flow.temporal_weight": preset.flow.temporal_weight}, preset.model.name)
+
+
+def shot_look(shot: Shot, number: int, base: Look, classic: ObjectiveTerm) -> Look:
+    """What a shot shows: the look of the preset it extends (else the render's), with its own
+    objective and values over it."""
+    look = base
+    if shot.extends:
+        try:
+            look = look_of(load(shot.extends), classic)
+        except UserError as exc:
+            raise UserError(f"shot {number} extends '{shot.extends}': {exc}") from None
+    values = dict(look.values)
+    for target in LOOK_TARGETS:
+        section, key = target.split(".")
+        own = getattr(getattr(shot, section), key)
+        if own is not None:
+            values[target] = own
+    return Look(tuple(shot.objective) if shot.objective else look.terms, values, look.model)
+
+
+@dataclass(frozen=True)
+class ShotPlan:
+    terms: list[ObjectiveTerm]  # every look's terms, the render's own first
+    starts: list[int | None]  # each shot's first frame (None: its marker never came)
+    values: dict  # target -> one value per frame (objective.K.weight, LOOK_TARGETS, SHOT_CUT)
+    notes: list[str]
+
+
+def plan_shots(preset: Preset, classic: ObjectiveTerm, times: np.ndarray,
+               schedule: Schedule, cuts: list[int]) -> ShotPlan:
+    """Where each shot starts and every frame's values. `times`: each frame's song time;
+    `schedule`: the song's clock and sections (its analysis None: no song); `cuts`: the
+    clip's scene cuts as frame numbers."""
+    base = look_of(preset, classic)
+    looks = [shot_look(shot, k + 1, base, classic) for k, shot in enumerate(preset.shots)]
+    for k, look in enumerate(looks):
+        if look.model != base.model:
+            raise UserError(f"shot {k + 1} uses model '{look.model}' but the render's is "
+                            f"'{base.model}': a shot cannot switch the model yet; give it an "
+                            "objective of the render's model")
+    terms, index = [], {}
+    for term in [t for look in [base, *looks] for t in look.terms]:
+        if _key(term) not in index:
+            index[_key(term)] = len(terms)
+            terms.append(term.model_copy(update={"weight": 1.0}))
+    count = len(times)
+    starts, notes = _starts(preset.shots, times, schedule, cuts)
+    values = {f"objective.{k}.weight": np.zeros(count) for k in range(len(terms))}
+    values.update({target: np.zeros(count) for target in LOOK_TARGETS})
+    values[SHOT_CUT] = np.zeros(count)
+
+    def show(look: Look, frames: slice) -> None:
+        for target in LOOK_TARGETS:
+            values[target][frames] = look.values[target]
+        for k in range(len(terms)):
+            values[f"objective.{k}.weight"][frames] = 0.0
+        for term in look.terms:
+            values[f"objective.{index[_key(term)]}.weight"][frames] += term.weight
+
+    show(base, slice(0, count))
+    for shot, look, start in zip(preset.shots, looks, starts):
+        if start is None:
+            continue
+        before = {name: v[start - 1] if start else v[start] for name, v in values.items()}
+        show(look, slice(start, count))
+        if shot.transition.kind == "cut":
+            values[SHOT_CUT][start] = 1.0
+            continue
+        length = _frames(shot.transition.length, times[start], schedule)
+        for k in range(min(length, count - start)):
+            w = crossfade_weight(k, length)
+            for name, v in values.items():
+                if name != SHOT_CUT:
+                    v[start + k] = before[name] + (v[start + k] - before[name]) * w
+    values["dream.steps"] = np.round(values["dream.steps"])
+    return ShotPlan(terms, starts, values, notes)
+
+
+def _frames(length, at: float, schedule: Schedule) -> int:
+    """A transition's length in frames (beats and bars count from the shot's start)."""
+    spec, fps, clock = TimeSpec.parse(length), schedule.clock.fps, schedule.clock
+    if spec.unit == "f":
+        return int(round(spec.value))
+    if spec.unit == "s":
+        return int(round(spec.value * fps))
+    if not clock.has_beat:
+        raise UserError(f"a transition of '{length}' counts beats, but there is no beat: give "
+                        "a song with a beat (--audio SONG), set music.bpm, or give it in "
+                        "seconds or frames")
+    beats = spec.value * (4 if spec.unit == "bar" else 1)
+    end = clock.time_of_beat(float(clock.beat(np.array([at]))[0]) + beats)
+    return int(round((end - at) * fps))
+
+
+def _starts(shots: list[Shot], times: np.ndarray, schedule: Schedule, cuts: list[int]
+            ) -> tuple[list[int | None], list[str]]:
+    """The first frame of each shot, in order; markers (`cut`, `section`) take the next one
+    after the previous shot's start."""
+    count, starts, notes, last = len(times), [], [], 0
+    fps, analysis = schedule.clock.fps, schedule.analysis
+    sections = analysis.sections if analysis is not None else None
+    changes = [int(np.searchsorted(times, t)) for t in sections] if sections is not None else []
+    for k, shot in enumerate(shots, 1):
+        where = f"shot {k}"
+        if shot.section is not None:
+            if sections is None:
+                raise UserError(f"{where} starts at section {shot.section}, but there is no "
+                                "song: give one with --audio SONG (or a clip with sound)")
+            if shot.section > len(sections):
+                raise UserError(f"{where} starts at section {shot.section}, but the song has "
+                                f"{len(sections) + 1} (0..{len(sections)}): choose one of those")
+            frame = changes[shot.section - 1] if shot.section else 0
+        elif shot.at in ("cut", "section"):
+            if shot.at == "section" and sections is None:
+                raise UserError(f"{where} starts at the next section, but there is no song: "
+                                "give one with --audio SONG (or a clip with sound)")
+            marks = [f for f in (cuts if shot.at == "cut" else changes) if f > last]
+            if not marks:
+                mark = "scene cut" if shot.at == "cut" else "section change"
+                notes.append(f"note: {where} waits for a {mark} that never comes: it is not "
+                             "shown")
+                starts.append(None)
+                continue
+            frame = marks[0]
+        else:
+            spec = TimeSpec.parse(shot.at)
+            if spec.unit in ("b", "bar") and not schedule.clock.has_beat:
+                raise UserError(f"{where} starts at '{shot.at}', which counts beats, but there "
+                                "is no beat: give a song with a beat (--audio SONG) or set "
+                                "music.bpm in the preset")
+            frame = int(round(spec.value)) if spec.unit == "f" else \
+                int(np.searchsorted(times, schedule.seconds(spec) - 0.5 / fps))
+            if frame >= count:
+                end = times[-1] if count else 0.0
+                raise UserError(f"{where} starts at '{shot.at}', after the render's last frame "
+                                f"({count} frames, {end:.2f} s): move it earlier or remove it")
+        if frame < last:
+            raise UserError(f"{where} starts at frame {frame}, before shot {k - 1} (frame "
+                            f"{last}): list the shots in time order")
+        starts.append(frame)
+        last = frame
+    return starts, notes
+
+
+def describe_shots(preset: Preset) -> list[str]:
+    """One line a shot (for `dream presets show`): where it starts, what it shows, how."""
+    lines = []
+    for k, shot in enumerate(preset.shots, 1):
+        start = f"section {shot.section}" if shot.section is not None else \
+            {"cut": "the next scene cut", "section": "the next section"}.get(shot.at,
+                                                                            f"{shot.at}")
+        terms = ", ".join(_name(t) for t in shot.objective) if shot.objective else None
+        shows = [f"the look of {shot.extends}"] if shot.extends else []
+        shows += [f"objective {terms}"] if terms else []
+        shows += [f"{section}.{key}={value}" for section in ("dream", "flow")
+                  for key, value in getattr(shot, section).model_dump().items()
+                  if value is not None]
+        how = shot.transition.kind if shot.transition.kind == "cut" else \
+            f"carry over {shot.transition.length}"
+        shown = "; ".join(shows) or "the preset's own look"
+        lines.append(f"{k}. from {start}: {shown} ({how})")
+    return lines
+
+
+def _name(term: ObjectiveTerm) -> str:
+    if term.class_ is not None:
+        return f"class:{term.class_}"
+    text = term.layer + (f":{term.channel}" if term.channel is not None else "")
+    return text + (f" x{term.weight:g}" if term.weight != 1.0 else "")

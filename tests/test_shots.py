@@ -1,0 +1,124 @@
+"""Shots: a render's look changes at a time or a scene cut, on real renders (PNG frames) of
+clips the ffmpeg binary made, against renders of each look alone."""
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import assert_user_error, run_cli
+from media import ffmpeg
+from renderer.drivable import SHOT_CUT
+from renderer.music.schedule import Schedule
+from renderer.music.shots import plan_shots
+from renderer.presets import ObjectiveTerm, Preset
+
+LOOK_A = "extends: preview\nobjective: [features.4]\nseed: 3\n"
+LOOK_B = "extends: preview\nobjective: [features.14]\ndream: {step_size: 0.03}\nseed: 3\n"
+PNG = ["--set", "encode.codec=png", "--batch", "2"]
+
+
+@pytest.fixture(scope="module")
+def looks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("looks")
+    (folder / "a.yaml").write_text(LOOK_A)
+    (folder / "b.yaml").write_text(LOOK_B)
+    return folder
+
+
+def frames(folder):
+    return np.stack([cv2.imread(str(p)).astype(float) for p in sorted(folder.glob("*.png"))])
+
+
+def apart(x, y):
+    """Each frame's mean absolute difference, in levels."""
+    return np.abs(x - y).mean(axis=(1, 2, 3))
+
+
+def render(clip, out, preset):
+    result = run_cli("render", clip, "-o", out, "-p", preset, *PNG)
+    assert result.returncode == 0, result.stderr
+    return frames(out), result
+
+
+def test_values_ease_in_at_a_carry_and_switch_at_a_cut():
+    preset = Preset.model_validate({
+        "objective": ["features.4"], "dream": {"step_size": 0.01},
+        "shots": [{"at": "10f", "objective": ["features.14"], "dream": {"step_size": 0.03},
+                   "transition": {"length": "4f"}},
+                  {"at": "20f", "objective": ["features.4"], "transition": {"kind": "cut"}}]})
+    times = np.arange(30) / 10.0
+    plan = plan_shots(preset, ObjectiveTerm(layer="features.13"), times,
+                      Schedule(preset, None, 10.0), [])
+    assert [t.layer for t in plan.terms] == ["features.4", "features.14"] and plan.starts == [10, 20]
+    size, low, high = (plan.values[k] for k in ("dream.step_size", "objective.0.weight",
+                                                  "objective.1.weight"))
+    assert np.allclose(size[:10], 0.01) and np.allclose(size[14:20], 0.03)
+    assert np.all(np.diff(size[9:15]) > 0) and np.all(np.diff(low[9:15]) < 0)  # eased in
+    assert np.allclose(high[:10], 0) and np.allclose(low[14:20], 0)
+    assert np.allclose(size[20:], 0.01) and np.allclose(high[20:], 0)  # switched at the cut
+    assert np.flatnonzero(plan.values[SHOT_CUT]).tolist() == [20]
+
+
+@pytest.mark.slow
+def test_a_two_shot_render_is_the_first_look_then_grows_into_the_second(tmp_path, looks):
+    """Issue 29: before the switch, the frames of the first look alone; after it, nearer the
+    second look's than the first's; no jump at the carry larger than 1.5x the median."""
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=12:duration=2.5", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", clip)
+    both = tmp_path / "ab.yaml"
+    both.write_text(f"extends: {looks / 'a.yaml'}\nshots:\n  - {{at: 1.0, extends: b.yaml, "
+                    "transition: {kind: carry, length: 4f}}\n")
+    (tmp_path / "b.yaml").write_text(LOOK_B)  # a shot's preset file is read beside its preset
+    a, _ = render(clip, tmp_path / "a", looks / "a.yaml")
+    b, _ = render(clip, tmp_path / "b", looks / "b.yaml")
+    ab, _ = render(clip, tmp_path / "ab", both)
+    assert apart(ab[:12], a[:12]).max() < 0.5  # the first look, as it is alone
+    late = slice(22, None)  # after the transition (frames 12-15) and a few carried frames
+    assert np.all(apart(ab[late], b[late]) < 0.8 * apart(ab[late], a[late]))
+    jumps = apart(ab[1:], ab[:-1])
+    assert jumps[11:18].max() <= 1.5 * np.median(jumps), jumps
+
+
+@pytest.mark.slow
+def test_a_shot_at_each_scene_cut_starts_there_afresh(tmp_path, looks):
+    """`at: cut` takes the clip's next scene cut (PySceneDetect); a `cut` transition dreams
+    the new look fresh, as a render of that look alone does after the cut."""
+    clip = tmp_path / "cut.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=1.5", "-f", "lavfi", "-i",
+           "mandelbrot=size=96x64:rate=24", "-filter_complex",
+           "[1]trim=duration=1.5,setpts=PTS-STARTPTS[b];[0][b]concat=n=2:v=1[v]", "-map", "[v]",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", clip)
+    shots = tmp_path / "cuts.yaml"
+    shots.write_text(f"extends: {looks / 'a.yaml'}\nshots:\n"
+                     f"  - {{at: cut, extends: {looks / 'b.yaml'}, transition: {{kind: cut}}}}\n"
+                     f"  - {{at: cut, extends: {looks / 'a.yaml'}}}\n")
+    a, _ = render(clip, tmp_path / "a", looks / "a.yaml")
+    b, _ = render(clip, tmp_path / "b", looks / "b.yaml")
+    cut, result = render(clip, tmp_path / "cut", shots)
+    assert "shot 2 waits for a scene cut that never comes" in result.stderr
+    assert apart(cut[:36], a[:36]).max() < 0.5
+    assert np.all(apart(cut[40:], b[40:]) < 0.75 * apart(cut[40:], a[40:]))
+    shown = run_cli("presets", "show", shots)
+    assert "1. from the next scene cut" in shown.stdout and "(cut)" in shown.stdout
+
+
+@pytest.mark.slow
+def test_bad_shots_are_refused_before_any_work(tmp_path, looks):
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x36:rate=12:duration=1", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", clip)
+    cases = {
+        "{at: 9.5}": ["shot 1 starts at '9.5', after the render's last frame"],
+        "{at: 0.5, colour: red}": [":3", "unknown key 'shots.0.colour'"],
+        "{section: 1}": ["shot 1 starts at section 1, but there is no song"],
+        "{at: 4b}": ["counts beats, but there is no beat"],
+        "{at: 0.5, extends: no-such-look}": ["shot 1 extends 'no-such-look'"],
+        "{at: 0.5}\n  - {at: 0.2}": ["before shot 1", "time order"],
+    }
+    for shot, needles in cases.items():
+        preset = tmp_path / "bad.yaml"
+        preset.write_text(f"extends: {looks / 'a.yaml'}\nshots:\n  - {shot}\n")
+        out = tmp_path / "o.mp4"
+        assert_user_error(run_cli("render", clip, "-o", out, "-p", preset), *needles)
+        assert not out.exists()
