@@ -1,6 +1,8 @@
 """Shots: a render's look changes at a time or a scene cut, on real renders (PNG frames) of
 clips the ffmpeg binary made, against renders of each look alone."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -122,3 +124,27 @@ def test_bad_shots_are_refused_before_any_work(tmp_path, looks):
         out = tmp_path / "o.mp4"
         assert_user_error(run_cli("render", clip, "-o", out, "-p", preset), *needles)
         assert not out.exists()
+
+
+def test_dream_audio_marks_where_each_shot_starts(tmp_path):
+    """`dream audio` draws the shots on its plot: their starts over the song alone."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from make_test_song import make_song
+
+    from renderer.music.analysis import analyse_file
+    from renderer.music.shots import shot_marks
+
+    song = tmp_path / "song.wav"
+    make_song(song, bars=(4, 1, 2))
+    preset = Preset.model_validate({"shots": [{"at": "2bar"}, {"at": 6.0}, {"at": "cut"}]})
+    analysis = analyse_file(song)
+    times = np.arange(int(analysis.duration * 24)) / 24
+    marks = shot_marks(preset, analysis, times, 24.0)
+    bar = analysis.downbeats[2]  # two bars after the first downbeat
+    assert [label for _, label in marks] == ["shot 1", "shot 2"]  # a scene cut needs the clip
+    assert abs(marks[0][0] - bar) < 1 / 24 + 1e-6 and abs(marks[1][0] - 6.0) < 1 / 24 + 1e-6
+    out = tmp_path / "plot.png"
+    assert run_cli("audio", song, "-o", out, "-p", "music-video").returncode == 0
+    assert out.stat().st_size > 10_000

@@ -37,6 +37,7 @@ def cmd_audio(args) -> None:
     from renderer.media.audio import waveform
     from renderer.music.analysis import analyse_file
     from renderer.music.plot import draw
+    from renderer.music.shots import shot_marks
     from renderer.music.schedule import Schedule, keyframe_values
     from renderer.outputs import atomic_write, check_output
 
@@ -48,15 +49,17 @@ def cmd_audio(args) -> None:
         check_output(args.json, args.overwrite, [song, out])
     preset = presets.load(args.preset, args.overrides) if args.preset else None
     analysis = analyse_file(song, preset.music.bands if preset else presets.defaults().music.bands)
-    curves = {}
+    curves, shots = {}, []
+    frames = np.arange(int(max(0.0, analysis.duration - args.start) * args.fps) + 1)
+    times = args.start + frames / args.fps
     if preset is not None and preset.modulated:
-        frames = np.arange(int(max(0.0, analysis.duration - args.start) * args.fps) + 1)
-        times = args.start + frames / args.fps
         values = Schedule(preset, analysis, args.fps).values(
             times, frames, keyframe_values(preset, frames, args.fps))
         curves = {target: (times, v) for target, v in values.items()}
+    if preset is not None and preset.shots:
+        shots = shot_marks(preset, analysis, times, args.fps)
     draw(waveform(song), analysis, curves, out,
-         f"{song.name}" + (f" + {preset.name}" if preset else ""))
+         f"{song.name}" + (f" + {preset.name}" if preset else ""), shots)
     if args.json:
         record = analysis.to_json()
         record["parameters"] = {target: {"t": np.round(t, 4).tolist(),

@@ -15,9 +15,10 @@ COLOURS = {"onset": "#444444", "percussive": "#d62728", "harmonic": "#1f77b4",
 
 
 def draw(wave: tuple[np.ndarray, np.ndarray, np.ndarray], analysis: Analysis,
-         curves: dict[str, np.ndarray], out: Path, title: str) -> None:
+         curves: dict[str, np.ndarray], out: Path, title: str, shots: list = ()) -> None:
     """Write the picture to `out` (PNG) atomically; `wave` is (times, lowest, highest) of the
-    samples in short spans (`media.audio.waveform`)."""
+    samples in short spans (`media.audio.waveform`); `shots` (time, label) where each shot
+    starts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,6 +38,11 @@ def draw(wave: tuple[np.ndarray, np.ndarray, np.ndarray], analysis: Analysis,
         wave.axvline(bar, color="#d62728", linewidth=1.0)
     for section in analysis.sections:
         wave.axvline(section, color="black", linewidth=2.0, linestyle="--")
+    for at, label in shots:
+        for ax in axes:
+            ax.axvline(at, color="#17becf", linewidth=2.0)
+        wave.annotate(label, (at, 1.0), xycoords=("data", "axes fraction"),
+                      xytext=(3, -12), textcoords="offset points", fontsize=8, color="#0e7c86")
     tempo = f"{analysis.tempo:.1f} BPM" if analysis.tempo else "no beat found"
     wave.set_title(f"{title}: {tempo}, {len(analysis.beats)} beats, "
                    f"{len(analysis.sections) + 1} sections", loc="left")

@@ -212,3 +212,11 @@ def _name(term: ObjectiveTerm) -> str:
         return f"class:{term.class_}"
     text = term.layer + (f":{term.channel}" if term.channel is not None else "")
     return text + (f" x{term.weight:g}" if term.weight != 1.0 else "")
+
+
+def shot_marks(preset: Preset, analysis, times: np.ndarray, fps: float) -> list[tuple]:
+    """(song time, label) where each shot of `preset` starts over the song alone (for the
+    `dream audio` plot; a shot at a scene cut needs the clip, and is left out)."""
+    starts, _ = _starts(preset.shots, times, Schedule(preset, analysis, fps), [])
+    return [(float(times[start]), f"shot {k}") for k, start in enumerate(starts, 1)
+            if start is not None]
