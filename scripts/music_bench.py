@@ -1,6 +1,6 @@
 """Does the dream move with the music? A render and a zoom over a generated test song.
 
-    python scripts/music_bench.py [--seconds 16] [--size 160x90] [--device cpu]
+    python scripts/music_bench.py [--seconds 16] [--size 160x90] [--device cpu] [--song FILE ...]
 
 The song (scripts/make_test_song.py) has drums on a known grid, a bass line and a chord pad, a
 tempo change (120 -> 140 BPM) and a breakdown. Printed:
@@ -10,7 +10,11 @@ tempo change (120 -> 140 BPM) and a breakdown. Printed:
   each frame's dream strength (mean |output - source|) and the song's percussive envelope at
   that frame, and the lag (frames) of the strength's peaks against the drum beats;
 - for `dream zoom -p zoom-beat`: the same correlation for the zoom's per-frame step (the scale
-  it zooms by), and its peaks' lag against the beats.
+  it zooms by), and its peaks' lag against the beats;
+- for music-pulse over the generated song and each `--song` (real recordings: game soundtracks
+  Debian packages, e.g. extremetuxracer-data, frozen-bubble-data, warzone2100-music): the
+  correlation between each frame's strength and a spectral flux computed here, independently
+  of the presets' features, at the best lag of -1..2 frames.
 """
 
 from __future__ import annotations
@@ -68,6 +72,53 @@ def strength_per_frame(source: Path, output: Path, size) -> np.ndarray:
                      for o, s in zip(out, src)])
 
 
+def spectral_flux(song: Path, times: np.ndarray, fps: float) -> np.ndarray:
+    """An onset measure that shares no code with the presets' features: the rectified rise of
+    the log magnitude spectrum (2048-sample frames, every 256 samples at 22.05 kHz) summed
+    over its bins, the strongest within each video frame's interval."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from renderer.media.audio import RATE, read_audio
+
+    samples = read_audio(song)
+    size, hop = 2048, 256
+    frames = sliding_window_view(np.pad(samples, size // 2), size)[::hop] * np.hanning(size)
+    magnitude = np.log1p(100 * np.abs(np.fft.rfft(frames, axis=1)))
+    flux = np.maximum(np.diff(magnitude, axis=0), 0).sum(axis=1)
+    at = np.arange(1, len(magnitude)) * hop / RATE
+    edges = np.searchsorted(at, np.append(times, times[-1] + 1 / fps))
+    return np.array([flux[a:b].max() if b > a else 0.0 for a, b in zip(edges, edges[1:])])
+
+
+def best_correlation(strength: np.ndarray, flux: np.ndarray) -> tuple[float, int]:
+    """The correlation at the best lag of the strength behind the flux, -1..2 frames."""
+    best = (-1.0, 0)
+    for lag in range(-1, 3):
+        a, b = (strength[lag:], flux[:len(flux) - lag]) if lag >= 0 else \
+            (strength[:lag], flux[-lag:])
+        best = max(best, (float(np.corrcoef(a, b)[0, 1]), lag))
+    return best
+
+
+def songs_table(songs: list[Path], start: float, clip: Path, size, args, cheap,
+                preset: str = "music-pulse") -> None:
+    """`preset` over the clip with each song from `start`: strength against the flux."""
+    index = index_video(clip)
+    times = start + np.asarray(index.pts) - index.pts[0]
+    print(f"\n| song (from {start:g} s) | tempo | corr(strength, flux) | lag (frames) | mean "
+          "strength |\n|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for song in songs:
+            out = Path(tmp) / f"{song.stem}.mp4"
+            dream("render", clip, "-o", out, "-p", preset, "--audio", song,
+                  "--audio-start", start, "--device", args.device, *cheap)
+            strength = strength_per_frame(clip, out, size)
+            flux = spectral_flux(song, times[:len(strength)], args.fps)
+            corr, lag = best_correlation(strength, flux)
+            print(f"| {song.name} | {analyse_file(song).tempo:.0f} BPM | {corr:.3f} | {lag:+d} | "
+                  f"{strength.mean():.2f} |", flush=True)
+
+
 def peak_lag(signal: np.ndarray, times: np.ndarray, beats: np.ndarray) -> float:
     """Median distance (frames) from each beat to the strongest value within half a beat."""
     fps = 1 / (times[1] - times[0])
@@ -89,6 +140,11 @@ def main() -> int:
     parser.add_argument("--fps", type=float, default=24.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fast", action="store_true", help="fewer steps (a smoke test)")
+    parser.add_argument("--song", type=Path, action="append", default=[],
+                        help="also render music-pulse over a real song (repeat for several): "
+                             "its strength against an independent spectral flux")
+    parser.add_argument("--song-start", type=float, default=20.0,
+                        help="where in each --song the render starts (seconds)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     cheap = ["--set", "dream.octaves=2", "--set", "dream.steps=4", "--set", "flow.steps=2"] \
@@ -105,6 +161,9 @@ def main() -> int:
         subprocess.run([sys.executable, ROOT / "scripts/make_sample_clip.py", "--out", clip,
                         "--seconds", str(args.seconds), "--size", args.size, "--fps",
                         f"{args.fps:g}"], check=True, capture_output=True, cwd=ROOT)
+        songs_table([song, *args.song], 0.0, clip, size, args, cheap)
+        if args.song:
+            songs_table(args.song, args.song_start, clip, size, args, cheap)
         index = index_video(clip)
         times = np.asarray(index.pts) - index.pts[0]
         drums = np.array(grid["beats"])

@@ -32,12 +32,12 @@ def draw(wave: tuple[np.ndarray, np.ndarray, np.ndarray], analysis: Analysis,
     times, lowest, highest = wave
     wave = axes[0]
     wave.fill_between(times, lowest, highest, color="#555555", linewidth=0)
-    for beat in analysis.beats:
-        wave.axvline(beat, color="#ff7f0e", linewidth=0.5, alpha=0.6)
-    for bar in analysis.downbeats:
-        wave.axvline(bar, color="#d62728", linewidth=1.0)
-    for section in analysis.sections:
-        wave.axvline(section, color="black", linewidth=2.0, linestyle="--")
+    # one collection of lines each (an artist a beat: 65,000 of them for a 3-hour song)
+    marks = wave.get_xaxis_transform()
+    wave.vlines(analysis.beats, 0, 1, transform=marks, color="#ff7f0e", linewidth=0.5, alpha=0.6)
+    wave.vlines(analysis.downbeats, 0, 1, transform=marks, color="#d62728", linewidth=1.0)
+    wave.vlines(analysis.sections, 0, 1, transform=marks, color="black", linewidth=2.0,
+                linestyle="--")
     for at, label in shots:
         for ax in axes:
             ax.axvline(at, color="#17becf", linewidth=2.0)
@@ -57,8 +57,8 @@ def draw(wave: tuple[np.ndarray, np.ndarray, np.ndarray], analysis: Analysis,
         frame_times = values[0]
         ax.plot(frame_times, values[1], color="#17becf", linewidth=1.0)
         ax.set_ylabel(name, fontsize=8)
-        for beat in analysis.beats:
-            ax.axvline(beat, color="#ff7f0e", linewidth=0.3, alpha=0.4)
+        ax.vlines(analysis.beats, 0, 1, transform=ax.get_xaxis_transform(), color="#ff7f0e",
+                  linewidth=0.3, alpha=0.4)
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
     with atomic_path(out, fence=False) as tmp:
