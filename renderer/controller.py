@@ -95,16 +95,16 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
         source, offset = None, 0.0
     times = offset + np.asarray(index.pts) - index.pts[0]
     frames = np.arange(index.count)
+    schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
     if not preset.shots:
-        schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
         return preset, schedule.values(times, frames, base_values(preset)), []
     from renderer.engine.models import MODELS
-    from renderer.music.shots import plan_shots
+    from renderer.music.shots import needs_song, plan_shots
     from renderer.presets import ObjectiveTerm
 
-    schedule = schedule_for(preset, source, float(index.rate), offset, index.duration) or \
-        Schedule(preset, analyse_file(source, preset.music.bands) if source is not None
-                 and _needs_song(preset) else None, float(index.rate))
+    schedule = schedule or Schedule(preset, analyse_file(source, preset.music.bands)
+                                    if source is not None and needs_song(preset) else None,
+                                    float(index.rate))
     cuts = _scene_cuts(index) if any(shot.at == "cut" for shot in preset.shots) else []
     classic = ObjectiveTerm(layer=MODELS[preset.model.name].classic_layer)
     plan = plan_shots(preset, classic, times, schedule, cuts)
@@ -113,15 +113,6 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
     if preset.modulated:
         values.update(schedule.values(times, frames, {**base_values(preset), **values}))
     return shown, values, plan.notes
-
-
-def _needs_song(preset: Preset) -> bool:
-    """Whether a shot starts at a beat, a bar or a section (times and frames need no song)."""
-    from renderer.expressions import TimeSpec
-
-    return any(shot.section is not None or shot.at == "section" or (
-        shot.at != "cut" and TimeSpec.parse(shot.at).unit in ("b", "bar"))
-        for shot in preset.shots)
 
 
 def _scene_cuts(index) -> list[int]:

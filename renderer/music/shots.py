@@ -20,7 +20,7 @@ from renderer.curves import crossfade_weight
 from renderer.drivable import SHOT_CUT
 from renderer.errors import UserError
 from renderer.expressions import TimeSpec
-from renderer.music.schedule import Schedule
+from renderer.music.schedule import Schedule, base_values
 from renderer.presets import ObjectiveTerm, Preset, Shot, load
 
 LOOK_TARGETS = ("dream.step_size", "dream.steps", "flow.persistence", "flow.temporal_weight")
@@ -39,10 +39,9 @@ def _key(term: ObjectiveTerm) -> tuple:
 
 def look_of(preset: Preset, classic: ObjectiveTerm) -> Look:
     """A preset's own look (`classic`: the term of a preset that names no objective)."""
-    return Look(tuple(preset.objective or [classic]),
-                {"dream.step_size": preset.dream.step_size, "dream.steps": preset.dream.steps,
-                 "flow.persistence": preset.flow.persistence,
-                 "flow.temporal_weight": preset.flow.temporal_weight}, preset.model.name)
+    own = base_values(preset)
+    return Look(tuple(preset.objective or [classic]), {t: own[t] for t in LOOK_TARGETS},
+                preset.model.name)
 
 
 def shot_look(shot: Shot, number: int, base: Look, classic: ObjectiveTerm) -> Look:
@@ -119,6 +118,13 @@ def plan_shots(preset: Preset, classic: ObjectiveTerm, times: np.ndarray,
                     v[start + k] = before[name] + (v[start + k] - before[name]) * w
     values["dream.steps"] = np.round(values["dream.steps"])
     return ShotPlan(terms, starts, values, notes)
+
+
+def needs_song(preset: Preset) -> bool:
+    """Whether a shot starts at a beat, a bar or a section (times and frames need no song)."""
+    return any(shot.section is not None or shot.at == "section" or (
+        shot.at != "cut" and TimeSpec.parse(shot.at).unit in ("b", "bar"))
+        for shot in preset.shots)
 
 
 def _frames(length, at: float, schedule: Schedule) -> int:
