@@ -20,7 +20,8 @@ from renderer.media.images import fit_size
 from renderer.presets import Preset
 from renderer.progress import SILENT, ProgressSink
 from renderer.render.plan import PART_BATCH, WHOLE, Part, default_batch, part_plan
-from renderer.render.video import VideoJob, assemble_parts, render_job, source_audio
+from renderer.media.masks import mask_maker
+from renderer.render.video import VideoJob, assemble_parts, clip_times, render_job, source_audio
 
 FIT_NOTES = {"crop": "scaled to cover it and centre-cropped",
              "pad": "fitted inside it with black bars", "stretch": "stretched to it"}
@@ -93,7 +94,7 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
         source, offset = index.path, index.pts[0]
     else:
         source, offset = None, 0.0
-    times = offset + np.asarray(index.pts) - index.pts[0]
+    times = offset + clip_times(index)
     frames = np.arange(index.count)
     schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
     if not preset.shots:
@@ -125,7 +126,8 @@ def _scene_cuts(index) -> list[int]:
 
 
 def plan_render(request: RenderRequest) -> Plan:
-    """Index the clip and decide everything a render needs before the network is loaded."""
+    """Index the clip and decide everything a render needs before the network is loaded (a
+    mask that does not fit the clip is refused here)."""
     index = index_video(request.input, request.start, request.end, request.fps)
     notes = [f"warning: {index.warning}"] if index.warning else []
     size = render_size(request, index.width, index.height)
@@ -134,9 +136,11 @@ def plan_render(request: RenderRequest) -> Plan:
         notes.append(f"note: the {index.width}x{index.height} picture is "
                      f"{FIT_NOTES[preset.video.fit]} ({size[0]}x{size[1]}); "
                      "--fit-size crop|pad|stretch chooses")
+    masks = mask_maker(preset.mask, size, clip_times(index), preset.video.fit)
     preset, values, shot_notes = driven_values(preset, index, request.song)
     job = VideoJob(index, preset, request.output, size, request.batch or preset.video.batch,
-                   render_audio(request, index), values, request.part or WHOLE, request.resume)
+                   render_audio(request, index), values, request.part or WHOLE, request.resume,
+                   masks)
     return Plan(job, notes + shot_notes)
 
 

@@ -26,6 +26,7 @@ TARGETS = {
     "flow.persistence": Target("per row", 0.0, 1.0),
     "flow.temporal_weight": Target("per row", 0.0, 1.0),
     TERM_WEIGHT: Target("per row", -100.0, 100.0),
+    "mask.strength": Target("per row", 0.0, 1.0),
     "dream.steps": Target("per step", 0, 1000),
     "zoom.zoom": Target("zoom", 0.01, 100.0),
     "zoom.rotate": Target("zoom", -3600.0, 3600.0),
@@ -66,13 +67,14 @@ class Driven:
     """One batch step's music-driven values, one per row (None: the preset's own value).
     `steps` is one number for the whole step (the first row's); `term_weights` maps an
     objective term's index to its per-row weights; `cuts` marks rows that start afresh (a
-    shot's `cut` transition)."""
+    shot's `cut` transition); `mask_strength` replaces `mask.strength`."""
     step_size: np.ndarray | None = None
     steps: int | None = None
     persistence: np.ndarray | None = None
     temporal_weight: np.ndarray | None = None
     term_weights: dict[int, np.ndarray] = field(default_factory=dict)
     cuts: np.ndarray | None = None  # (N,) bool
+    mask_strength: np.ndarray | None = None
 
     def padded(self, pad: int) -> "Driven":
         """`pad` more rows, each the last one repeated (compiled code keeps one batch shape
@@ -84,7 +86,7 @@ class Driven:
                        persistence=grow(self.persistence),
                        temporal_weight=grow(self.temporal_weight),
                        term_weights={k: grow(v) for k, v in self.term_weights.items()},
-                       cuts=grow(self.cuts))
+                       cuts=grow(self.cuts), mask_strength=grow(self.mask_strength))
 
 
 NOTHING = Driven()

@@ -162,6 +162,57 @@ class ZoomSection(Section):
         return frames
 
 
+class MaskSection(Section):
+    """Which pixels the dream may change (`renderer.media.masks`): a file or a key computed from
+    each source frame, shaped, then carried along the flow with the dream."""
+    # an image (every frame; its alpha channel if it has one, else its brightness), a video
+    # (frame-matched by timestamp) or a folder of images (one per frame, in name order)
+    file: Optional[str] = None
+    # or a key computed from each source frame: a luma range, a chroma key (green screen),
+    # edges, or a person (a segmentation model)
+    key: Optional[Literal["luma", "chroma", "edges", "person"]] = None
+    luma: tuple[float, float] = (0.0, 0.5)  # key luma: the range of brightness (0..1) dreamed
+    color: str = "#00ff00"  # key chroma: the screen's colour, '#rrggbb'
+    tolerance: float = Field(0.15, gt=0.0, le=1.0)  # key chroma: colour distance still keyed
+    softness: float = Field(0.05, ge=0.0, le=1.0)  # luma and chroma keys: their graded edge
+    invert: bool = False  # dream what the mask leaves out
+    grow: int = Field(0, ge=-512, le=512)  # pixels; below 0 shrinks
+    feather: float = Field(0.0, ge=0.0, le=512.0)  # width in pixels of the graded edge
+    strength: float = Field(1.0, ge=0.0, le=1.0)  # 0..1: how much of the dream shows inside
+    # how much of the last frame's mask is carried along the flow into the next, so a key's
+    # edge holds still on a moving subject (default: 0 for a file, 0.5 for a key)
+    follow: Optional[float] = Field(None, ge=0.0, lt=1.0)
+    hold_last: bool = False  # a mask video or sequence shorter than the clip holds its last frame
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.file is not None and self.key is not None:
+            raise ValueError("give either 'file' or 'key', not both")
+        lo, hi = self.luma
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"luma ({lo:g}, {hi:g}) must satisfy 0 <= low < high <= 1")
+        return self
+
+    @field_validator("color")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not (len(value) == 7 and value[0] == "#" and
+                all(c in "0123456789abcdefABCDEF" for c in value[1:])):
+            raise ValueError(f"'{value}' is not a colour: write '#rrggbb', e.g. '#00ff00'")
+        return value
+
+    @property
+    def active(self) -> bool:
+        return self.file is not None or self.key is not None
+
+    @property
+    def carried(self) -> float:
+        """The share of the last mask that follows the flow into the next frame."""
+        if self.follow is not None:
+            return self.follow
+        return 0.0 if self.file is not None else 0.5
+
+
 # ---------------------------------------------------------------- music: timeline and react
 EASES = ("linear", "smooth", "cubic", "ease-in", "ease-out", "step", "hold")
 SOURCES = ("onset", "percussive", "harmonic", "rms", "low", "mid", "high", "beat", "section")
@@ -332,6 +383,7 @@ class Preset(Section):
     react: list[ReactRow] = Field(default_factory=list)
     # looks that take over at times, beats, sections or scene cuts (`renderer.music.shots`)
     shots: list[Shot] = Field(default_factory=list)
+    mask: MaskSection = Field(default_factory=MaskSection)  # dream a region only
 
     @field_validator("timeline", mode="before")
     @classmethod
@@ -574,6 +626,10 @@ def load(name_or_path: str, overrides: list[str] = (), _seen: tuple = ()) -> Pre
             beside = path.parent / shot["extends"]
             if beside.suffix in (".yaml", ".yml") and beside.is_file():
                 shot["extends"] = str(beside)
+    mask = data.get("mask")  # a mask file is read from this folder too
+    if isinstance(mask, dict) and isinstance(mask.get("file"), str) and \
+            (path.parent / mask["file"]).exists() and not Path(mask["file"]).is_absolute():
+        mask["file"] = str(path.parent / mask["file"])
     parent = data.get("extends")
     if parent:
         if not isinstance(parent, str):

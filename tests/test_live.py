@@ -37,6 +37,7 @@ def test_page_can_only_pick_presets_layers_and_numbers_in_range():
     for bad, words in (({"preset": "../../etc/passwd"}, "unknown preset"),
                        ({"layer": "features.99"}, "unknown layer"),
                        ({"model.weights": "/tmp/x.pth"}, "cannot be changed live"),
+                       ({"mask": "/tmp/x.png"}, "unknown mask"),
                        ({"strength": 99}, "out of range"), ({"octaves": "many"}, "a number")):
         with pytest.raises(UserError, match=words):
             p.with_changes(bad, PRESETS)
@@ -193,6 +194,9 @@ def test_page_shows_dreamed_frames_that_follow_the_sliders(still_clip, tmp_path)
         print(f"mean |page - camera|: dreaming {dreaming:.1f}, plain {plain:.1f}")
         assert dreaming > 3 * plain, (dreaming, plain)
         assert "fps" in browser.js("document.getElementById('stats').textContent")
+        browser.js("(() => { const m = document.getElementById('mask'); m.value = 'person'; "
+                   "m.dispatchEvent(new Event('change')); })()")
+        wait_for(lambda: session.state()["params"]["mask"] == "person", what="the mask switch")
         # record two seconds with the page's button
         browser.js("document.getElementById('record').click()")
         wait_for(lambda: session.state()["recording"], 10, "the recording to start")
@@ -209,6 +213,31 @@ def test_page_shows_dreamed_frames_that_follow_the_sliders(still_clip, tmp_path)
         browser.close()
         session.close()
         thread.join(10)
+
+
+@pytest.mark.slow
+def test_the_mask_switch_dreams_around_the_person_and_keeps_them(still_clip):
+    from renderer.media.masks import mask_maker
+    from renderer.presets import MaskSection
+
+    session = LiveSession(Capture(str(still_clip), SIZE), "live", PRESETS, "cpu")
+    try:
+        wait_for(lambda: session.state()["frames"] >= 2, what="the first frames")
+        with pytest.raises(UserError, match="unknown mask"):
+            session.update({"mask": "../etc/passwd"})
+        session.update({"mask": "background", "strength": 3})
+        seen = session.state()["frames"]
+        wait_for(lambda: session.state()["frames"] >= seen + 6, what="masked frames")
+        shown = session.shown.rgb.astype(float)
+    finally:
+        session.close()
+    source = cv2.resize(cv2.cvtColor(cv2.imread(str(ROOT / "samples" / "astronaut.jpg")),
+                                     cv2.COLOR_BGR2RGB), SIZE, interpolation=cv2.INTER_AREA)
+    person = mask_maker(MaskSection(key="person", grow=-4), SIZE, [0.0]).cursor(0)(0, source)
+    change = np.abs(shown - source).mean(axis=2)
+    kept, dreamed = change[person > 250].mean(), change[person < 5].mean()
+    # (the camera is an H.264 file: its frames are a few levels off the photo)
+    assert kept < 6.0 and dreamed > 5 * kept, (kept, dreamed)
 
 
 def post(url, body):

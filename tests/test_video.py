@@ -198,6 +198,13 @@ def test_segment_readers_start_exactly_where_asked(tmp_path):
 @pytest.mark.slow
 def test_killed_render_resumes_to_identical_frames(tmp_path):
     """SIGKILL at random points after a checkpoint, --resume, and get the same PNG frames."""
+    # flow.still and a hold: the checkpoint carries each pixel's age and the shot's strength
+    killed_and_resumed(tmp_path, ["--set", "flow.still=3", "--set", "flow.hold=0.25"], trials=3)
+
+
+def killed_and_resumed(tmp_path, extra: list, trials: int) -> None:
+    """Render a 5 s clip to PNG frames; then `trials` times kill the same render at a random
+    point after its first checkpoint and resume it: every frame must be the same bytes."""
     import random
     import signal
     import subprocess
@@ -205,15 +212,13 @@ def test_killed_render_resumes_to_identical_frames(tmp_path):
     import time
 
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=5, size="96x64")
-    # flow.still and a hold: the checkpoint carries each pixel's age and the shot's strength
     args = [*FAST, "--set", "encode.codec=png", "--set", "video.checkpoint_every=4",
-            "--set", "dream.steps=4", "--set", "flow.steps=4", "--set", "flow.still=3",
-            "--set", "flow.hold=0.25"]
+            "--set", "dream.steps=4", "--set", "flow.steps=4", *extra]
     assert run_cli("render", src, "-o", tmp_path / "ref", *args).returncode == 0
     reference = sorted((tmp_path / "ref").glob("frame_*.png"))
     assert len(reference) == 125
     rng = random.Random(7)
-    for trial in range(3):
+    for trial in range(trials):
         out = tmp_path / f"run{trial}"
         checkpoint = work_dir(tmp_path / f"run{trial}") / "checkpoint.json"
         proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "render", str(src), "-o",
@@ -235,7 +240,6 @@ def test_killed_render_resumes_to_identical_frames(tmp_path):
         assert not checkpoint.parent.exists()
 
 
-@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_render(tmp_path):
     src = flash_clip(tmp_path / "src.mp4", rate="25", seconds=3, size="96x64")
     out = tmp_path / "o.mkv"

@@ -45,10 +45,20 @@ def add_common(p: argparse.ArgumentParser, preset: str | None) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
 
 
+def add_mask(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mask", default=None, metavar="FILE",
+                   help="dream only where this mask is white (or opaque): an image, a video "
+                        "matched by timestamp, or a folder of images, one per frame; the "
+                        "preset's 'mask:' section shapes it (invert, grow, feather, strength)")
+
+
 def load_preset(args):
     from renderer import presets
 
     preset = presets.load(args.preset, args.overrides) if args.preset else presets.defaults()
     if getattr(args, "seed", None) is not None:
         preset.seed = args.seed
+    if getattr(args, "mask", None):  # the file replaces the preset's own mask source
+        preset.mask = presets.MaskSection.model_validate(
+            {**preset.mask.model_dump(), "file": args.mask, "key": None})
     return preset

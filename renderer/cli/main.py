@@ -7,8 +7,8 @@ import argparse
 import os
 import sys
 
-from renderer.cli import live, music, queue, video
-from renderer.cli.common import Parser, add_common, load_preset, number
+from renderer.cli import live, mask, music, queue, video
+from renderer.cli.common import Parser, add_common, add_mask, load_preset, number
 from renderer.errors import LeaseLost, UserError
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     add_common(p, "classic")
+    add_mask(p)
     p.set_defaults(run=cmd_image)
 
     p = sub.add_parser("layers", help="contact sheet of one image dreamed at many layers",
@@ -56,12 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     music.register(sub)
     queue.register(sub)
     live.register(sub)
+    mask.register(sub)
     return parser
 
 
 # ---------------------------------------------------------------- commands
 def cmd_image(args) -> None:
+    import torch
+
     from renderer.media import images
+    from renderer.media.masks import mask_maker
     from renderer.engine.dream import dreamer_for
     from renderer.cli.bars import make_progress
 
@@ -69,11 +74,17 @@ def cmd_image(args) -> None:
     preset = load_preset(args)
     size = images.parse_size(args.size) if args.size else None
     picture = images.load_image(args.input, size=size)
+    region = None
+    if (masks := mask_maker(preset.mask, (picture.shape[-1], picture.shape[-2]), [0.0])):
+        region = torch.from_numpy(masks.cursor(0)(0, images.to_uint8(picture)[0])).float() / 255
     dreamer = dreamer_for(preset, args.device)
     with make_progress() as progress:
         task = progress.add_task("dreaming", total=dreamer.total_steps(*picture.shape[-2:]),
                                  unit="step")
-        result = dreamer.dream(picture, seed=preset.seed, progress=lambda: progress.advance(task))
+        result = dreamer.dream(picture, seed=preset.seed, progress=lambda: progress.advance(task),
+                               step_map=None if region is None else region[None, None])
+    if region is not None:  # the source outside the mask; inside, the dream at its strength
+        result = torch.lerp(picture, result.cpu(), region * preset.mask.strength)
     images.save_image(images.to_uint8(result)[0], out)
     print(f"wrote {out}")
 

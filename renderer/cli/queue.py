@@ -143,7 +143,8 @@ def vet_job(job, roots: list[Path]) -> str | None:
         return f"its preset does not load ({exc})"
     if preset.encode.ffmpeg:
         return f"its preset names an ffmpeg binary (encode.ffmpeg: {preset.encode.ffmpeg})"
-    paths += [preset.model.weights, *(t.guide for t in preset.objective)]
+    paths += [preset.model.weights, *(t.guide for t in preset.objective),
+              getattr(args, "mask", None), preset.mask.file]
     for path in filter(None, paths):
         resolved = (cwd / path).resolve()
         if not any(resolved == root or root in resolved.parents for root in roots):

@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from renderer.cli.common import add_common, load_preset, number
+from renderer.cli.common import add_common, add_mask, load_preset, number
 from renderer.errors import UserError
 
 PREVIEW = ["dream.octaves=2", "flow.quality=ultrafast", "encode.speed=veryfast"]
@@ -55,6 +55,7 @@ def register(sub) -> None:
                    help="join the N finished parts of a render split with --part (same "
                         "arguments otherwise)")
     add_common(p, "video")
+    add_mask(p)
     p.set_defaults(run=cmd_render, check=check_render)
     register_zoom(sub)
 
@@ -186,6 +187,7 @@ def register_zoom(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue a killed or interrupted zoom from its last checkpoint")
     add_common(p, "zoom-classic")
+    add_mask(p)
     p.set_defaults(run=cmd_zoom, check=check_zoom)
 
 
@@ -209,6 +211,7 @@ def check_zoom(args):
     (preset, outputs, fps, frame count, audio tracks)."""
     from renderer.media import encode
     from renderer.media.images import parse_size
+    from renderer.media.masks import mask_maker
 
     audio_seconds = audio_codec = None
     if args.audio:
@@ -227,6 +230,8 @@ def check_zoom(args):
         raise UserError(f"init image '{args.init}' does not exist: give an image file or 'noise'")
     if args.size:
         parse_size(args.size)
+    mask_maker(preset.mask, parse_size(args.size) if args.size else (640, 360),
+               [i / fps for i in range(count)])  # a mask that does not fit is refused now
     audio = [encode.AudioTrack(Path(args.audio), 0.0, audio_codec)] if args.audio else []
     return preset, outputs, fps, count, audio
 

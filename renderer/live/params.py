@@ -7,7 +7,13 @@ from dataclasses import dataclass, replace
 
 from renderer.errors import UserError
 from renderer.motion.carry import Carry
-from renderer.presets import Preset
+from renderer.presets import MaskSection, Preset
+
+# the page's mask switch: name -> the `mask:` it puts on the preset ("": the preset's own)
+MASKS = {"": None, "none": {}, "person": {"key": "person", "feather": 6},
+         "background": {"key": "person", "invert": True, "feather": 6},
+         "bright": {"key": "luma", "luma": (0.5, 1.0)}, "dark": {"key": "luma"},
+         "green screen": {"key": "chroma"}, "edges": {"key": "edges", "grow": 2, "feather": 4}}
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,7 @@ class LiveParams:
     octaves: int = 2
     persistence: float = 0.9  # share of the last dream carried into the next frame
     layer: str = ""  # dream this layer instead of the preset's objective ("": the preset's)
+    mask: str = ""  # a region of MASKS instead of the preset's own mask ("": the preset's)
 
     LIMITS = {"strength": (0.0, 4.0), "steps": (0, 20), "octaves": (1, 6),
               "persistence": (0.0, 1.0)}
@@ -39,25 +46,27 @@ class LiveParams:
         flow = preset.flow.model_copy(update={"persistence": self.persistence,
                                               "steps": self.steps})
         objective = [self.layer] if self.layer else preset.objective
+        mask = preset.mask if MASKS[self.mask] is None else MaskSection(**MASKS[self.mask])
         return Preset.model_validate({**preset.model_dump(by_alias=True), "objective": objective,
                                       "dream": dream.model_dump(by_alias=True),
-                                      "flow": flow.model_dump(by_alias=True)})
+                                      "flow": flow.model_dump(by_alias=True),
+                                      "mask": mask.model_dump(by_alias=True)})
 
     def with_changes(self, changes: dict, presets: list[str],
                      layers: list[str] = ()) -> "LiveParams":
-        """A copy with `changes` applied; UserError names a key, value, preset or layer that
-        is not allowed (the page can only pick from the lists and numbers in range)."""
+        """A copy with `changes` applied; UserError names a key, value, preset, layer or mask
+        that is not allowed (the page can only pick from the lists and numbers in range)."""
         out = {}
         for key, value in changes.items():
-            if key in ("preset", "layer"):
-                allowed = presets if key == "preset" else ["", *layers]
+            if key in ("preset", "layer", "mask"):
+                allowed = {"preset": presets, "layer": ["", *layers], "mask": list(MASKS)}[key]
                 if value not in allowed:
                     raise UserError(f"unknown {key} '{value}': pick one of the list")
                 out[key] = value
                 continue
             if key not in self.LIMITS:
                 raise UserError(f"'{key}' cannot be changed live: use one of "
-                                f"preset, layer, {', '.join(self.LIMITS)}")
+                                f"preset, layer, mask, {', '.join(self.LIMITS)}")
             low, high = self.LIMITS[key]
             try:
                 number = float(value)

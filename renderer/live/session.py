@@ -17,14 +17,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from renderer.engine.dream import Dreamer, dreamer_for
 from renderer.engine.models import load_network
 from renderer.errors import UserError
 from renderer.live.capture import Capture
-from renderer.live.params import LiveParams
+from renderer.live.params import MASKS, LiveParams
 from renderer.live.record import Recording
 from renderer.media.images import to_tensor, to_uint8
+from renderer.media.masks import mask_maker
 from renderer.motion.chain import Chain
 from renderer.motion.flow import FlowEstimator, flow_to_tensor
 from renderer.presets import Preset, load, locate
@@ -94,6 +96,12 @@ class LiveSession:
         self.previous = None  # the last frame's RGB, for the flow to the next one
         self.params = LiveParams.of(name, self.preset)
         self.chain = Chain(self.params.applied(self.preset), self.dreamer)
+        self._masks(self.chain.preset)
+
+    def _masks(self, preset: Preset) -> None:
+        """The mask of each camera frame, as the shown preset says (None: all of it)."""
+        maker = mask_maker(preset.mask, self.capture.size, [0.0], preset.video.fit)
+        self.mask = None if maker is None else maker.cursor(0)
 
     def _mtime(self) -> float | None:
         try:
@@ -132,6 +140,8 @@ class LiveSession:
             applied = params.applied(self.preset)
             if params.layer != self.params.layer:
                 self.dreamer = dreamer_for(applied, self.device)
+            if params.mask != self.params.mask:
+                self._masks(applied)
             self.chain = self.chain.retuned(applied, self.dreamer)
             self.params = params
             return params
@@ -157,7 +167,10 @@ class LiveSession:
         flows = None
         if self.previous is not None and self.chain.carry.needs_flow:
             flows = tuple(flow_to_tensor([f]) for f in self.flow.pair(self.previous, rgb))
-        dreamed = self.chain.frame([0], source, flows)
+        masks = None
+        if self.mask is not None:
+            masks = torch.from_numpy(self.mask(0, rgb)).to(source.device).float()[None, None] / 255
+        dreamed = self.chain.frame([0], source, flows, masks=masks)
         self.previous = rgb
         return to_uint8(dreamed)[0]
 
@@ -213,8 +226,9 @@ class LiveSession:
             pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat \
                 else (lambda q: None)
             return {"params": {k: getattr(self.params, k) for k in
-                               ("preset", "layer", *LiveParams.LIMITS)},
+                               ("preset", "layer", "mask", *LiveParams.LIMITS)},
                     "limits": LiveParams.LIMITS, "presets": self.presets, "layers": self.layers,
+                    "masks": list(MASKS),
                     "fps": round(self.stats.fps, 2), "frames": self.stats.frames,
                     "dropped": self.stats.dropped, "latency_p50_ms": pick(0.5),
                     "latency_p95_ms": pick(0.95), "error": self.error,

@@ -5,8 +5,9 @@ dream of its last frame carried along the flow (`motion.carry`). It owns everyth
 protocol needs between frames, so that the video loop, `dream live` and the benches cannot
 assemble it differently: each row's last source and dream, the hold's reference strength,
 the ascent steps and step scale of fresh, carried and cut frames, the cut's fresh re-dream,
-the band limit (`Carry.settle`), music-driven values (`drivable.Driven`), and the padding
-that keeps a compiled step at one batch shape.
+the band limit (`Carry.settle`), music-driven values (`drivable.Driven`), the region a
+mask lets it dream (the ascent's step weighted by it, the source kept outside, the mask carried
+along the flow), and the padding that keeps a compiled step at one batch shape.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import numpy as np
 import torch
 
 from renderer.drivable import NOTHING, Driven
-from renderer.engine.dream import Anchor, Dreamer
+from renderer.engine.dream import Anchor, Dreamer, row_values
 from renderer.motion.carry import Carry, strength
-from renderer.motion.flow import resize_flow
+from renderer.motion.flow import resize_flow, warp
 from renderer.presets import Preset
 
 
@@ -30,6 +31,7 @@ class Link:
     dream: torch.Tensor  # (3, H, W) its dream as shown
     reference: torch.Tensor | None = None  # flow.hold: (2,) the strength of its shot's start
     age: torch.Tensor | None = None  # flow.still: (1, H, W) how fully each pixel is dreamed
+    mask: torch.Tensor | None = None  # mask: (1, H, W) 0..1, the region it was dreamed in
 
 
 class Chain:
@@ -63,11 +65,12 @@ class Chain:
 
     def frame(self, rows: list[int], sources: torch.Tensor,
               flows: tuple[torch.Tensor, torch.Tensor] | None = None,
-              driven: Driven = NOTHING) -> torch.Tensor:
+              driven: Driven = NOTHING, masks: torch.Tensor | None = None) -> torch.Tensor:
         """The dreams (N, 3, H, W) of the next frame of `rows`: `sources` (N, 3, H, W) in
         [0, 1] on the dreamer's device, `flows` (backward, forward) from each row's last
         frame to this one at any size (None for the first frame of rows, or a carry that
-        needs no flow). Rows of one call are all first frames or all carried."""
+        needs no flow), `masks` (N, 1, H, W) in 0..1 the region each row may dream (None:
+        all of it). Rows of one call are all first frames or all carried."""
         carry, dreamer = self.carry, self.dreamer
         n = len(rows)
         carried = [i in self.links for i in rows]
@@ -76,9 +79,10 @@ class Chain:
             raise ValueError("the rows of one batch step must all be first or all carried")
         scale = self._scale(driven)
         start, anchor, fresh, step_map, begun = sources, None, None, None, None
+        backward = None
         if not first:
             links = [self.links[i] for i in rows]
-            backward = forward = None
+            forward = None
             if flows is not None:
                 backward, forward = (resize_flow(f.to(sources.device, non_blocking=True),
                                                  sources.shape[-2:]) for f in flows)
@@ -91,11 +95,19 @@ class Chain:
             scale = scale * begun.step_scale(carry)
             if begun.fresh is not None:
                 fresh = begun.fresh.cpu().numpy()
+        mask = shown = None
+        if masks is not None:
+            # the ascent steps where the mask is; how much of that shows is its strength
+            mask, shown = self._region(rows, masks, backward, driven, fresh)
+            step_map = mask if step_map is None else step_map * mask
+            if begun is not None:
+                begun.step_map = step_map  # what the mask left alone has not aged
         step_scale = np.broadcast_to(scale, (n,)).astype(float)
         pad = (self.width or n) - n if dreamer.static_shapes else 0
         if pad > 0:
             start, anchor, driven = _longer(start, pad), _padded(anchor, pad), driven.padded(pad)
             step_map = None if step_map is None else _longer(step_map, pad)
+            mask = None if mask is None else _longer(mask, pad)
             step_scale = np.concatenate([step_scale, np.repeat(step_scale[-1:], pad)])
         self._set_term_weights(driven)
         steps = carry.steps(first, driven.steps)
@@ -103,20 +115,44 @@ class Chain:
         if fresh is not None and fresh.any():
             # a cut dreams as a first frame does (fewer, larger steps dream a stronger, finer
             # picture, which a later segment's first frame would not match)
-            again = self._dream(start, carry.steps(True, driven.steps), step_scale)[:n]
+            again = self._dream(start, carry.steps(True, driven.steps), step_scale,
+                                step_map=mask)[:n]
             raw = torch.where(torch.as_tensor(fresh, device=raw.device).view(-1, 1, 1, 1),
                               again, raw)
         hold = carry.settings.hold
         begins = (np.ones(n, bool) if first else fresh) if hold else None
         dreamed = carry.settle(start[:n], raw, begins)
+        if shown is not None:  # outside the mask the source, whatever was carried there
+            dreamed = torch.lerp(sources, dreamed, shown)
         ages = begun.aged(carry, steps, step_scale[:n]) if begun is not None else None
         for row, i in enumerate(rows):
             reference = self.links[i].reference if i in self.links else None
             if hold and (first or (fresh is not None and fresh[row])):
                 reference = strength((dreamed[row] - sources[row])[None])[0]
             self.links[i] = Link(sources[row], dreamed[row], reference,
-                                 None if ages is None else ages[row])
+                                 None if ages is None else ages[row],
+                                 None if mask is None else mask[row])
         return dreamed
+
+    def _region(self, rows: list[int], masks: torch.Tensor, backward: torch.Tensor | None,
+                driven: Driven, fresh: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each row dreams, as carried on (the mask) and as dreamed (at `mask.strength`,
+        or the driven one). `mask.follow` of the last frame's mask is carried along the flow,
+        so a key's edge holds still on a moving subject; a first frame or a cut takes its
+        mask as it is."""
+        settings = self.preset.mask
+        mask = masks.float()
+        follow = settings.carried
+        if follow and all(i in self.links and self.links[i].mask is not None for i in rows):
+            last = torch.stack([self.links[i].mask for i in rows]).to(mask)
+            if backward is not None:
+                last = warp(last, backward)
+            keep = row_values(follow if fresh is None else np.where(fresh, 0.0, follow),
+                              len(rows), mask.device)
+            mask = (1 - keep) * mask + keep * last
+        gain = row_values(settings.strength if driven.mask_strength is None else
+                          driven.mask_strength, len(rows), mask.device)
+        return mask, (mask * gain).clamp(0, 1)
 
     def _dream(self, start, steps: int, step_scale, anchor: Anchor | None = None,
                step_map: torch.Tensor | None = None):

@@ -285,7 +285,8 @@ def driven_rows(values: dict[str, np.ndarray], frames) -> Driven:
                   temporal_weight=at.get("flow.temporal_weight"),
                   term_weights={term_index(t): v for t, v in at.items()
                                 if term_index(t) is not None},
-                  cuts=None if cuts is None or not cuts.any() else cuts > 0.5)
+                  cuts=None if cuts is None or not cuts.any() else cuts > 0.5,
+                  mask_strength=at.get("mask.strength"))
 
 
 def schedule_for(preset: Preset, song, fps: float, offset: float = 0.0,

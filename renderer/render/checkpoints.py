@@ -21,6 +21,7 @@ import torch
 
 from renderer.errors import UserError
 from renderer.outputs import WORK_MARKER, atomic_write
+from renderer.presets import MaskSection
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class RenderState:
     prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 source frame
     reference: dict = field(default_factory=dict)  # segment -> its shot's strength (flow.hold)
     age: dict = field(default_factory=dict)  # segment -> (1, H, W) dreamed-in map (flow.still)
+    mask: dict = field(default_factory=dict)  # segment -> (1, H, W) its carried mask (mask:)
 
 
 def work_dir(output: Path) -> Path:
@@ -51,6 +53,16 @@ def file_sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             sha.update(block)
     return sha.hexdigest()
+
+
+def mask_contents(mask: MaskSection) -> list[str]:
+    """The checksums of a mask file (or of a mask folder's images): an edited mask is another
+    render, which no checkpoint continues."""
+    if mask.file is None:
+        return []
+    path = Path(mask.file)
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [f"{f.name}:{file_sha256(f)}" for f in files if f.is_file()]
 
 
 def make_work_folder(folder: Path) -> None:
@@ -151,7 +163,8 @@ class Checkpoints:
             state = RenderState(step, {int(k): v for k, v in tensors["prev_dream"].items()},
                                 {int(k): v.numpy() for k, v in tensors["prev_rgb"].items()},
                                 {int(k): v for k, v in tensors.get("reference", {}).items()},
-                                {int(k): v for k, v in tensors.get("age", {}).items()})
+                                {int(k): v for k, v in tensors.get("age", {}).items()},
+                                {int(k): v for k, v in tensors.get("mask", {}).items()})
         except Exception:
             raise self._damaged(f"{state_file} cannot be read") from None
         self.sums = {k: v for k, v in sums.items() if k != state_file}
@@ -173,7 +186,8 @@ class Checkpoints:
                                      for k, v in state.prev_rgb.items()},
                         "reference": {str(k): v.contiguous()
                                       for k, v in state.reference.items()},
-                        "age": {str(k): v.contiguous() for k, v in state.age.items()}},
+                        "age": {str(k): v.contiguous() for k, v in state.age.items()},
+                        "mask": {str(k): v.contiguous() for k, v in state.mask.items()}},
                        self.folder / state_name)
             sums = dict(self.sums, **{state_file: file_sha256(self.folder / state_name)})
             atomic_write(self.file, json.dumps({"fingerprint": self.fingerprint, "step": state.step,

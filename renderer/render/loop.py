@@ -21,6 +21,7 @@ from renderer.background import Consumer, Producer
 from renderer.engine.dream import Dreamer
 from renderer.media.decode import FrameReader, VideoIndex, slot_counts
 from renderer.media.images import crossfade, to_uint8
+from renderer.media.masks import MaskMaker
 from renderer.motion.carry import Carry
 from renderer.motion.chain import Chain, Link
 from renderer.motion.flow import FlowEstimator, flow_to_tensor
@@ -36,7 +37,7 @@ from renderer.render.threads import Budget
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage. Summed over their threads: `decode`, `flow`, `encode`. The
+    """Seconds spent per stage. Summed over their threads: `decode`, `flow`, `mask`, `encode`. The
     dream loop's own wall time: `startup` (until the first frames and flows arrive), `dream`,
     `idle` (waiting for input after that), `handoff` (frames to the encoders and the cross-fade
     store; `backpressure` is the part spent blocked on a full encoder queue), `drain` (the
@@ -65,6 +66,7 @@ class Lockstep:
     segments: list[Segment]
     tail_from: int | None = None
     values: dict = field(default_factory=dict)
+    masks: MaskMaker | None = None  # the preset's `mask:` for this clip
 
 
 @dataclass
@@ -73,10 +75,12 @@ class _Packet:
     rows: list[int]  # which segments take part in this step
     sources: torch.Tensor  # (N, H, W, 3) uint8, pinned when bound for a GPU
     flows: tuple[torch.Tensor, torch.Tensor] | None  # backward, forward: (N, 2, H, W)
+    masks: torch.Tensor | None = None  # (N, 1, H, W) uint8: where each row dreams
 
 
 class _FlowFeed:
-    """Reads the next frame of every active segment and computes its flows, ahead of the GPU."""
+    """Reads the next frame of every active segment and computes its flows (and masks), ahead
+    of the GPU."""
 
     def __init__(self, run: Lockstep, carry: Carry, times: StageTimes, budget: Budget, pin: bool,
                  first_step: int = 0, previous=None, depth: int = 3):
@@ -86,6 +90,8 @@ class _FlowFeed:
                                     max(0, s.length - first_step), run.size,
                                     threads=budget.decode, fit=run.preset.video.fit)
                         for s in run.segments]
+        self.masks = None if run.masks is None else [
+            run.masks.cursor(s.start + min(first_step, s.length)) for s in run.segments]
         self.pool = ThreadPoolExecutor(max_workers=budget.flow, thread_name_prefix="flow")
         self.local = threading.local()
         self.previous = [(previous or {}).get(i) for i in range(len(run.segments))]
@@ -109,9 +115,17 @@ class _FlowFeed:
                 both = list(self.pool.map(self._flow, pairs))
                 flows = tuple(self._staged(flow_to_tensor([f[k] for f in both])) for k in (0, 1))
             self.times.add("flow", time.perf_counter() - t)
+            masks = None
+            if self.masks is not None:
+                t = time.perf_counter()
+                masks = self._staged(torch.from_numpy(np.stack(
+                    [self.masks[i](self.segments[i].start + step, src)
+                     for i, src in zip(rows, sources)])[:, None]))
+                self.times.add("mask", time.perf_counter() - t)
             for i, src in zip(rows, sources):
                 self.previous[i] = src
-            yield _Packet(step, rows, self._staged(torch.from_numpy(np.stack(sources))), flows)
+            yield _Packet(step, rows, self._staged(torch.from_numpy(np.stack(sources))), flows,
+                          masks)
 
     def _staged(self, tensor: torch.Tensor) -> torch.Tensor:
         """Page-locked host memory, so the copy to the GPU runs asynchronously."""
@@ -122,7 +136,7 @@ class _FlowFeed:
 
     def close(self):
         self.worker.close()
-        for reader in self.readers:
+        for reader in self.readers + (self.masks or []):
             reader.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -252,7 +266,7 @@ def _restored(state: RenderState, device) -> dict[int, Link]:
 
     return {i: Link(torch.from_numpy(rgb).to(device).permute(2, 0, 1).float() / 255,
                     state.prev_dream[i].to(device), on_device(state.reference, i),
-                    on_device(state.age, i))
+                    on_device(state.age, i), on_device(state.mask, i))
             for i, rgb in state.prev_rgb.items()}
 
 
@@ -260,7 +274,8 @@ def _snapshot(step: int, chain: Chain, prev_rgb: dict) -> RenderState:
     links = chain.links.items()
     return RenderState(step, {i: k.dream.cpu() for i, k in links}, dict(prev_rgb),
                        {i: k.reference.cpu() for i, k in links if k.reference is not None},
-                       {i: k.age.cpu() for i, k in links if k.age is not None})
+                       {i: k.age.cpu() for i, k in links if k.age is not None},
+                       {i: k.mask.cpu() for i, k in links if k.mask is not None})
 
 
 def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
@@ -299,7 +314,9 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
             source = packet.sources.to(device, non_blocking=cuda).permute(0, 3, 1, 2).float() / 255
             driven = driven_rows(run.values, [segments[i].start + packet.step
                                               for i in packet.rows])
-            dreamed = chain.frame(packet.rows, source, packet.flows, driven)
+            masks = None if packet.masks is None else \
+                packet.masks.to(device, non_blocking=cuda).float() / 255
+            dreamed = chain.frame(packet.rows, source, packet.flows, driven, masks)
             for row, i in enumerate(packet.rows):
                 prev_rgb[i] = packet.sources[row].numpy()
             frames = to_uint8(dreamed)

@@ -24,8 +24,9 @@ from renderer.media.images import crossfade
 from renderer.outputs import OutputLock
 from renderer.presets import Preset
 from renderer.render import threads
-from renderer.render.checkpoints import (Checkpoints, RenderState, digest, remove_work_folder,
-                                         work_dir)
+from renderer.media.masks import MaskMaker, mask_maker
+from renderer.render.checkpoints import (Checkpoints, RenderState, digest, mask_contents,
+                                         remove_work_folder, work_dir)
 from renderer.render.framestore import FrameStore
 from renderer.render.loop import TAIL, Lockstep, StageTimes, render_frames
 from renderer.render.plan import WHOLE, Part, default_batch, fade_weight, part_plan
@@ -39,7 +40,13 @@ def fingerprint(index: VideoIndex, preset: Preset, size, segments, values: dict)
     driven = {k: hashlib.sha256(np.ascontiguousarray(v, np.float64).tobytes()).hexdigest()
               for k, v in sorted(values.items())}  # what the song made of the preset
     return digest(str(index.path.resolve()), index.pts[0], index.count, str(index.rate), list(size),
-                  preset.model_dump(mode="json"), [vars(s) for s in segments], driven)
+                  preset.model_dump(mode="json"), [vars(s) for s in segments], driven,
+                  mask_contents(preset.mask))
+
+
+def clip_times(index: VideoIndex) -> np.ndarray:
+    """Each frame's time from the clip's first frame (seconds, from the container)."""
+    return np.asarray(index.pts, float) - index.pts[0]
 
 
 def source_audio(index: VideoIndex) -> list[encode.AudioTrack]:
@@ -80,6 +87,7 @@ class VideoJob:
     values: dict = field(default_factory=dict)
     part: Part = WHOLE
     resume: bool = False
+    masks: MaskMaker | None = None  # the preset's `mask:` for this clip (None: made here)
 
 
 def render_video(index: VideoIndex, preset: Preset, dreamer: Dreamer, output: Path,
@@ -148,7 +156,8 @@ def _render(job: VideoJob, dreamer: Dreamer, progress: ProgressSink, times: Stag
 
     output_chunks = ChunkedOutput(store, [store.folder] * len(mine), chunk_writer,
                                   preset.video.checkpoint_every, chunks)
-    render_frames(Lockstep(index, preset, dreamer, size, mine, plan.tail_from, job.values),
+    masks = job.masks or mask_maker(preset.mask, size, clip_times(index), preset.video.fit)
+    render_frames(Lockstep(index, preset, dreamer, size, mine, plan.tail_from, job.values, masks),
                   output_chunks,
                   state=state, fades=FrameStore(parked_frames(store.folder)), progress=progress,
                   times=times, budget=budget)

@@ -24,13 +24,15 @@ from renderer.engine.models import load_network
 from renderer.engine.objectives import MixedObjective, zoom_objective
 from renderer.media import encode
 from renderer.media.images import contrast_kept_crossfade, grown_in, to_uint8
+from renderer.media.masks import mask_maker
 from renderer.keyframes import Motion, frame_motion
 from renderer.media.probe import as_rate
 from renderer.motion.zoom import channel_stats, hold_colour, per_frame, transform
 from renderer.music.schedule import Schedule, keyframe_values
 from renderer.outputs import OutputLock
 from renderer.presets import Preset
-from renderer.render.checkpoints import Checkpoints, RenderState, digest, remove_work_folder
+from renderer.render.checkpoints import (Checkpoints, RenderState, digest, mask_contents,
+                                         remove_work_folder)
 from renderer.render.framestore import FrameStore
 from renderer.progress import SILENT, ProgressSink
 from renderer.render.sinks import ChunkedOutput
@@ -139,6 +141,9 @@ class ZoomRenderer:
         reference = channel_stats(init.to(self.dreamer.device))
         current = (init if current is None else current).to(self.dreamer.device)
         driven = self.driven(count, period, offset)
+        masks = mask_maker(self.preset.mask, (init.shape[-1], init.shape[-2]),
+                           np.arange(count) / self.fps)
+        cursor = None if masks is None else masks.cursor(start)
         for frame in range(start, count):
             motion, dt, scale = self.motion(frame, period, driven, offset)
             if frame > 0:
@@ -146,10 +151,26 @@ class ZoomRenderer:
             if self.mixed is not None and motion.layer_mix is not None:
                 self.mixed.set_mix(motion.layer_mix)
             seeds = [seed * 1_000_003 + frame for seed in self.seeds]
-            current = self.dreamer.dream(current, seed=seeds, steps=self.steps(frame, motion.steps),
-                                         octaves=s.octaves, step_scale=scale)
-            current = hold_colour(current, reference, self.hold)
+            mask = None if cursor is None else self._mask(cursor, frame, current)
+            dreamed = self.dreamer.dream(current, seed=seeds,
+                                         steps=self.steps(frame, motion.steps),
+                                         octaves=s.octaves, step_scale=scale, step_map=mask)
+            if mask is not None:  # outside the mask the zoomed picture goes on as it was
+                dreamed = torch.lerp(current, dreamed, mask * self._mask_strength(driven, frame))
+            current = hold_colour(dreamed, reference, self.hold)
             yield frame, current
+        if cursor is not None:
+            cursor.close()
+
+    @staticmethod
+    def _mask(cursor, frame: int, current: torch.Tensor) -> torch.Tensor:
+        """Each variant's mask of this frame (keys read the zoomed picture itself)."""
+        maps = [cursor(frame, rgb) for rgb in to_uint8(current)]
+        return torch.from_numpy(np.stack(maps)[:, None]).to(current.device).float() / 255
+
+    def _mask_strength(self, driven: dict, frame: int) -> float:
+        values = driven.get("mask.strength")
+        return self.preset.mask.strength if values is None else float(values[frame])
 
 
 def zoom_frames(renderer: ZoomRenderer, init: torch.Tensor, count: int,
@@ -194,7 +215,7 @@ def fingerprint(renderer: ZoomRenderer, init: torch.Tensor, count: int) -> str:
               for k, v in sorted(renderer.driven(pre + count + blend, count if blend else None,
                                                  pre).items())}
     return digest(renderer.preset.model_dump(mode="json"), renderer.seeds, renderer.fps, count,
-                  list(init.shape), pixels, driven)
+                  list(init.shape), pixels, driven, mask_contents(renderer.preset.mask))
 
 
 def render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path], count: int, *,
