@@ -288,3 +288,28 @@ def test_parts_pass_the_mask_through_and_the_queue_vets_its_file(tmp_path):
     assert "outside the worker's folders" in vet_job(job, [tmp_path, PAN.parent])
     job.args[-1] = "left.png"
     assert vet_job(job, [tmp_path, PAN.parent]) is None
+
+
+def test_mask_strength_is_a_soft_mask_that_music_may_drive(fast_preset, mobilenet,
+                                                           astronaut_small):
+    """Three rows of one picture under a full mask at driven strengths 0, 0.5 and 1: the
+    first is its source, the second half as far from it as the third."""
+    from renderer.drivable import Driven
+    from renderer.engine.dream import Dreamer
+    from renderer.engine.objectives import build_objective
+    from renderer.motion.chain import Chain
+    from renderer.presets import Preset
+
+    preset = Preset.model_validate({**fast_preset.model_dump(by_alias=True),
+                                    "mask": {"key": "luma", "luma": [0.0, 1.0]},
+                                    "timeline": {"mask.strength": "0.5 + 0.5 * sin(t)"}})
+    dreamer = Dreamer(mobilenet, build_objective(preset, mobilenet, "cpu"), preset.dream, "cpu")
+    sources = astronaut_small.expand(3, -1, -1, -1).contiguous()
+    full = np.ones((3, 1, *sources.shape[-2:]), np.float32)
+    import torch
+
+    dreamed = Chain(preset, dreamer).frame([0, 1, 2], sources, driven=Driven(
+        mask_strength=np.array([0.0, 0.5, 1.0])), masks=torch.from_numpy(full))
+    distance = (dreamed - sources).abs().flatten(1).mean(1).tolist()
+    assert distance[0] == 0.0 and distance[2] > 0.01, distance
+    assert abs(distance[1] / distance[2] - 0.5) < 0.02, distance
