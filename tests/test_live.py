@@ -240,6 +240,27 @@ def test_the_mask_switch_dreams_around_the_person_and_keeps_them(still_clip):
     assert kept < 6.0 and dreamed > 5 * kept, (kept, dreamed)
 
 
+@pytest.mark.slow
+def test_a_mask_file_keeps_its_region_live(still_clip, tmp_path):
+    """`dream live --mask FILE`: the page's stream dreams only where the file is white."""
+    mask = np.zeros(SIZE[::-1], np.uint8)
+    mask[:, SIZE[0] // 2:] = 255
+    cv2.imwrite(str(tmp_path / "right.png"), mask)
+    session = LiveSession(Capture(str(still_clip), SIZE), "live", PRESETS, "cpu",
+                          mask_file=str(tmp_path / "right.png"))
+    try:
+        session.update({"strength": 3})
+        wait_for(lambda: session.state()["frames"] >= 6, what="masked frames")
+        shown = session.shown.rgb.astype(float)
+    finally:
+        session.close()
+    source = cv2.resize(cv2.cvtColor(cv2.imread(str(ROOT / "samples" / "astronaut.jpg")),
+                                     cv2.COLOR_BGR2RGB), SIZE, interpolation=cv2.INTER_AREA)
+    change = np.abs(shown - source).mean(axis=(0, 2))
+    left, right = change[:SIZE[0] // 2 - 4].mean(), change[SIZE[0] // 2 + 4:].mean()
+    assert right > 5 * left, (left, right)
+
+
 def post(url, body):
     request = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from renderer.cli.common import number
+from renderer.cli.common import add_mask, number
 
 
 def register(sub) -> None:
@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
     p.add_argument("--record-dir", default=".",
                    help="where the page's record button writes (default: here)")
+    add_mask(p)
     p.add_argument("--print-url", action="store_true",
                    help="print only the page's URL on stdout (for scripts)")
     p.set_defaults(run=cmd_live)
@@ -37,6 +38,7 @@ def cmd_live(args) -> None:
     from renderer.live.capture import Capture
     from renderer.live.session import LiveSession
     from renderer.media.images import parse_size
+    from renderer.media.masks import mask_maker
 
     names = sorted(presets.available())
     presets.locate(args.preset)  # a name or a file; the page offers it beside the others
@@ -46,8 +48,11 @@ def cmd_live(args) -> None:
         print(f"warning: listening on {args.host}: anyone who can reach this machine and has "
               "the token in the URL can watch the camera", file=sys.stderr)
     size = parse_size(args.size)
+    if args.mask:  # refused before the camera opens
+        mask_maker(presets.MaskSection(file=args.mask), size, [0.0])
     capture = Capture(args.input if args.input is not None else (args.camera or 0), size)
-    session = LiveSession(capture, args.preset, names, args.device, Path(args.record_dir))
+    session = LiveSession(capture, args.preset, names, args.device, Path(args.record_dir),
+                          args.mask)
 
     def ready(url: str) -> None:
         print(url if args.print_url else f"dream live: open {url} (Ctrl-C to stop)", flush=True)

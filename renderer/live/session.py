@@ -29,7 +29,7 @@ from renderer.media.images import to_tensor, to_uint8
 from renderer.media.masks import mask_maker
 from renderer.motion.chain import Chain
 from renderer.motion.flow import FlowEstimator, flow_to_tensor
-from renderer.presets import Preset, load, locate
+from renderer.presets import MaskSection, Preset, load, locate
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ class LiveSession:
     stays."""
 
     def __init__(self, capture: Capture, preset: str, presets: list[str],
-                 device: str | None = None, record_dir: Path = Path(".")):
+                 device: str | None = None, record_dir: Path = Path("."),
+                 mask_file: str | None = None):
         self.capture, self.presets, self.device = capture, presets, device
+        self.mask_file = mask_file  # --mask: every preset's own mask is this file
         self.record_dir = record_dir
         self.lock = threading.Condition()  # what the page reads: never held while dreaming
         self.dream_lock = threading.Lock()  # the preset and dreamer: changed between frames
@@ -90,6 +92,9 @@ class LiveSession:
         self.watched = self._mtime() if preset is None else mtime
         self.checked = time.monotonic()
         self.preset: Preset = preset or load(name)
+        if self.mask_file:
+            self.preset.mask = MaskSection.model_validate(
+                {**self.preset.mask.model_dump(), "file": self.mask_file, "key": None})
         self.layers = load_network(self.preset.model.name, self.preset.model.weights).layer_names
         self.dreamer: Dreamer = dreamer_for(self.preset, self.device)
         self.flow = FlowEstimator.of(self.preset.flow)
