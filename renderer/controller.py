@@ -2,7 +2,8 @@
 
 The CLI parses and checks the arguments and prints; `plan_render` turns a checked
 `RenderRequest` into a `VideoJob` (the indexed clip, the size, the audio under it, the
-music-driven values of every frame, the batch) and `run_render` renders or assembles it.
+music-driven values of every frame, the batch) and `run_render` renders or assembles it;
+`zoom_looks` is what a zoom dreams frame by frame (its schedule and shots).
 A bench that calls these gets exactly what `dream render` would make of the same request.
 """
 
@@ -83,8 +84,7 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
     every frame of the clip (empty for a preset without `timeline:`, `react:` or `shots:`)
     and notes. Analysed on exactly the audio that ends up in the file: the song from
     --audio-start, or the clip's own soundtrack from --start."""
-    from renderer.music.analysis import analyse_file
-    from renderer.music.schedule import Schedule, base_values, schedule_for
+    from renderer.music.schedule import base_values, schedule_for
 
     if not (preset.modulated or preset.shots):
         return preset, {}, []
@@ -99,21 +99,58 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
     schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
     if not preset.shots:
         return preset, schedule.values(times, frames, base_values(preset)), []
-    from renderer.engine.models import MODELS
-    from renderer.music.shots import needs_song, plan_shots
-    from renderer.presets import ObjectiveTerm
+    from renderer.music.shots import plan_shots
 
-    schedule = schedule or Schedule(preset, analyse_file(source, preset.music.bands)
-                                    if source is not None and needs_song(preset) else None,
-                                    float(index.rate))
     cuts = _scene_cuts(index) if any(shot.at == "cut" for shot in preset.shots) else []
-    classic = ObjectiveTerm(layer=MODELS[preset.model.name].classic_layer)
-    plan = plan_shots(preset, classic, times, schedule, cuts)
+    plan = plan_shots(preset, _classic(preset), times,
+                      _shot_schedule(preset, schedule, source, float(index.rate)), cuts)
     shown = preset.model_copy(update={"objective": plan.terms})
     values = dict(plan.values)
     if preset.modulated:
         values.update(schedule.values(times, frames, {**base_values(preset), **values}))
     return shown, values, plan.notes
+
+
+@dataclass(frozen=True)
+class ZoomLooks:
+    preset: Preset  # with shots: every look's objective terms
+    schedule: object  # music.schedule.Schedule of its timeline and react rows, or None
+    shots: dict  # target -> one value per frame 0 .. count - 1 (empty without shots)
+    notes: list[str]
+
+
+def zoom_looks(preset: Preset, song: Path | None, fps: float, count: int) -> ZoomLooks:
+    """What a zoom of `count` frames dreams: its schedule (the song analysed) and its shots'
+    values (`music.shots.zoom_shots`); bad shots are refused here, before any work."""
+    from renderer.music.schedule import schedule_for
+    from renderer.music.shots import zoom_shots
+
+    schedule = schedule_for(preset, song, fps, 0.0, count / fps)
+    if not preset.shots:
+        return ZoomLooks(preset, schedule, {}, [])
+    plan = zoom_shots(preset, _classic(preset), count, fps,
+                      _shot_schedule(preset, schedule, song, fps))
+    return ZoomLooks(preset.model_copy(update={"objective": plan.terms}), schedule,
+                     plan.values, plan.notes)
+
+
+def _classic(preset: Preset):
+    """The term of a look whose preset names no objective: its model's classic layer."""
+    from renderer.engine.models import MODELS
+    from renderer.presets import ObjectiveTerm
+
+    return ObjectiveTerm(layer=MODELS[preset.model.name].classic_layer)
+
+
+def _shot_schedule(preset: Preset, schedule, song, fps: float):
+    """The clock and sections shots start by: the preset's schedule, or one of its own with
+    the song analysed only when a shot counts beats, bars or sections."""
+    from renderer.music.analysis import analyse_file
+    from renderer.music.schedule import Schedule
+    from renderer.music.shots import needs_song
+
+    return schedule or Schedule(preset, analyse_file(song, preset.music.bands)
+                                if song is not None and needs_song(preset) else None, fps)
 
 
 def _scene_cuts(index) -> list[int]:

@@ -40,9 +40,11 @@ TARGETS = {
 }
 
 
-# not a target a preset drives: 1 on the first frame of a shot whose transition is a `cut`
-# (music.shots), which starts afresh as a scene cut does
+# not targets a preset drives (music.shots): SHOT_CUT is 1 on the first frame of a shot whose
+# transition is a `cut` or a `crossfade`, which starts afresh as a scene cut does; SHOT_FADE is
+# how much of the last look's picture a crossfade still shows over it (1 -> 0)
 SHOT_CUT = "shot.cut"
+SHOT_FADE = "shot.fade"
 
 
 def term_index(target: str) -> int | None:
@@ -67,7 +69,8 @@ class Driven:
     """One batch step's music-driven values, one per row (None: the preset's own value).
     `steps` is one number for the whole step (the first row's); `term_weights` maps an
     objective term's index to its per-row weights; `cuts` marks rows that start afresh (a
-    shot's `cut` transition); `mask_strength` replaces `mask.strength`."""
+    shot's `cut` or `crossfade` transition); `fade` is the share of the last look's picture a
+    crossfade still shows; `mask_strength` replaces `mask.strength`."""
     step_size: np.ndarray | None = None
     steps: int | None = None
     persistence: np.ndarray | None = None
@@ -75,6 +78,7 @@ class Driven:
     term_weights: dict[int, np.ndarray] = field(default_factory=dict)
     cuts: np.ndarray | None = None  # (N,) bool
     mask_strength: np.ndarray | None = None
+    fade: np.ndarray | None = None  # (N,) 0..1
 
     def padded(self, pad: int) -> "Driven":
         """`pad` more rows, each the last one repeated (compiled code keeps one batch shape
@@ -86,7 +90,8 @@ class Driven:
                        persistence=grow(self.persistence),
                        temporal_weight=grow(self.temporal_weight),
                        term_weights={k: grow(v) for k, v in self.term_weights.items()},
-                       cuts=grow(self.cuts), mask_strength=grow(self.mask_strength))
+                       cuts=grow(self.cuts), mask_strength=grow(self.mask_strength),
+                       fade=grow(self.fade))
 
 
 NOTHING = Driven()

@@ -293,9 +293,10 @@ def _check_time(value, markers=()):
 
 class ShotTransition(Section):
     """How a shot's look takes over: `carry` keeps the carried dream and eases the new look's
-    values in over `length` along the flow; `cut` starts the new look fresh."""
-    kind: Literal["carry", "cut"] = "carry"
-    length: float | str = "8f"  # seconds, beats (2b) or frames (8f); carry only
+    values in over `length` along the flow; `cut` starts the new look fresh; `crossfade`
+    starts it fresh and fades the last look's picture, carried along the flow, out over it."""
+    kind: Literal["carry", "cut", "crossfade"] = "carry"
+    length: float | str = "8f"  # seconds, beats (2b) or frames (8f); not for a cut
 
     @field_validator("length")
     @classmethod

@@ -55,11 +55,11 @@ def still_clip(tmp_path_factory):
     return path
 
 
-def serving(clip, host, record_dir=Path(".")):
+def serving(clip, host, record_dir=Path("."), preset="live"):
     """A live session on `clip` served on a free port: (session, url, thread)."""
     from renderer.live.server import serve
 
-    session = LiveSession(Capture(str(clip), SIZE), "live", PRESETS, "cpu", record_dir)
+    session = LiveSession(Capture(str(clip), SIZE), preset, PRESETS, "cpu", record_dir)
     ready = threading.Event()
     urls = []
 
@@ -164,7 +164,9 @@ def wait_for(check, seconds=60, what="the page"):
 def test_page_shows_dreamed_frames_that_follow_the_sliders(still_clip, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is needed for this test (.ci/run installs it)"
-    session, url, thread = serving(still_clip, "127.0.0.1", tmp_path / "recorded")
+    shots = tmp_path / "shots.yaml"  # the live preset, and a shot to step to with a key
+    shots.write_text("extends: live\nshots:\n  - {at: 1.0, objective: [features.9]}\n")
+    session, url, thread = serving(still_clip, "127.0.0.1", tmp_path / "recorded", str(shots))
     browser = Browser(chromium, tmp_path / "profile", url)
     try:
         wait_for(lambda: browser.js("document.getElementById('dream')?.naturalWidth") == SIZE[0],
@@ -197,6 +199,11 @@ def test_page_shows_dreamed_frames_that_follow_the_sliders(still_clip, tmp_path)
         browser.js("(() => { const m = document.getElementById('mask'); m.value = 'person'; "
                    "m.dispatchEvent(new Event('change')); })()")
         wait_for(lambda: session.state()["params"]["mask"] == "person", what="the mask switch")
+        browser.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: ']'}))")
+        wait_for(lambda: session.state()["params"]["shot"] == 1, what="the next shot's key")
+        assert [t.layer for t in session.chain.preset.objective] == ["features.9"]
+        wait_for(lambda: browser.js("document.getElementById('shot').value") == "1",
+                 what="the page to show the shot")
         # record two seconds with the page's button
         browser.js("document.getElementById('record').click()")
         wait_for(lambda: session.state()["recording"], 10, "the recording to start")
@@ -213,6 +220,43 @@ def test_page_shows_dreamed_frames_that_follow_the_sliders(still_clip, tmp_path)
         browser.close()
         session.close()
         thread.join(10)
+
+
+@pytest.mark.slow
+def test_live_steps_through_a_presets_shots(still_clip, tmp_path):
+    """Each shot's look, by hand: its objective and values, the sliders where it puts them,
+    the dream carried on across the switch; a shot the preset lacks is refused."""
+    (tmp_path / "eyes.yaml").write_text("extends: live\nobjective: [features.14]\n"
+                                        "flow: {persistence: 0.6}\n")
+    preset = tmp_path / "shots.yaml"
+    preset.write_text("extends: live\nshots:\n"
+                      "  - {at: 1.0, objective: [features.9], dream: {step_size: 0.05}}\n"
+                      "  - {at: 2.0, extends: eyes.yaml}\n")
+    session = LiveSession(Capture(str(still_clip), SIZE), str(preset), PRESETS, "cpu")
+    try:
+        state = session.state()
+        assert state["params"]["shot"] == 0 and len(state["shots"]) == 3
+        assert "features.9" in state["shots"][1] and "eyes.yaml" in state["shots"][2]
+        wait_for(lambda: session.state()["frames"] >= 2, what="the first frames")
+        session.update({"strength": 2.0})
+        session.update({"shot": 1})
+        shown = session.chain.preset
+        assert [t.layer for t in shown.objective] == ["features.9"]
+        assert shown.dream.step_size == pytest.approx(0.05)  # the shot's, at strength 1 again
+        params = session.update({"shot": 2, "strength": 1.5})
+        assert params.persistence == pytest.approx(0.6) and params.strength == 1.5
+        assert [t.layer for t in session.chain.preset.objective] == ["features.14"]
+        assert session.chain.links  # carried on across the switch
+        seen = session.state()["frames"]
+        wait_for(lambda: session.state()["frames"] >= seen + 2, what="frames of the shot")
+        assert session.state()["error"] == ""
+        for bad in (3, -1, "1", True):
+            with pytest.raises(UserError, match="not one of the preset's"):
+                session.update({"shot": bad})
+        session.update({"shot": 0})
+        assert [t.layer for t in session.chain.preset.objective] == ["features.10"]
+    finally:
+        session.close()
 
 
 @pytest.mark.slow

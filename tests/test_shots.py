@@ -6,13 +6,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import assert_user_error, run_cli
 from media import ffmpeg
-from renderer.drivable import SHOT_CUT
+from renderer.drivable import SHOT_CUT, SHOT_FADE
 from renderer.music.schedule import Schedule
 from renderer.music.shots import plan_shots
-from renderer.presets import ObjectiveTerm, Preset
+from renderer.presets import ObjectiveTerm, Preset, Shot
 
 LOOK_A = "extends: preview\nobjective: [features.4]\nseed: 3\n"
 LOOK_B = "extends: preview\nobjective: [features.14]\ndream: {step_size: 0.03}\nseed: 3\n"
@@ -59,6 +60,61 @@ def test_values_ease_in_at_a_carry_and_switch_at_a_cut():
     assert np.allclose(high[:10], 0) and np.allclose(low[14:20], 0)
     assert np.allclose(size[20:], 0.01) and np.allclose(high[20:], 0)  # switched at the cut
     assert np.flatnonzero(plan.values[SHOT_CUT]).tolist() == [20]
+
+
+def test_a_crossfade_switches_the_values_and_fades_the_last_look_out():
+    preset = Preset.model_validate({
+        "objective": ["features.4"],
+        "shots": [{"at": "10f", "objective": ["features.14"],
+                   "transition": {"kind": "crossfade", "length": "4f"}},
+                  {"at": "12f", "transition": {"kind": "crossfade", "length": "3f"}}]})
+    times = np.arange(20) / 10.0
+    plan = plan_shots(preset, ObjectiveTerm(layer="features.13"), times,
+                      Schedule(preset, None, 10.0), [])
+    fade, high = plan.values[SHOT_FADE], plan.values["objective.1.weight"]
+    assert np.flatnonzero(plan.values[SHOT_CUT]).tolist() == [10, 12]
+    assert np.allclose(high[10:12], 1.0)  # the new look's values at once, not eased
+    assert np.all(fade[:10] == 0) and 0 < fade[11] < fade[10] < 1  # the last look fades out
+    assert 0 < fade[14] < fade[13] < fade[12] < 1 and np.all(fade[15:] == 0)  # a shot ends it
+
+
+@pytest.mark.slow
+def test_a_crossfade_dissolves_into_the_fresh_new_look(tmp_path, looks):
+    """A crossfade shows what a cut would, with the last look fading out over it: after its
+    length the very frames of the cut, and no jump as large as the cut's on the way (here
+    0.64x of it, and under the new look's own jumps)."""
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=12:duration=2", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", clip)
+    (tmp_path / "b.yaml").write_text(LOOK_B)
+    shown = {}
+    for kind in ("cut", "crossfade"):
+        preset = tmp_path / f"{kind}.yaml"
+        preset.write_text(f"extends: {looks / 'a.yaml'}\nshots:\n  - {{at: 1.0, extends: b.yaml, "
+                          f"transition: {{kind: {kind}, length: 6f}}}}\n")
+        shown[kind], _ = render(clip, tmp_path / kind, preset)
+    cut, fade = shown["cut"], shown["crossfade"]
+    assert apart(fade[:12], cut[:12]).max() < 0.5 and apart(fade[18:], cut[18:]).max() < 0.5
+    assert np.all(np.diff(apart(fade[12:18], cut[12:18])) < 0)  # nearer the new look each frame
+    assert apart(fade[12:18], cut[12:18]).min() > 1.0  # and the old one shows in between
+    jumps = apart(fade[1:], fade[:-1])  # jumps[k]: from frame k to k + 1
+    # no larger than the new look's own jumps as it moves on, and far from the cut's
+    assert jumps[11:18].max() <= 1.05 * jumps[18:].max(), jumps
+    assert jumps[11:18].max() < 0.75 * apart(cut[12:13], cut[11:12])[0], jumps
+
+
+@pytest.mark.slow
+def test_a_render_with_shots_resumes_to_the_same_bytes(tmp_path):
+    """Killed after a checkpoint inside a crossfade or later, a render with shots resumes to
+    the frames an uninterrupted one makes (the fading look is checkpointed)."""
+    from test_video import killed_and_resumed
+
+    shots = tmp_path / "shots.yaml"
+    shots.write_text("extends: preview\nshots:\n"
+                     "  - {at: 1.0, objective: [features.14], transition: {kind: crossfade, "
+                     "length: 2.0}}\n"
+                     "  - {at: 3.5, objective: [features.9], dream: {step_size: 0.03}}\n")
+    killed_and_resumed(tmp_path, ["-p", shots], trials=2)
 
 
 @pytest.mark.slow
@@ -148,3 +204,57 @@ def test_dream_audio_marks_where_each_shot_starts(tmp_path):
     out = tmp_path / "plot.png"
     assert run_cli("audio", song, "-o", out, "-p", "music-video").returncode == 0
     assert out.stat().st_size > 10_000
+
+
+def test_a_zoom_changes_its_look_at_a_shot():
+    """`dream zoom` with shots: the first look's very frames before the shot, then the second
+    look's layer grown over the zoomed picture (its objective far higher than in the first
+    look's zoom)."""
+    from renderer.controller import zoom_looks
+    from renderer.engine.dream import Dreamer
+    from renderer.engine.models import load_network
+    from renderer.engine.objectives import build_objective
+    from renderer.motion.zoom import noise_image
+    from renderer.presets import load
+    from renderer.render.framestore import FrameStore
+    from renderer.render.zoom import ZoomRenderer, zoom_frames
+
+    fps, count, switch = 8, 20, 8
+    first = load("zoom-classic", ["dream.steps=2", "zoom.steps=2", "zoom.octaves=1",
+                                  "objective=[features.4]"])
+    both = first.model_copy(update={"shots": [Shot.model_validate(
+        {"at": f"{switch}f", "objective": ["features.14"], "dream": {"step_size": 0.03},
+         "transition": {"kind": "cut"}})]})
+    network = load_network(first.model.name)
+
+    def zoom(preset):
+        looks = zoom_looks(preset, None, fps, count)
+        dreamer = Dreamer(network, build_objective(looks.preset, network), preset.dream, "cpu")
+        renderer = ZoomRenderer(dreamer, looks.preset, fps, [0], shots=looks.shots)
+        shown, store = [], FrameStore()
+        zoom_frames(renderer, noise_image((64, 48), [0]), count,
+                    lambda i, b: shown.append(b[0]), store)
+        store.close()
+        return np.stack(shown).astype(float)
+
+    a, ab = zoom(first), zoom(both)
+    assert apart(ab[:switch], a[:switch]).max() < 0.5
+    assert apart(ab[switch:], a[switch:]).min() > 2.0
+    second = Preset.model_validate({"objective": ["features.14"]})
+    scorer = Dreamer(network, build_objective(second, network), first.dream, "cpu")
+
+    def score(frames):
+        return scorer.score(torch.from_numpy(frames[-4:]).permute(0, 3, 1, 2).float() / 255)
+
+    assert score(ab).mean() > 1.3 * score(a).mean(), (score(ab), score(a))
+
+
+def test_zoom_shots_refuse_what_a_zoom_cannot_show(tmp_path):
+    for shot, needle in {"{at: cut}": "a zoom has none",
+                         "{at: 0.5, transition: {kind: crossfade}}": "nothing to fade from",
+                         "{at: 9.0}": "after the render's last frame"}.items():
+        preset = tmp_path / "z.yaml"
+        preset.write_text(f"extends: zoom-classic\nshots:\n  - {shot}\n")
+        out = tmp_path / "z.mp4"
+        assert_user_error(run_cli("zoom", "-o", out, "-p", preset, "--seconds", "1"), needle)
+        assert not out.exists()

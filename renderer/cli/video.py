@@ -207,8 +207,9 @@ def zoom_plan(args, audio_seconds: float | None) -> tuple[float, int]:
 
 
 def check_zoom(args):
-    """A zoom's arguments, checked before any work (also by `dream queue add`):
-    (preset, outputs, fps, frame count, audio tracks)."""
+    """A zoom's arguments, checked before any work (also by `dream queue add`): (what it
+    dreams: `controller.ZoomLooks`, outputs, fps, frame count, audio tracks)."""
+    from renderer.controller import zoom_looks
     from renderer.media import encode
     from renderer.media.images import parse_size
     from renderer.media.masks import mask_maker
@@ -233,21 +234,23 @@ def check_zoom(args):
     mask_maker(preset.mask, parse_size(args.size) if args.size else (640, 360),
                [i / fps for i in range(count)])  # a mask that does not fit is refused now
     audio = [encode.AudioTrack(Path(args.audio), 0.0, audio_codec)] if args.audio else []
-    return preset, outputs, fps, count, audio
+    looks = zoom_looks(preset, Path(args.audio) if args.audio else None, fps, count)
+    return looks, outputs, fps, count, audio
 
 
 def cmd_zoom(args) -> None:
+    from renderer.cli.bars import console
     from renderer.media.images import load_image, parse_size
     from renderer.media.probe import describe_output
     from renderer.motion.zoom import noise_image
     from renderer.render.zoom import ZoomRenderer, render_zoom
 
-    from renderer.music.schedule import schedule_for
-
-    preset, outputs, fps, count, audio = check_zoom(args)
-    schedule = schedule_for(preset, Path(args.audio) if args.audio else None, fps, 0.0,
-                            count / fps)
-    renderer = ZoomRenderer.of(preset, fps, args.variants, args.device, schedule)
+    looks, outputs, fps, count, audio = check_zoom(args)
+    for note in looks.notes:
+        console.print(note)
+    preset = looks.preset
+    renderer = ZoomRenderer.of(preset, fps, args.variants, args.device, looks.schedule,
+                               looks.shots)
     size = parse_size(args.size) if args.size else None
     if args.init == "noise":
         init = noise_image(size or (640, 360), renderer.seeds)

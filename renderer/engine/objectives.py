@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from renderer.errors import UserError, close_matches
@@ -163,6 +164,15 @@ class WeightedTerms(Objective):
     def set_weights(self, weights) -> None:
         """(N, K) weights, one row per image of the next batch."""
         self.weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1, self.count)
+
+    def set_driven(self, driven: dict[int, np.ndarray]) -> None:
+        """The next batch's weights of the driven terms (term index -> one weight per image);
+        every other term keeps its own."""
+        rows = len(next(iter(driven.values())))
+        weights = np.repeat(self.weights[:1].numpy(), rows, axis=0)
+        for term, values in driven.items():
+            weights[:, term] = values
+        self.set_weights(weights)
 
     @property
     def count(self) -> int:

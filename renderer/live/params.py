@@ -1,5 +1,6 @@
 """What the live page may change between frames (`LiveParams`): a preset by name, a layer of
-its model and numbers in range, validated; and the preset as it then looks on screen."""
+its model, a mask, one of the preset's shots and numbers in range, validated; and the preset
+as it then looks on screen."""
 
 from __future__ import annotations
 
@@ -27,15 +28,17 @@ class LiveParams:
     persistence: float = 0.9  # share of the last dream carried into the next frame
     layer: str = ""  # dream this layer instead of the preset's objective ("": the preset's)
     mask: str = ""  # a region of MASKS instead of the preset's own mask ("": the preset's)
+    shot: int = 0  # the look of the preset's shot this is (0: the preset's own)
 
     LIMITS = {"strength": (0.0, 4.0), "steps": (0, 20), "octaves": (1, 6),
               "persistence": (0.0, 1.0)}
 
     @classmethod
-    def of(cls, name: str, preset: Preset) -> "LiveParams":
-        """The sliders where the preset puts them: a frame's steps are its carried steps."""
+    def of(cls, name: str, preset: Preset, shot: int = 0) -> "LiveParams":
+        """The sliders where the preset (as its shot `shot` shows it) puts them: a frame's
+        steps are its carried steps."""
         return cls(name, 1.0, Carry.of(preset).carried_steps, preset.dream.octaves,
-                   preset.flow.persistence)
+                   preset.flow.persistence, shot=shot)
 
     def applied(self, preset: Preset) -> Preset:
         """The preset as it looks on screen, for `dream render` to reproduce: every frame
@@ -53,11 +56,19 @@ class LiveParams:
                                       "mask": mask.model_dump(by_alias=True)})
 
     def with_changes(self, changes: dict, presets: list[str],
-                     layers: list[str] = ()) -> "LiveParams":
-        """A copy with `changes` applied; UserError names a key, value, preset, layer or mask
-        that is not allowed (the page can only pick from the lists and numbers in range)."""
+                     layers: list[str] = (), shots: int = 0) -> "LiveParams":
+        """A copy with `changes` applied; UserError names a key, value, preset, layer, mask
+        or shot that is not allowed (the page can only pick from the lists and numbers in
+        range; `shots`: how many the preset has)."""
         out = {}
         for key, value in changes.items():
+            if key == "shot":
+                if not isinstance(value, int) or isinstance(value, bool) or \
+                        not 0 <= value <= shots:
+                    raise UserError(f"shot {value!r} is not one of the preset's: give 0 (its "
+                                    f"own look) to {shots}")
+                out[key] = value
+                continue
             if key in ("preset", "layer", "mask"):
                 allowed = {"preset": presets, "layer": ["", *layers], "mask": list(MASKS)}[key]
                 if value not in allowed:
@@ -66,7 +77,7 @@ class LiveParams:
                 continue
             if key not in self.LIMITS:
                 raise UserError(f"'{key}' cannot be changed live: use one of "
-                                f"preset, layer, mask, {', '.join(self.LIMITS)}")
+                                f"preset, layer, mask, shot, {', '.join(self.LIMITS)}")
             low, high = self.LIMITS[key]
             try:
                 number = float(value)

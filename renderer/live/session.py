@@ -3,7 +3,8 @@ from the last one, published as JPEG with its statistics.
 
 The dream thread runs one small slice per frame: few steps, the dream carried along optical
 flow between frames by the render path's own `motion.chain.Chain`. Parameters change between
-frames (`live.params.LiveParams`); the preset's file is watched and reloaded.
+frames (`live.params.LiveParams`), a preset's shots are stepped through by hand
+(`music.shots.shot_preset`); the preset's file is watched and reloaded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,8 @@ from renderer.media.images import to_tensor, to_uint8
 from renderer.media.masks import mask_maker
 from renderer.motion.chain import Chain
 from renderer.motion.flow import FlowEstimator, flow_to_tensor
-from renderer.presets import MaskSection, Preset, load, locate
+from renderer.music.shots import describe_shots, shot_preset
+from renderer.presets import MaskSection, ObjectiveTerm, Preset, load, locate
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,9 @@ class LiveSession:
         self.thread.start()
 
     def _load(self, name: str, preset: Preset | None = None,
-              mtime: float | None = None) -> None:
-        """Load preset `name` (or take `preset`, read from its file when it had `mtime`). The
+              mtime: float | None = None, shot: int = 0) -> None:
+        """Load preset `name` (or take `preset`, read from its file when it had `mtime`) as
+        its shot `shot` shows it (0: its own look; one it no longer has: its own look). The
         file's time is taken before it is read, so an edit made while loading is seen next."""
         self.preset_file = locate(name)
         self.watched = self._mtime() if preset is None else mtime
@@ -95,12 +98,16 @@ class LiveSession:
         if self.mask_file:
             self.preset.mask = MaskSection.model_validate(
                 {**self.preset.mask.model_dump(), "file": self.mask_file, "key": None})
-        self.layers = load_network(self.preset.model.name, self.preset.model.weights).layer_names
-        self.dreamer: Dreamer = dreamer_for(self.preset, self.device)
+        network = load_network(self.preset.model.name, self.preset.model.weights)
+        self.layers = network.layer_names
+        self.classic = ObjectiveTerm(layer=network.spec.classic_layer)
+        shot = shot if shot <= len(self.preset.shots) else 0
+        self.look = shot_preset(self.preset, shot, self.classic)  # the shot on screen
+        self.dreamer: Dreamer = dreamer_for(self.look, self.device)
         self.flow = FlowEstimator.of(self.preset.flow)
         self.previous = None  # the last frame's RGB, for the flow to the next one
-        self.params = LiveParams.of(name, self.preset)
-        self.chain = Chain(self.params.applied(self.preset), self.dreamer)
+        self.params = LiveParams.of(name, self.look, shot)
+        self.chain = Chain(self.params.applied(self.look), self.dreamer)
         self._masks(self.chain.preset)
 
     def _masks(self, preset: Preset) -> None:
@@ -128,23 +135,37 @@ class LiveSession:
         except UserError as exc:
             self.error = f"the edited preset is not valid, still using the last good one: {exc}"
             return
-        self._load(self.params.preset, preset, mtime)
+        try:
+            self._load(self.params.preset, preset, mtime, self.params.shot)
+        except UserError as exc:
+            self.error = f"the edited preset cannot be shown, still using the last good one: {exc}"
+            return
         self.error = ""
         log.info(f"preset {self.params.preset} reloaded")
 
     def update(self, changes: dict) -> LiveParams:
         """Apply the page's changes (validated) from the next frame on; picking another preset
-        puts the sliders where it has them, then applies the other changes."""
+        or stepping to another of its shots puts the sliders where that look has them, then
+        applies the other changes."""
         with self.dream_lock:
-            params = self.params.with_changes(changes, self.presets, self.layers)
+            shots = len(self.preset.shots)
+            params = self.params.with_changes(changes, self.presets, self.layers, shots)
+            look = self.look
             if params.preset != self.params.preset:
                 self._load(params.preset)
-                params = self.params.with_changes(
-                    {k: v for k, v in changes.items() if k != "preset"}, self.presets,
-                    self.layers)
-            applied = params.applied(self.preset)
-            if params.layer != self.params.layer:
+                params, look = self.params, self.look
+            elif params.shot != self.params.shot:
+                look = shot_preset(self.preset, params.shot, self.classic)
+                params = replace(LiveParams.of(params.preset, look, params.shot),
+                                 layer=params.layer, mask=params.mask)
+            if params is not self.params or look is not self.look:
+                rest = {k: v for k, v in changes.items() if k not in ("preset", "shot")}
+                params = params.with_changes(rest, self.presets, self.layers,
+                                             len(self.preset.shots))
+            applied = params.applied(look)
+            if params.layer != self.params.layer or look is not self.look:
                 self.dreamer = dreamer_for(applied, self.device)
+            self.look = look
             if params.mask != self.params.mask:
                 self._masks(applied)
             self.chain = self.chain.retuned(applied, self.dreamer)
@@ -157,7 +178,7 @@ class LiveSession:
         with self.record_lock:
             if on and self.recording is None:
                 self.recording = Recording(self.record_dir, self.capture.size,
-                                           self.params.applied(self.preset), dreamed)
+                                           self.params.applied(self.look), dreamed)
                 self.capture.recording = self.recording
                 return {"recording": self.recording.stem}
             if not on and self.recording is not None:
@@ -231,9 +252,10 @@ class LiveSession:
             pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat \
                 else (lambda q: None)
             return {"params": {k: getattr(self.params, k) for k in
-                               ("preset", "layer", "mask", *LiveParams.LIMITS)},
+                               ("preset", "layer", "mask", "shot", *LiveParams.LIMITS)},
                     "limits": LiveParams.LIMITS, "presets": self.presets, "layers": self.layers,
                     "masks": list(MASKS),
+                    "shots": ["the preset's own look", *describe_shots(self.preset)],
                     "fps": round(self.stats.fps, 2), "frames": self.stats.frames,
                     "dropped": self.stats.dropped, "latency_p50_ms": pick(0.5),
                     "latency_p95_ms": pick(0.95), "error": self.error,

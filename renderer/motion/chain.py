@@ -7,7 +7,9 @@ assemble it differently: each row's last source and dream, the hold's reference 
 the ascent steps and step scale of fresh, carried and cut frames, the cut's fresh re-dream,
 the band limit (`Carry.settle`), music-driven values (`drivable.Driven`), the region a
 mask lets it dream (the ascent's step weighted by it, the source kept outside, the mask carried
-along the flow), and the padding that keeps a compiled step at one batch shape.
+along the flow), a shot's crossfade (the last look's picture carried along the flow and faded
+out over the new one's, which is what the row carries on), and the padding that keeps a
+compiled step at one batch shape.
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ from renderer.presets import Preset
 class Link:
     """What a row carries into its next frame (and what a checkpoint saves of it)."""
     source: torch.Tensor  # (3, H, W) the last frame's source, in [0, 1]
-    dream: torch.Tensor  # (3, H, W) its dream as shown
+    dream: torch.Tensor  # (3, H, W) its dream (as shown, but for a crossfade's fading look)
     reference: torch.Tensor | None = None  # flow.hold: (2,) the strength of its shot's start
     age: torch.Tensor | None = None  # flow.still: (1, H, W) how fully each pixel is dreamed
     mask: torch.Tensor | None = None  # mask: (1, H, W) 0..1, the region it was dreamed in
+    fading: torch.Tensor | None = None  # crossfade: (3, H, W) the last look's dream - source
+
+
+# the optional tensors of a Link, by name (what a checkpoint saves of a row besides its frames)
+LINK_MAPS = ("reference", "age", "mask", "fading")
 
 
 class Chain:
@@ -109,7 +116,8 @@ class Chain:
             step_map = None if step_map is None else _longer(step_map, pad)
             mask = None if mask is None else _longer(mask, pad)
             step_scale = np.concatenate([step_scale, np.repeat(step_scale[-1:], pad)])
-        self._set_term_weights(driven)
+        if driven.term_weights:  # music's and shots' term weights, one row per image
+            self.dreamer.objective.set_driven(driven.term_weights)
         steps = carry.steps(first, driven.steps)
         raw = self._dream(start, steps, step_scale, anchor, step_map)[:n]
         if fresh is not None and fresh.any():
@@ -125,14 +133,27 @@ class Chain:
         if shown is not None:  # outside the mask the source, whatever was carried there
             dreamed = torch.lerp(sources, dreamed, shown)
         ages = begun.aged(carry, steps, step_scale[:n]) if begun is not None else None
+        fading = None if first or driven.fade is None else self._fading(rows, backward)
         for row, i in enumerate(rows):
             reference = self.links[i].reference if i in self.links else None
             if hold and (first or (fresh is not None and fresh[row])):
                 reference = strength((dreamed[row] - sources[row])[None])[0]
             self.links[i] = Link(sources[row], dreamed[row], reference,
                                  None if ages is None else ages[row],
-                                 None if mask is None else mask[row])
-        return dreamed
+                                 None if mask is None else mask[row],
+                                 None if fading is None or driven.fade[row] <= 0 else
+                                 fading[row])
+        if fading is None:
+            return dreamed
+        old = (sources + fading).clamp(0, 1)
+        return torch.lerp(dreamed, old, row_values(driven.fade, n, dreamed.device))
+
+    def _fading(self, rows: list[int], backward: torch.Tensor | None) -> torch.Tensor:
+        """The last look's picture over each row's new source (a crossfade's fading look): what
+        its dream added to its source, carried along the flow as a carried frame is."""
+        added = torch.stack([link.fading if link.fading is not None else
+                             link.dream - link.source for link in map(self.links.get, rows)])
+        return added if backward is None else warp(added, backward)
 
     def _region(self, rows: list[int], masks: torch.Tensor, backward: torch.Tensor | None,
                 driven: Driven, fresh: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,16 +181,6 @@ class Chain:
                                   octaves=self.preset.dream.octaves, step_scale=step_scale,
                                   anchor=anchor, step_map=step_map)
 
-    def _set_term_weights(self, driven: Driven) -> None:
-        """Music-driven objective term weights, one row per image of the batch."""
-        if not driven.term_weights:
-            return
-        objective = self.dreamer.objective
-        rows = len(next(iter(driven.term_weights.values())))
-        weights = np.repeat(objective.weights[:1].numpy(), rows, axis=0)
-        for term, values in driven.term_weights.items():
-            weights[:, term] = values
-        objective.set_weights(weights)
 
 
 def _stacked(maps: list) -> torch.Tensor | None:

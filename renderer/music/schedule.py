@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from renderer.curves import smoothstep
-from renderer.drivable import SHOT_CUT, Driven, target_of, term_index
+from renderer.drivable import SHOT_CUT, SHOT_FADE, Driven, target_of, term_index
 from renderer.errors import UserError
 from renderer.expressions import Expression, ExpressionError, TimeSpec
 from renderer.keyframes import frame_motion
@@ -278,7 +278,7 @@ def driven_rows(values: dict[str, np.ndarray], frames) -> Driven:
     if not values:
         return Driven()
     at = {target: np.asarray(v, float)[list(frames)] for target, v in values.items()}
-    steps, cuts = at.get("dream.steps"), at.get(SHOT_CUT)
+    steps, cuts, fade = at.get("dream.steps"), at.get(SHOT_CUT), at.get(SHOT_FADE)
     return Driven(step_size=at.get("dream.step_size"),
                   steps=None if steps is None else int(round(float(steps[0]))),
                   persistence=at.get("flow.persistence"),
@@ -286,7 +286,8 @@ def driven_rows(values: dict[str, np.ndarray], frames) -> Driven:
                   term_weights={term_index(t): v for t, v in at.items()
                                 if term_index(t) is not None},
                   cuts=None if cuts is None or not cuts.any() else cuts > 0.5,
-                  mask_strength=at.get("mask.strength"))
+                  mask_strength=at.get("mask.strength"),
+                  fade=None if fade is None or not fade.any() else fade)
 
 
 def schedule_for(preset: Preset, song, fps: float, offset: float = 0.0,

@@ -7,7 +7,8 @@ of a lockstep batch's rows can differ and the change is a driven value like any 
 checkpoint, `--part`/`--assemble`, the queue and Ray carry it unchanged. At a `carry`
 transition the values ease from the last look's to the new one's over its length while the
 carried dream goes on along the flow (the new look grows over the old); at a `cut` they switch
-and the frame starts afresh (`drivable.SHOT_CUT`).
+and the frame starts afresh (`drivable.SHOT_CUT`); a `crossfade` starts afresh too, and the
+last look's picture, carried along the flow, fades out over it (`drivable.SHOT_FADE`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from renderer.curves import crossfade_weight
-from renderer.drivable import SHOT_CUT
+from renderer.drivable import SHOT_CUT, SHOT_FADE, term_index
 from renderer.errors import UserError
 from renderer.expressions import TimeSpec
 from renderer.music.schedule import Schedule, base_values
@@ -66,7 +67,7 @@ def shot_look(shot: Shot, number: int, base: Look, classic: ObjectiveTerm) -> Lo
 class ShotPlan:
     terms: list[ObjectiveTerm]  # every look's terms, the render's own first
     starts: list[int | None]  # each shot's first frame (None: its marker never came)
-    values: dict  # target -> one value per frame (objective.K.weight, LOOK_TARGETS, SHOT_CUT)
+    values: dict  # target -> one value per frame (objective.K.weight, LOOK_TARGETS, SHOT_*)
     notes: list[str]
 
 
@@ -91,7 +92,7 @@ def plan_shots(preset: Preset, classic: ObjectiveTerm, times: np.ndarray,
     starts, notes = _starts(preset.shots, times, schedule, cuts)
     values = {f"objective.{k}.weight": np.zeros(count) for k in range(len(terms))}
     values.update({target: np.zeros(count) for target in LOOK_TARGETS})
-    values[SHOT_CUT] = np.zeros(count)
+    values[SHOT_CUT], values[SHOT_FADE] = np.zeros(count), np.zeros(count)
 
     def show(look: Look, frames: slice) -> None:
         for target in LOOK_TARGETS:
@@ -107,17 +108,69 @@ def plan_shots(preset: Preset, classic: ObjectiveTerm, times: np.ndarray,
             continue
         before = {name: v[start - 1] if start else v[start] for name, v in values.items()}
         show(look, slice(start, count))
-        if shot.transition.kind == "cut":
+        kind = shot.transition.kind
+        if kind in ("cut", "crossfade"):
             values[SHOT_CUT][start] = 1.0
+        values[SHOT_FADE][start:] = 0.0  # a shot ends the last one's crossfade
+        if kind == "cut":
             continue
         length = _frames(shot.transition.length, times[start], schedule)
         for k in range(min(length, count - start)):
             w = crossfade_weight(k, length)
+            if kind == "crossfade":
+                values[SHOT_FADE][start + k] = 1.0 - w
+                continue
             for name, v in values.items():
-                if name != SHOT_CUT:
+                if name not in (SHOT_CUT, SHOT_FADE):
                     v[start + k] = before[name] + (v[start + k] - before[name]) * w
     values["dream.steps"] = np.round(values["dream.steps"])
     return ShotPlan(terms, starts, values, notes)
+
+
+def zoom_shots(preset: Preset, classic: ObjectiveTerm, count: int, fps: float,
+               schedule: Schedule) -> ShotPlan:
+    """A zoom's shots over frames 0 .. count - 1: the values a zoom takes (each term's weight
+    and `dream.step_size`; it steps `zoom.steps` a frame and has no flow). A zoom has no scene
+    cut and no second picture to fade from, so `at: cut` and a crossfade are refused; a `cut`
+    switches the look without easing it in."""
+    for k, shot in enumerate(preset.shots, 1):
+        if shot.at == "cut":
+            raise UserError(f"shot {k} starts at a scene cut, but a zoom has none: start it at "
+                            "a time, beat, bar, frame or section")
+        if shot.transition.kind == "crossfade":
+            raise UserError(f"shot {k} crossfades, but a zoom has one picture, nothing to fade "
+                            "from: give it transition kind carry or cut")
+    if any(k.layer_mix is not None for k in preset.zoom.keyframes) or "zoom.layer_mix" in {
+            *preset.timeline, *(row.target for row in preset.react)}:
+        raise UserError("a zoom with shots cannot also move zoom layer_mix: give each shot "
+                        "its own objective instead")
+    plan = plan_shots(preset, classic, np.arange(count) / fps, schedule, [])
+    notes = [f"note: shot {k} sets dream.steps, which a zoom does not step by: it takes "
+             "zoom.steps every frame" for k, shot in enumerate(preset.shots, 1)
+             if shot.dream.steps is not None]
+    values = {name: v for name, v in plan.values.items()
+              if term_index(name) is not None or name == "dream.step_size"}
+    return ShotPlan(plan.terms, plan.starts, values, plan.notes + notes)
+
+
+def shot_preset(preset: Preset, number: int, classic: ObjectiveTerm) -> Preset:
+    """The preset as its shot `number` shows it (1 first; 0: its own look), with no shots:
+    what `dream live` dreams when it is stepped to that shot."""
+    if number == 0:
+        return preset
+    base = look_of(preset, classic)
+    look = shot_look(preset.shots[number - 1], number, base, classic)
+    if look.model != base.model:
+        raise UserError(f"shot {number} uses model '{look.model}' but the preset's is "
+                        f"'{base.model}': a shot cannot switch the model yet")
+    dream = {"step_size": look.values["dream.step_size"],
+             "steps": int(look.values["dream.steps"])}
+    flow = {"persistence": look.values["flow.persistence"],
+            "temporal_weight": look.values["flow.temporal_weight"]}
+    return preset.model_copy(update={
+        "objective": list(look.terms), "shots": [],
+        "dream": preset.dream.model_copy(update=dream),
+        "flow": preset.flow.model_copy(update=flow)})
 
 
 def needs_song(preset: Preset) -> bool:
@@ -207,7 +260,7 @@ def describe_shots(preset: Preset) -> list[str]:
                   for key, value in getattr(shot, section).model_dump().items()
                   if value is not None]
         how = shot.transition.kind if shot.transition.kind == "cut" else \
-            f"carry over {shot.transition.length}"
+            f"{shot.transition.kind} over {shot.transition.length}"
         shown = "; ".join(shows) or "the preset's own look"
         lines.append(f"{k}. from {start}: {shown} ({how})")
     return lines

@@ -32,9 +32,9 @@ class RenderState:
     step: int = 0
     prev_dream: dict = field(default_factory=dict)  # segment -> (3, H, W) float tensor
     prev_rgb: dict = field(default_factory=dict)  # segment -> HxWx3 uint8 source frame
-    reference: dict = field(default_factory=dict)  # segment -> its shot's strength (flow.hold)
-    age: dict = field(default_factory=dict)  # segment -> (1, H, W) dreamed-in map (flow.still)
-    mask: dict = field(default_factory=dict)  # segment -> (1, H, W) its carried mask (mask:)
+    # name -> segment -> tensor: the chain's optional per-row tensors (motion.chain.LINK_MAPS:
+    # the hold's reference, the still map's age, the carried mask, a crossfade's fading look)
+    maps: dict = field(default_factory=dict)
 
 
 def work_dir(output: Path) -> Path:
@@ -160,11 +160,16 @@ class Checkpoints:
         try:
             tensors = torch.load(self.folder.parent / state_file, map_location="cpu",
                                  weights_only=True)
+        except Exception:
+            raise self._damaged(f"{state_file} cannot be read") from None
+        if isinstance(tensors, dict) and "reference" in tensors:  # before the rows' maps
+            raise UserError(f"the checkpoint in '{self.folder}' is of an older version and is "
+                            "not loaded: run again without --resume")
+        try:
             state = RenderState(step, {int(k): v for k, v in tensors["prev_dream"].items()},
                                 {int(k): v.numpy() for k, v in tensors["prev_rgb"].items()},
-                                {int(k): v for k, v in tensors.get("reference", {}).items()},
-                                {int(k): v for k, v in tensors.get("age", {}).items()},
-                                {int(k): v for k, v in tensors.get("mask", {}).items()})
+                                {name: {int(k): v for k, v in rows.items()}
+                                 for name, rows in tensors.get("maps", {}).items()})
         except Exception:
             raise self._damaged(f"{state_file} cannot be read") from None
         self.sums = {k: v for k, v in sums.items() if k != state_file}
@@ -184,10 +189,8 @@ class Checkpoints:
             torch.save({"prev_dream": {str(k): v.contiguous() for k, v in state.prev_dream.items()},
                         "prev_rgb": {str(k): torch.from_numpy(np.ascontiguousarray(v))
                                      for k, v in state.prev_rgb.items()},
-                        "reference": {str(k): v.contiguous()
-                                      for k, v in state.reference.items()},
-                        "age": {str(k): v.contiguous() for k, v in state.age.items()},
-                        "mask": {str(k): v.contiguous() for k, v in state.mask.items()}},
+                        "maps": {name: {str(k): v.contiguous() for k, v in rows.items()}
+                                 for name, rows in state.maps.items()}},
                        self.folder / state_name)
             sums = dict(self.sums, **{state_file: file_sha256(self.folder / state_name)})
             atomic_write(self.file, json.dumps({"fingerprint": self.fingerprint, "step": state.step,

@@ -23,7 +23,7 @@ from renderer.media.decode import FrameReader, VideoIndex, slot_counts
 from renderer.media.images import crossfade, to_uint8
 from renderer.media.masks import MaskMaker
 from renderer.motion.carry import Carry
-from renderer.motion.chain import Chain, Link
+from renderer.motion.chain import LINK_MAPS, Chain, Link
 from renderer.motion.flow import FlowEstimator, flow_to_tensor
 from renderer.music.schedule import driven_rows
 from renderer.presets import Preset
@@ -261,21 +261,19 @@ class _Stretches:
 def _restored(state: RenderState, device) -> dict[int, Link]:
     """The chain's rows as a checkpoint left them; the source frames exactly as the loop
     makes them (the uint8 frame over 255)."""
-    def on_device(maps: dict, i: int):
-        return maps[i].to(device) if i in maps else None
+    def maps(i: int) -> dict:
+        return {name: rows[i].to(device) for name, rows in state.maps.items() if i in rows}
 
     return {i: Link(torch.from_numpy(rgb).to(device).permute(2, 0, 1).float() / 255,
-                    state.prev_dream[i].to(device), on_device(state.reference, i),
-                    on_device(state.age, i), on_device(state.mask, i))
+                    state.prev_dream[i].to(device), **maps(i))
             for i, rgb in state.prev_rgb.items()}
 
 
 def _snapshot(step: int, chain: Chain, prev_rgb: dict) -> RenderState:
     links = chain.links.items()
     return RenderState(step, {i: k.dream.cpu() for i, k in links}, dict(prev_rgb),
-                       {i: k.reference.cpu() for i, k in links if k.reference is not None},
-                       {i: k.age.cpu() for i, k in links if k.age is not None},
-                       {i: k.mask.cpu() for i, k in links if k.mask is not None})
+                       {name: {i: getattr(k, name).cpu() for i, k in links
+                               if getattr(k, name) is not None} for name in LINK_MAPS})
 
 
 def render_frames(run: Lockstep, output, *, state: RenderState | None = None,

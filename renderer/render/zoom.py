@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from renderer.curves import crossfade_weight
+from renderer.drivable import term_index
 from renderer.engine.dream import Dreamer, pick_device
 from renderer.engine.models import load_network
 from renderer.engine.objectives import MixedObjective, zoom_objective
@@ -47,33 +48,40 @@ class ZoomRenderer:
     """Produces the frames of a zoom sequence for a batch of variants, one frame at a time."""
 
     def __init__(self, dreamer: Dreamer, preset: Preset, fps: float, seeds: list[int],
-                 mixed: MixedObjective | None = None, schedule: Schedule | None = None):
+                 mixed: MixedObjective | None = None, schedule: Schedule | None = None,
+                 shots: dict[str, np.ndarray] | None = None):
         self.dreamer, self.preset, self.settings = dreamer, preset, preset.zoom
         self.fps, self.seeds, self.mixed, self.schedule = fps, seeds, mixed, schedule
+        self.shots = shots or {}
         self.hold = per_frame(self.settings.color_hold, fps)
 
     @classmethod
     def of(cls, preset: Preset, fps: float, variants: int = 1, device=None,
-           schedule: Schedule | None = None) -> "ZoomRenderer":
+           schedule: Schedule | None = None, shots: dict[str, np.ndarray] | None = None
+           ) -> "ZoomRenderer":
         """The usual way in: a zoom preset on the best device, seeds seed .. seed + variants;
-        a `schedule` drives its motion and strength from the timeline and the music."""
+        a `schedule` drives its motion and strength from the timeline and the music, `shots`
+        (`controller.zoom_looks`) its look, frame by frame."""
         device = pick_device(device)
         network = load_network(preset.model.name, preset.model.weights)
         objective, mixed = zoom_objective(preset, network, device)
         return cls(Dreamer(network, objective, preset.dream, device), preset, fps,
-                   [preset.seed + i for i in range(variants)], mixed, schedule)
+                   [preset.seed + i for i in range(variants)], mixed, schedule, shots)
 
     def driven(self, count: int, period: int | None = None, offset: int = 0
                ) -> dict[str, np.ndarray]:
-        """The schedule's values for frames 0 .. count - 1 (target -> array), over the
-        keyframes' motion; a loop's frames past `period` repeat the song time of the frames
-        they fade into. Empty without a schedule."""
-        if self.schedule is None:
+        """The shots' and the schedule's values for frames 0 .. count - 1 (target -> array),
+        over the keyframes' motion; a loop's frames past `period` repeat the song time (and
+        the look) of the frames they fade into. Empty without a schedule or shots."""
+        if self.schedule is None and not self.shots:
             return {}
         frames = np.arange(count)
         local = (frames - offset) % period if period else frames
+        shots = {target: np.asarray(v)[local] for target, v in self.shots.items()}
+        if self.schedule is None:
+            return shots
         return self.schedule.values(local / self.fps, local,
-                                    keyframe_values(self.preset, local, self.fps))
+                                    {**keyframe_values(self.preset, local, self.fps), **shots})
 
     def motion(self, frame: int, period: int | None, driven: dict, offset: int = 0
                ) -> tuple[Motion, float, float]:
@@ -151,6 +159,10 @@ class ZoomRenderer:
             if self.mixed is not None and motion.layer_mix is not None:
                 self.mixed.set_mix(motion.layer_mix)
             seeds = [seed * 1_000_003 + frame for seed in self.seeds]
+            terms = {term_index(t): np.full(len(seeds), v[frame]) for t, v in driven.items()
+                     if term_index(t) is not None}
+            if terms:  # the look on screen (shots) or the music's term weights
+                self.dreamer.objective.set_driven(terms)
             mask = None if cursor is None else self._mask(cursor, frame, current)
             dreamed = self.dreamer.dream(current, seed=seeds,
                                          steps=self.steps(frame, motion.steps),
