@@ -99,12 +99,13 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
     schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
     if not preset.shots:
         return preset, schedule.values(times, frames, base_values(preset)), []
+    from renderer.engine.objectives import classic_term
     from renderer.music.shots import plan_shots
 
     cuts = _scene_cuts(index) if any(shot.at == "cut" for shot in preset.shots) else []
-    plan = plan_shots(preset, _classic(preset), times,
+    plan = plan_shots(preset, classic_term, times,
                       _shot_schedule(preset, schedule, source, float(index.rate)), cuts)
-    shown = preset.model_copy(update={"objective": plan.terms})
+    shown = _with_terms(preset, plan.terms)
     values = dict(plan.values)
     if preset.modulated:
         values.update(schedule.values(times, frames, {**base_values(preset), **values}))
@@ -122,24 +123,27 @@ class ZoomLooks:
 def zoom_looks(preset: Preset, song: Path | None, fps: float, count: int) -> ZoomLooks:
     """What a zoom of `count` frames dreams: its schedule (the song analysed) and its shots'
     values (`music.shots.zoom_shots`); bad shots are refused here, before any work."""
+    from renderer.engine.objectives import classic_term
     from renderer.music.schedule import schedule_for
     from renderer.music.shots import zoom_shots
 
     schedule = schedule_for(preset, song, fps, 0.0, count / fps)
     if not preset.shots:
         return ZoomLooks(preset, schedule, {}, [])
-    plan = zoom_shots(preset, _classic(preset), count, fps,
-                      _shot_schedule(preset, schedule, song, fps))
-    return ZoomLooks(preset.model_copy(update={"objective": plan.terms}), schedule,
-                     plan.values, plan.notes)
+    plan = zoom_shots(preset, classic_term, count, fps, _shot_schedule(preset, schedule, song, fps))
+    return ZoomLooks(_with_terms(preset, plan.terms), schedule, plan.values, plan.notes)
 
 
-def _classic(preset: Preset):
-    """The term of a look whose preset names no objective: its model's classic layer."""
-    from renderer.engine.models import MODELS
-    from renderer.presets import ObjectiveTerm
+def _with_terms(preset: Preset, terms: list) -> Preset:
+    """The preset dreaming every look's terms; a shot of another model needs that model's
+    weights, refused here (before any work) when they are not installed."""
+    from renderer.engine.models import get_spec, weights_status
 
-    return ObjectiveTerm(layer=MODELS[preset.model.name].classic_layer)
+    for model in sorted({t.model for t in terms} - {preset.model.name, None}):
+        spec = get_spec(model)
+        if weights_status(spec) == "missing":
+            raise UserError(f"a shot dreams with {model}, but {spec.missing_weights()}")
+    return preset.model_copy(update={"objective": terms})
 
 
 def _shot_schedule(preset: Preset, schedule, song, fps: float):

@@ -29,12 +29,15 @@ class ModelSection(Section):
 
 
 class ObjectiveTerm(Section):
-    """One term: a layer, a channel of a layer, an ImageNet class, or a guide image at a layer."""
+    """One term: a layer, a channel of a layer, an ImageNet class, or a guide image at a layer;
+    of the preset's model, or of another (`model:`, e.g. a shot's: both networks are dreamed
+    together)."""
     layer: Optional[str] = None
     channel: Optional[int] = Field(None, ge=0)
     class_: Optional[str | int] = Field(None, alias="class")
     guide: Optional[str] = None
     weight: float = Field(1.0, ge=-100, le=100)
+    model: Optional[str] = None  # None: the preset's
 
     @model_validator(mode="after")
     def _one_target(self):

@@ -231,11 +231,13 @@ def test_live_steps_through_a_presets_shots(still_clip, tmp_path):
     preset = tmp_path / "shots.yaml"
     preset.write_text("extends: live\nshots:\n"
                       "  - {at: 1.0, objective: [features.9], dream: {step_size: 0.05}}\n"
-                      "  - {at: 2.0, extends: eyes.yaml}\n")
+                      "  - {at: 2.0, extends: eyes.yaml}\n"
+                      "  - {at: 3.0, objective: [blocks.9], extends: lite.yaml}\n")
+    (tmp_path / "lite.yaml").write_text("extends: live\nmodel: {name: efficientnet_lite0}\n")
     session = LiveSession(Capture(str(still_clip), SIZE), str(preset), PRESETS, "cpu")
     try:
         state = session.state()
-        assert state["params"]["shot"] == 0 and len(state["shots"]) == 3
+        assert state["params"]["shot"] == 0 and len(state["shots"]) == 4
         assert "features.9" in state["shots"][1] and "eyes.yaml" in state["shots"][2]
         wait_for(lambda: session.state()["frames"] >= 2, what="the first frames")
         session.update({"strength": 2.0})
@@ -250,7 +252,12 @@ def test_live_steps_through_a_presets_shots(still_clip, tmp_path):
         seen = session.state()["frames"]
         wait_for(lambda: session.state()["frames"] >= seen + 2, what="frames of the shot")
         assert session.state()["error"] == ""
-        for bad in (3, -1, "1", True):
+        session.update({"shot": 3})  # a shot of another model: its network and layers
+        assert session.chain.preset.model.name == "efficientnet_lite0"
+        assert "blocks.9" in session.state()["layers"]
+        seen = session.state()["frames"]
+        wait_for(lambda: session.state()["frames"] >= seen + 2, what="frames of that model")
+        for bad in (4, -1, "1", True):
             with pytest.raises(UserError, match="not one of the preset's"):
                 session.update({"shot": bad})
         session.update({"shot": 0})

@@ -12,8 +12,9 @@ from conftest import assert_user_error, run_cli
 from media import ffmpeg
 from renderer.drivable import SHOT_CUT, SHOT_FADE
 from renderer.music.schedule import Schedule
+from renderer.engine.objectives import classic_term
 from renderer.music.shots import plan_shots
-from renderer.presets import ObjectiveTerm, Preset, Shot
+from renderer.presets import Preset, Shot
 
 LOOK_A = "extends: preview\nobjective: [features.4]\nseed: 3\n"
 LOOK_B = "extends: preview\nobjective: [features.14]\ndream: {step_size: 0.03}\nseed: 3\n"
@@ -50,7 +51,7 @@ def test_values_ease_in_at_a_carry_and_switch_at_a_cut():
                    "transition": {"length": "4f"}},
                   {"at": "20f", "objective": ["features.4"], "transition": {"kind": "cut"}}]})
     times = np.arange(30) / 10.0
-    plan = plan_shots(preset, ObjectiveTerm(layer="features.13"), times,
+    plan = plan_shots(preset, classic_term, times,
                       Schedule(preset, None, 10.0), [])
     assert [t.layer for t in plan.terms] == ["features.4", "features.14"] and plan.starts == [10, 20]
     size, low, high = (plan.values[k] for k in ("dream.step_size", "objective.0.weight",
@@ -69,7 +70,7 @@ def test_a_crossfade_switches_the_values_and_fades_the_last_look_out():
                    "transition": {"kind": "crossfade", "length": "4f"}},
                   {"at": "12f", "transition": {"kind": "crossfade", "length": "3f"}}]})
     times = np.arange(20) / 10.0
-    plan = plan_shots(preset, ObjectiveTerm(layer="features.13"), times,
+    plan = plan_shots(preset, classic_term, times,
                       Schedule(preset, None, 10.0), [])
     fade, high = plan.values[SHOT_FADE], plan.values["objective.1.weight"]
     assert np.flatnonzero(plan.values[SHOT_CUT]).tolist() == [10, 12]
@@ -174,11 +175,15 @@ def test_bad_shots_are_refused_before_any_work(tmp_path, looks):
         "{at: 0.5, extends: no-such-look}": ["shot 1 extends 'no-such-look'"],
         "{at: 0.5}\n  - {at: 0.2}": ["before shot 1", "time order"],
     }
+    # a shot whose model has no weights here (an empty torch cache: none downloads)
+    (tmp_path / "gnet.yaml").write_text("extends: preview\nmodel: {name: googlenet}\n")
+    cases["{at: 0.5, extends: gnet.yaml}"] = ["a shot dreams with googlenet", "weights"]
     for shot, needles in cases.items():
         preset = tmp_path / "bad.yaml"
         preset.write_text(f"extends: {looks / 'a.yaml'}\nshots:\n  - {shot}\n")
         out = tmp_path / "o.mp4"
-        assert_user_error(run_cli("render", clip, "-o", out, "-p", preset), *needles)
+        assert_user_error(run_cli("render", clip, "-o", out, "-p", preset,
+                                  env={"TORCH_HOME": str(tmp_path / "torch")}), *needles)
         assert not out.exists()
 
 
@@ -258,3 +263,54 @@ def test_zoom_shots_refuse_what_a_zoom_cannot_show(tmp_path):
         out = tmp_path / "z.mp4"
         assert_user_error(run_cli("zoom", "-o", out, "-p", preset, "--seconds", "1"), needle)
         assert not out.exists()
+
+
+def test_a_model_no_row_shows_is_not_run():
+    """Both networks are loaded, but a batch whose rows all show the first look runs only the
+    first (the second model costs nothing until its shot is on screen)."""
+    from renderer.engine.dream import dreamer_for
+
+    preset = Preset.model_validate({"objective": [
+        "features.4", {"layer": "blocks.9", "model": "efficientnet_lite0"}],
+        "shots": [{"at": "4f"}], "dream": {"octaves": 1, "steps": 1}})
+    dreamer = dreamer_for(preset, "cpu")
+    runs = {name: 0 for name in dreamer.net.names}
+    for name, member in zip(dreamer.net.names, dreamer.net.members):
+        member.register_forward_hook(lambda *_, name=name: runs.__setitem__(name, runs[name] + 1))
+    images = torch.rand(2, 3, 48, 64)
+    for weights, ran in (([1, 0], {"": 1, "efficientnet_lite0": 0}),
+                         ([[1, 0], [0, 1]], {"": 2, "efficientnet_lite0": 1}),
+                         ([0, 1], {"": 2, "efficientnet_lite0": 2})):
+        dreamer.objective.set_weights(np.broadcast_to(weights, (2, 2)).copy())
+        both = dreamer.dream(images, seed=5, steps=1, octaves=1)
+        assert runs == ran, (weights, runs)
+    # and the second look's rows dream as the second model alone does
+    lite = preset.model_copy(update={"model": preset.model.model_copy(
+        update={"name": "efficientnet_lite0"}), "objective": [preset.objective[1].model_copy(
+            update={"model": None})], "shots": []})
+    alone = dreamer_for(lite, "cpu").dream(images, seed=5, steps=1, octaves=1)
+    assert torch.allclose(both, alone, atol=1e-5), (both - alone).abs().max()
+
+
+@pytest.mark.slow
+def test_a_shot_switches_the_model(tmp_path, looks):
+    """A shot of another model: the first model's frames before it, the second model's look
+    after it (both networks dreamed together)."""
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=12:duration=3", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", clip)
+    lite = tmp_path / "lite.yaml"
+    lite.write_text("extends: preview\nmodel: {name: efficientnet_lite0}\n"
+                    "objective: [blocks.9]\ndream: {step_size: 0.03}\nseed: 3\n")
+    both = tmp_path / "both.yaml"
+    both.write_text(f"extends: {looks / 'a.yaml'}\nshots:\n"
+                    "  - {at: 1.0, extends: lite.yaml, transition: {length: 4f}}\n")
+    a, _ = render(clip, tmp_path / "a", looks / "a.yaml")
+    alone, _ = render(clip, tmp_path / "lite", lite)
+    ab, _ = render(clip, tmp_path / "ab", both)
+    assert apart(ab[:12], a[:12]).max() < 0.5
+    late = slice(22, None)  # after the transition (frames 12-15) and a few carried frames
+    assert np.all(apart(ab[late], alone[late]) < 0.8 * apart(ab[late], a[late])), (
+        apart(ab[late], alone[late]), apart(ab[late], a[late]))
+    shown = run_cli("presets", "show", both)
+    assert "the look of lite.yaml" in shown.stdout or "lite.yaml" in shown.stdout

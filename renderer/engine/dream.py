@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from renderer.engine import objectives as obj
 from renderer.engine.accel import Compiled, fold_batchnorm
 from renderer.errors import UserError
-from renderer.engine.models import Network, load_network
+from renderer.engine.models import MultiNet, Network, Networks, networks_for
 from renderer.presets import DreamSection, Preset
 
 log = logging.getLogger(__name__)
@@ -221,8 +221,8 @@ class StepFunctions:
 class Dreamer:
     """Owns a network truncated to the objective's layers and dreams batches of images."""
 
-    def __init__(self, network: Network, objective: obj.Objective, settings: DreamSection,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, network: Network | Networks, objective: obj.Objective,
+                 settings: DreamSection, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.settings = settings
         self.objective = objective
@@ -230,7 +230,7 @@ class Dreamer:
         cuda = self.device.type == "cuda"
         net = network.truncated(objective.layers)
         if settings.fold_bn:
-            net = fold_batchnorm(net)
+            net = net.map(fold_batchnorm) if isinstance(net, MultiNet) else fold_batchnorm(net)
         self.net = net.to(self.device)
         self.dtype = {"auto": torch.bfloat16 if cuda else None, "fp32": None,
                       "bf16": torch.bfloat16}[settings.precision]
@@ -289,8 +289,14 @@ class Dreamer:
         with self._autocast():
             return self.objective(self.net(x)).sum()
 
+    def _focus(self) -> None:
+        """Run only the networks the next batch's objective reads (a shot's other model)."""
+        if isinstance(self.net, MultiNet):
+            self.net.needed = self.objective.needed
+
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """The objective per image (no gradient), e.g. to check that dreaming raised it."""
+        self._focus()
         with torch.no_grad(), self._autocast():
             return self.objective(self.net(images.to(self.device))).float()
 
@@ -346,6 +352,7 @@ class Dreamer:
         multiplies it per pixel (0: the pixel is left as it is).
         """
         s = self.settings
+        self._focus()
         seeds = [int(seed)] * images.shape[0] if isinstance(seed, int) else [int(v) for v in seed]
         rng = StepRandomness(seeds)
         steps = s.steps if steps is None else steps
@@ -383,5 +390,5 @@ class Dreamer:
 def dreamer_for(preset: Preset, device=None) -> Dreamer:
     """The usual way in: a preset becomes a ready Dreamer on the best device."""
     device = pick_device(device)
-    network = load_network(preset.model.name, preset.model.weights)
+    network = networks_for(preset)
     return Dreamer(network, obj.build_objective(preset, network, device), preset.dream, device)

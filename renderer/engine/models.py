@@ -306,6 +306,76 @@ class DreamNet(nn.Module):
         return out
 
 
+class Networks:
+    """The render's network and the others its terms name (a shot that switches the model),
+    dreamed together on one image: the first's layers by their names, another's as
+    'model/layer'."""
+
+    def __init__(self, main: Network, others: dict[str, Network]):
+        self.main, self.others = main, others
+        self.spec, self.layer_names = main.spec, main.layer_names
+
+    @property
+    def categories(self) -> list[str]:
+        return self.main.categories
+
+    def check_layer(self, layer: str) -> None:
+        model, _, name = layer.rpartition("/")
+        self.member(model or None).check_layer(name)
+
+    def member(self, model: str | None) -> Network:
+        return self.main if model in (None, self.spec.name) else self.others[model]
+
+    def truncated(self, layers) -> "MultiNet":
+        wanted: dict[str, set[str]] = {}
+        for layer in layers:
+            model, _, name = layer.rpartition("/")
+            wanted.setdefault(model, set()).add(name)
+        return MultiNet({model: self.member(model or None).truncated(names)
+                         for model, names in sorted(wanted.items())})
+
+
+class MultiNet(nn.Module):
+    """Several truncated networks on one batch, their activations in one dict ('model/layer'
+    for all but the render's own, keyed ""). A network none of whose layers is `needed` (no
+    row of this batch shows its look) is not run."""
+
+    def __init__(self, nets: dict[str, nn.Module], keys: list[frozenset] | None = None):
+        super().__init__()
+        self.names = list(nets)
+        self.members = nn.ModuleList(nets.values())
+        self.keys = keys or [frozenset(_prefixed(name, layer) for layer in net.keep)
+                             for name, net in nets.items()]
+        self.needed: frozenset[str] | None = None  # None: all
+
+    def map(self, change) -> "MultiNet":
+        """The same networks, each one changed (e.g. batch-norm folded)."""
+        return MultiNet({name: change(net) for name, net in zip(self.names, self.members)},
+                        self.keys)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, net, keys in zip(self.names, self.members, self.keys):
+            if self.needed is not None and not keys & self.needed:
+                continue
+            out.update({_prefixed(name, k): v for k, v in net(images).items()})
+        return out
+
+
+def _prefixed(model: str, layer: str) -> str:
+    return f"{model}/{layer}" if model else layer
+
+
+def networks_for(preset) -> Network | Networks:
+    """The preset's network, with every other model its objective terms name."""
+    main = load_network(preset.model.name, preset.model.weights)
+    others = sorted({t.model for t in preset.objective or []
+                     if t.model is not None and t.model != preset.model.name})
+    if not others:
+        return main
+    return Networks(main, {name: load_network(name) for name in others})
+
+
 @functools.lru_cache(maxsize=4)
 def load_network(name: str, weights: str | None = None) -> Network:
     """Build the architecture and load its ImageNet weights, offline where possible."""

@@ -27,6 +27,11 @@ class Objective:
     def __call__(self, acts: Activations) -> torch.Tensor:
         return self.fn(acts)
 
+    @property
+    def needed(self) -> frozenset[str]:
+        """The layers the next batch's score reads (fewer than `layers` when weights are 0)."""
+        return self.layers
+
     def __add__(self, other: "Objective") -> "Objective":
         return Objective(lambda a: self(a) + other(a), self.layers | other.layers,
                          f"{self.description} + {other.description}")
@@ -116,8 +121,25 @@ def guide_features(network, layer_name: str, image_path: str, device) -> torch.T
     return act.flatten(1)
 
 
+def on_model(part: Objective, model: str) -> Objective:
+    """A term of another network of the render (`engine.models.Networks`): it reads that
+    network's activations, 'model/layer'."""
+    prefix = f"{model}/"
+
+    def fn(acts):
+        return part({k[len(prefix):]: v for k, v in acts.items() if k.startswith(prefix)})
+    return Objective(fn, {prefix + name for name in part.layers}, prefix + part.description)
+
+
 def term_objective(term: ObjectiveTerm, network, device) -> Objective:
-    """One `objective:` entry: a class, a guide image, a channel or a whole layer, weighted."""
+    """One `objective:` entry: a class, a guide image, a channel or a whole layer, weighted;
+    a term of another model reads that network's layers (`network`: a `Networks`)."""
+    if term.model is not None and term.model != network.spec.name:
+        if not hasattr(network, "member"):
+            raise UserError(f"the term of model '{term.model}' needs that network loaded too: "
+                            "build the dreamer with engine.models.networks_for")
+        own = term.model_copy(update={"model": None})
+        return on_model(term_objective(own, network.member(term.model), device), term.model)
     if term.class_ is not None:
         part = imagenet_class(*class_index(term.class_, network.categories))
     else:
@@ -129,6 +151,14 @@ def term_objective(term: ObjectiveTerm, network, device) -> Objective:
         else:
             part = layer(term.layer)
     return part * term.weight if term.weight != 1.0 else part
+
+
+def classic_term(model: str) -> ObjectiveTerm:
+    """The term of a preset that names no objective: its model's classic layer (an unknown
+    model is a UserError naming the known ones)."""
+    from renderer.engine.models import get_spec
+
+    return ObjectiveTerm(layer=get_spec(model).classic_layer)
 
 
 def build_objective(preset: Preset, network, device="cpu") -> Objective:
@@ -153,17 +183,28 @@ class WeightedTerms(Objective):
     def __init__(self, terms: list[Objective], weights: list[float]):
         self.weights = torch.tensor([weights], dtype=torch.float32)  # (1 or N, K)
 
+        self.terms = terms
+        self.active = tuple(range(len(terms)))  # the terms of non-zero weight in some row
+
         def weighted(acts):
             w = self.weights.to(next(iter(acts.values())).device)
-            return sum(w[:, k] * term(acts) for k, term in enumerate(terms))
+            return sum(w[:, k] * terms[k](acts) for k in self.active)
 
         layers = frozenset().union(*(t.layers for t in terms))
         super().__init__(weighted, layers,
                          "weighted(" + ", ".join(t.description for t in terms) + ")")
 
     def set_weights(self, weights) -> None:
-        """(N, K) weights, one row per image of the next batch."""
+        """(N, K) weights, one row per image of the next batch. A term of weight 0 in every
+        row is not scored (nor its network run: a shot's other model costs nothing before it
+        is on screen); one term always is, so the score keeps its gradient."""
         self.weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1, self.count)
+        used = tuple(int(k) for k in torch.nonzero(self.weights.abs().amax(0)).flatten())
+        self.active = used or (0,)
+
+    @property
+    def needed(self) -> frozenset[str]:
+        return frozenset().union(*(self.terms[k].layers for k in self.active))
 
     def set_driven(self, driven: dict[int, np.ndarray]) -> None:
         """The next batch's weights of the driven terms (term index -> one weight per image);

@@ -22,6 +22,7 @@ import torch
 
 from renderer.engine.dream import Dreamer, dreamer_for
 from renderer.engine.models import load_network
+from renderer.engine.objectives import classic_term
 from renderer.errors import UserError
 from renderer.live.capture import Capture
 from renderer.live.params import MASKS, LiveParams
@@ -31,7 +32,7 @@ from renderer.media.masks import mask_maker
 from renderer.motion.chain import Chain
 from renderer.motion.flow import FlowEstimator, flow_to_tensor
 from renderer.music.shots import describe_shots, shot_preset
-from renderer.presets import MaskSection, ObjectiveTerm, Preset, load, locate
+from renderer.presets import MaskSection, Preset, load, locate
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +99,19 @@ class LiveSession:
         if self.mask_file:
             self.preset.mask = MaskSection.model_validate(
                 {**self.preset.mask.model_dump(), "file": self.mask_file, "key": None})
-        network = load_network(self.preset.model.name, self.preset.model.weights)
-        self.layers = network.layer_names
-        self.classic = ObjectiveTerm(layer=network.spec.classic_layer)
         shot = shot if shot <= len(self.preset.shots) else 0
-        self.look = shot_preset(self.preset, shot, self.classic)  # the shot on screen
+        self.look = shot_preset(self.preset, shot, classic_term)  # the shot on screen
+        self.layers = self._layers(self.look)
         self.dreamer: Dreamer = dreamer_for(self.look, self.device)
         self.flow = FlowEstimator.of(self.preset.flow)
         self.previous = None  # the last frame's RGB, for the flow to the next one
         self.params = LiveParams.of(name, self.look, shot)
         self.chain = Chain(self.params.applied(self.look), self.dreamer)
         self._masks(self.chain.preset)
+
+    @staticmethod
+    def _layers(preset: Preset) -> list[str]:
+        return load_network(preset.model.name, preset.model.weights).layer_names
 
     def _masks(self, preset: Preset) -> None:
         """The mask of each camera frame, as the shown preset says (None: all of it)."""
@@ -155,9 +158,12 @@ class LiveSession:
                 self._load(params.preset)
                 params, look = self.params, self.look
             elif params.shot != self.params.shot:
-                look = shot_preset(self.preset, params.shot, self.classic)
+                look = shot_preset(self.preset, params.shot, classic_term)
+                layers = self._layers(look)  # a shot may switch the model
                 params = replace(LiveParams.of(params.preset, look, params.shot),
-                                 layer=params.layer, mask=params.mask)
+                                 layer=params.layer if params.layer in layers else "",
+                                 mask=params.mask)
+                self.layers = layers
             if params is not self.params or look is not self.look:
                 rest = {k: v for k, v in changes.items() if k not in ("preset", "shot")}
                 params = params.with_changes(rest, self.presets, self.layers,

@@ -14,6 +14,7 @@ last look's picture, carried along the flow, fades out over it (`drivable.SHOT_F
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -27,27 +28,35 @@ from renderer.presets import ObjectiveTerm, Preset, Shot, load
 LOOK_TARGETS = ("dream.step_size", "dream.steps", "flow.persistence", "flow.temporal_weight")
 
 
+# the term a preset that names no objective dreams, by its model: its classic layer
+Classic = Callable[[str], ObjectiveTerm]
+
+
 @dataclass(frozen=True)
 class Look:
-    terms: tuple[ObjectiveTerm, ...]
+    terms: tuple[ObjectiveTerm, ...]  # each naming its model
     values: dict  # LOOK_TARGETS -> the look's value
     model: str
 
 
 def _key(term: ObjectiveTerm) -> tuple:
-    return term.layer, term.channel, term.class_, term.guide
+    return term.model, term.layer, term.channel, term.class_, term.guide
 
 
-def look_of(preset: Preset, classic: ObjectiveTerm) -> Look:
-    """A preset's own look (`classic`: the term of a preset that names no objective)."""
-    own = base_values(preset)
-    return Look(tuple(preset.objective or [classic]), {t: own[t] for t in LOOK_TARGETS},
-                preset.model.name)
+def _of_model(terms, model: str) -> tuple[ObjectiveTerm, ...]:
+    return tuple(t if t.model else t.model_copy(update={"model": model}) for t in terms)
 
 
-def shot_look(shot: Shot, number: int, base: Look, classic: ObjectiveTerm) -> Look:
+def look_of(preset: Preset, classic: Classic) -> Look:
+    """A preset's own look."""
+    own, model = base_values(preset), preset.model.name
+    return Look(_of_model(preset.objective or [classic(model)], model),
+                {t: own[t] for t in LOOK_TARGETS}, model)
+
+
+def shot_look(shot: Shot, number: int, base: Look, classic: Classic) -> Look:
     """What a shot shows: the look of the preset it extends (else the render's), with its own
-    objective and values over it."""
+    objective (of that look's model) and values over it."""
     look = base
     if shot.extends:
         try:
@@ -60,7 +69,8 @@ def shot_look(shot: Shot, number: int, base: Look, classic: ObjectiveTerm) -> Lo
         own = getattr(getattr(shot, section), key)
         if own is not None:
             values[target] = own
-    return Look(tuple(shot.objective) if shot.objective else look.terms, values, look.model)
+    terms = _of_model(shot.objective, look.model) if shot.objective else look.terms
+    return Look(terms, values, look.model)
 
 
 @dataclass(frozen=True)
@@ -71,18 +81,14 @@ class ShotPlan:
     notes: list[str]
 
 
-def plan_shots(preset: Preset, classic: ObjectiveTerm, times: np.ndarray,
+def plan_shots(preset: Preset, classic: Classic, times: np.ndarray,
                schedule: Schedule, cuts: list[int]) -> ShotPlan:
     """Where each shot starts and every frame's values. `times`: each frame's song time;
     `schedule`: the song's clock and sections (its analysis None: no song); `cuts`: the
-    clip's scene cuts as frame numbers."""
+    clip's scene cuts as frame numbers. A look of another model keeps its terms of that model
+    (the render dreams both networks; one whose terms weigh 0 in a batch is not run)."""
     base = look_of(preset, classic)
     looks = [shot_look(shot, k + 1, base, classic) for k, shot in enumerate(preset.shots)]
-    for k, look in enumerate(looks):
-        if look.model != base.model:
-            raise UserError(f"shot {k + 1} uses model '{look.model}' but the render's is "
-                            f"'{base.model}': a shot cannot switch the model yet; give it an "
-                            "objective of the render's model")
     terms, index = [], {}
     for term in [t for look in [base, *looks] for t in look.terms]:
         if _key(term) not in index:
@@ -127,7 +133,7 @@ def plan_shots(preset: Preset, classic: ObjectiveTerm, times: np.ndarray,
     return ShotPlan(terms, starts, values, notes)
 
 
-def zoom_shots(preset: Preset, classic: ObjectiveTerm, count: int, fps: float,
+def zoom_shots(preset: Preset, classic: Classic, count: int, fps: float,
                schedule: Schedule) -> ShotPlan:
     """A zoom's shots over frames 0 .. count - 1: the values a zoom takes (each term's weight
     and `dream.step_size`; it steps `zoom.steps` a frame and has no flow). A zoom has no scene
@@ -153,22 +159,20 @@ def zoom_shots(preset: Preset, classic: ObjectiveTerm, count: int, fps: float,
     return ShotPlan(plan.terms, plan.starts, values, plan.notes + notes)
 
 
-def shot_preset(preset: Preset, number: int, classic: ObjectiveTerm) -> Preset:
+def shot_preset(preset: Preset, number: int, classic: Classic) -> Preset:
     """The preset as its shot `number` shows it (1 first; 0: its own look), with no shots:
-    what `dream live` dreams when it is stepped to that shot."""
+    what `dream live` dreams when it is stepped to that shot (of the shot's model)."""
     if number == 0:
         return preset
-    base = look_of(preset, classic)
-    look = shot_look(preset.shots[number - 1], number, base, classic)
-    if look.model != base.model:
-        raise UserError(f"shot {number} uses model '{look.model}' but the preset's is "
-                        f"'{base.model}': a shot cannot switch the model yet")
+    look = shot_look(preset.shots[number - 1], number, look_of(preset, classic), classic)
+    model = preset.model if look.model == preset.model.name else \
+        preset.model.model_copy(update={"name": look.model, "weights": None})
     dream = {"step_size": look.values["dream.step_size"],
              "steps": int(look.values["dream.steps"])}
     flow = {"persistence": look.values["flow.persistence"],
             "temporal_weight": look.values["flow.temporal_weight"]}
     return preset.model_copy(update={
-        "objective": list(look.terms), "shots": [],
+        "objective": list(look.terms), "shots": [], "model": model,
         "dream": preset.dream.model_copy(update=dream),
         "flow": preset.flow.model_copy(update=flow)})
 
@@ -269,7 +273,8 @@ def describe_shots(preset: Preset) -> list[str]:
 def _name(term: ObjectiveTerm) -> str:
     if term.class_ is not None:
         return f"class:{term.class_}"
-    text = term.layer + (f":{term.channel}" if term.channel is not None else "")
+    text = (f"{term.model}/" if term.model else "") + term.layer + (
+        f":{term.channel}" if term.channel is not None else "")
     return text + (f" x{term.weight:g}" if term.weight != 1.0 else "")
 
 

@@ -21,7 +21,7 @@ import torch
 from renderer.curves import crossfade_weight
 from renderer.drivable import term_index
 from renderer.engine.dream import Dreamer, pick_device
-from renderer.engine.models import load_network
+from renderer.engine.models import networks_for
 from renderer.engine.objectives import MixedObjective, zoom_objective
 from renderer.media import encode
 from renderer.media.images import contrast_kept_crossfade, grown_in, to_uint8
@@ -63,7 +63,7 @@ class ZoomRenderer:
         a `schedule` drives its motion and strength from the timeline and the music, `shots`
         (`controller.zoom_looks`) its look, frame by frame."""
         device = pick_device(device)
-        network = load_network(preset.model.name, preset.model.weights)
+        network = networks_for(preset)
         objective, mixed = zoom_objective(preset, network, device)
         return cls(Dreamer(network, objective, preset.dream, device), preset, fps,
                    [preset.seed + i for i in range(variants)], mixed, schedule, shots)
