@@ -199,12 +199,14 @@ def test_dream_audio_marks_where_each_shot_starts(tmp_path):
 
     song = tmp_path / "song.wav"
     make_song(song, bars=(4, 1, 2))
-    preset = Preset.model_validate({"shots": [{"at": "2bar"}, {"at": 6.0}, {"at": "cut"}]})
+    preset = Preset.model_validate({"shots": [{"at": "2bar", "objective": ["features.12"]},
+                                              {"at": 6.0}, {"at": "cut"}]})
     analysis = analyse_file(song)
     times = np.arange(int(analysis.duration * 24)) / 24
     marks = shot_marks(preset, analysis, times, 24.0)
     bar = analysis.downbeats[2]  # two bars after the first downbeat
-    assert [label for _, label in marks] == ["shot 1", "shot 2"]  # a scene cut needs the clip
+    assert [label for _, label in marks] == [  # a scene cut needs the clip
+        "shot 1: objective features.12", "shot 2: the preset's own look"]
     assert abs(marks[0][0] - bar) < 1 / 24 + 1e-6 and abs(marks[1][0] - 6.0) < 1 / 24 + 1e-6
     out = tmp_path / "plot.png"
     assert run_cli("audio", song, "-o", out, "-p", "music-video").returncode == 0
@@ -267,29 +269,40 @@ def test_zoom_shots_refuse_what_a_zoom_cannot_show(tmp_path):
 
 def test_a_model_no_row_shows_is_not_run():
     """Both networks are loaded, but a batch whose rows all show the first look runs only the
-    first (the second model costs nothing until its shot is on screen)."""
+    first (the second model costs nothing until its shot is on screen), and a network runs
+    only as deep as the terms on screen read."""
     from renderer.engine.dream import dreamer_for
 
     preset = Preset.model_validate({"objective": [
-        "features.4", {"layer": "blocks.9", "model": "efficientnet_lite0"}],
+        "features.4", {"layer": "blocks.9", "model": "efficientnet_lite0"}, "features.14"],
         "shots": [{"at": "4f"}], "dream": {"octaves": 1, "steps": 1}})
     dreamer = dreamer_for(preset, "cpu")
-    runs = {name: 0 for name in dreamer.net.names}
+    runs = {name: 0 for name in [*dreamer.net.names, "features.14"]}
+
+    def count(name):
+        return lambda *_: runs.__setitem__(name, runs[name] + 1)
+
     for name, member in zip(dreamer.net.names, dreamer.net.members):
-        member.register_forward_hook(lambda *_, name=name: runs.__setitem__(name, runs[name] + 1))
+        member.register_forward_hook(count(name))
+    own = dreamer.net.members[0]  # and only as deep as the terms on screen read
+    own.stages[own.names.index("features.14")].register_forward_hook(count("features.14"))
     images = torch.rand(2, 3, 48, 64)
-    for weights, ran in (([1, 0], {"": 1, "efficientnet_lite0": 0}),
-                         ([[1, 0], [0, 1]], {"": 2, "efficientnet_lite0": 1}),
-                         ([0, 1], {"": 2, "efficientnet_lite0": 2})):
-        dreamer.objective.set_weights(np.broadcast_to(weights, (2, 2)).copy())
+    for weights, ran in (([1, 0, 0], {"": 1, "efficientnet_lite0": 0, "features.14": 0}),
+                         ([[1, 0, 0], [0, 1, 0]], {"": 2, "efficientnet_lite0": 1,
+                                                   "features.14": 0}),
+                         ([0, 1, 0], {"": 2, "efficientnet_lite0": 2, "features.14": 0}),
+                         ([0, 0, 1], {"": 3, "efficientnet_lite0": 2, "features.14": 1})):
+        dreamer.objective.set_weights(np.broadcast_to(weights, (2, 3)).copy())
         both = dreamer.dream(images, seed=5, steps=1, octaves=1)
         assert runs == ran, (weights, runs)
+        if weights == [0, 1, 0]:
+            lite_rows = both
     # and the second look's rows dream as the second model alone does
     lite = preset.model_copy(update={"model": preset.model.model_copy(
         update={"name": "efficientnet_lite0"}), "objective": [preset.objective[1].model_copy(
             update={"model": None})], "shots": []})
     alone = dreamer_for(lite, "cpu").dream(images, seed=5, steps=1, octaves=1)
-    assert torch.allclose(both, alone, atol=1e-5), (both - alone).abs().max()
+    assert torch.allclose(lite_rows, alone, atol=1e-5), (lite_rows - alone).abs().max()
 
 
 @pytest.mark.slow

@@ -17,17 +17,23 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+_UNFOLDED: set[str] = set()  # the kinds of module already warned about
+
+
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Conv + BatchNorm pairs folded into single convolutions (eval mode); a copy.
 
-    Falls back to the module unchanged if it cannot be traced.
+    Falls back to the module unchanged if it cannot be traced (warned once per kind).
     """
     try:
         from torch.fx.experimental.optimization import fuse
 
         return fuse(module, inplace=False)
     except Exception as exc:  # an untraceable architecture keeps its batch-norms
-        log.warning(f"batch-norm folding skipped ({type(exc).__name__})")
+        kind = type(module).__name__
+        if kind not in _UNFOLDED:
+            _UNFOLDED.add(kind)
+            log.warning(f"batch-norm folding skipped for {kind} ({type(exc).__name__})")
         return module
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from renderer.engine import objectives as obj
 from renderer.engine.accel import Compiled, fold_batchnorm
 from renderer.errors import UserError
-from renderer.engine.models import MultiNet, Network, Networks, networks_for
+from renderer.engine.models import Network, Networks, networks_for
 from renderer.presets import DreamSection, Preset
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class Dreamer:
         cuda = self.device.type == "cuda"
         net = network.truncated(objective.layers)
         if settings.fold_bn:
-            net = net.map(fold_batchnorm) if isinstance(net, MultiNet) else fold_batchnorm(net)
+            net = net.map(fold_batchnorm)
         self.net = net.to(self.device)
         self.dtype = {"auto": torch.bfloat16 if cuda else None, "fp32": None,
                       "bf16": torch.bfloat16}[settings.precision]
@@ -290,9 +290,9 @@ class Dreamer:
             return self.objective(self.net(x)).sum()
 
     def _focus(self) -> None:
-        """Run only the networks the next batch's objective reads (a shot's other model)."""
-        if isinstance(self.net, MultiNet):
-            self.net.needed = self.objective.needed
+        """Run only the networks, and only as deep, as the next batch's objective reads (a
+        shot's other model, a look's deeper layer)."""
+        self.net.focus(self.objective.needed)
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """The objective per image (no gradient), e.g. to check that dreaming raised it."""

@@ -286,23 +286,38 @@ class Network:
 
 
 class DreamNet(nn.Module):
-    """Normalise a [0, 1] RGB batch and return the activations of the requested layers."""
+    """Normalise a [0, 1] RGB batch and return the activations of the requested layers; it
+    runs only as deep as the deepest layer `focus` says the next batch reads (a shot whose
+    deep term weighs 0 on screen costs only the shallow layers)."""
 
     def __init__(self, spec: ModelSpec, stages: Stages, keep: frozenset[str]):
         super().__init__()
+        self.spec = spec
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
         self.names = [name for name, _ in stages]
         self.stages = nn.ModuleList(module for _, module in stages)
         self.keep = keep
+        self.wanted = keep  # what the next forward returns
+
+    def map(self, change) -> "DreamNet":
+        """The same network with each stage changed (e.g. batch-norm folded, stage by stage,
+        so the early exit stays a plain loop)."""
+        return DreamNet(self.spec, [(name, change(stage)) for name, stage in
+                                    zip(self.names, self.stages)], self.keep)
+
+    def focus(self, needed: frozenset[str] | None) -> None:
+        self.wanted = self.keep if needed is None else self.keep & needed or self.keep
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        out = {}
+        out, wanted = {}, self.wanted
         for name, stage in zip(self.names, self.stages):
             x = stage(x)
-            if name in self.keep:
+            if name in wanted:
                 out[name] = x
+                if len(out) == len(wanted):
+                    break
         return out
 
 
@@ -338,7 +353,7 @@ class Networks:
 class MultiNet(nn.Module):
     """Several truncated networks on one batch, their activations in one dict ('model/layer'
     for all but the render's own, keyed ""). A network none of whose layers is `needed` (no
-    row of this batch shows its look) is not run."""
+    row of this batch shows its look) is not run; the others run as deep as needed."""
 
     def __init__(self, nets: dict[str, nn.Module], keys: list[frozenset] | None = None):
         super().__init__()
@@ -349,9 +364,15 @@ class MultiNet(nn.Module):
         self.needed: frozenset[str] | None = None  # None: all
 
     def map(self, change) -> "MultiNet":
-        """The same networks, each one changed (e.g. batch-norm folded)."""
-        return MultiNet({name: change(net) for name, net in zip(self.names, self.members)},
+        """The same networks, each one's stages changed (`DreamNet.map`)."""
+        return MultiNet({name: net.map(change) for name, net in zip(self.names, self.members)},
                         self.keys)
+
+    def focus(self, needed: frozenset[str] | None) -> None:
+        self.needed = needed
+        for name, net, keys in zip(self.names, self.members, self.keys):
+            net.focus(None if needed is None else
+                      frozenset(k[len(name) + 1:] if name else k for k in keys & needed))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}

@@ -257,17 +257,21 @@ def describe_shots(preset: Preset) -> list[str]:
         start = f"section {shot.section}" if shot.section is not None else \
             {"cut": "the next scene cut", "section": "the next section"}.get(shot.at,
                                                                             f"{shot.at}")
-        terms = ", ".join(_name(t) for t in shot.objective) if shot.objective else None
-        shows = [f"the look of {shot.extends}"] if shot.extends else []
-        shows += [f"objective {terms}"] if terms else []
-        shows += [f"{section}.{key}={value}" for section in ("dream", "flow")
-                  for key, value in getattr(shot, section).model_dump().items()
-                  if value is not None]
         how = shot.transition.kind if shot.transition.kind == "cut" else \
             f"{shot.transition.kind} over {shot.transition.length}"
-        shown = "; ".join(shows) or "the preset's own look"
-        lines.append(f"{k}. from {start}: {shown} ({how})")
+        lines.append(f"{k}. from {start}: {'; '.join(_changes(shot))} ({how})")
     return lines
+
+
+def _changes(shot: Shot) -> list[str]:
+    """What a shot changes, in words."""
+    terms = ", ".join(_name(t) for t in shot.objective) if shot.objective else None
+    shows = [f"the look of {shot.extends}"] if shot.extends else []
+    shows += [f"objective {terms}"] if terms else []
+    shows += [f"{section}.{key}={value}" for section in ("dream", "flow")
+              for key, value in getattr(shot, section).model_dump().items()
+              if value is not None]
+    return shows or ["the preset's own look"]
 
 
 def _name(term: ObjectiveTerm) -> str:
@@ -279,8 +283,10 @@ def _name(term: ObjectiveTerm) -> str:
 
 
 def shot_marks(preset: Preset, analysis, times: np.ndarray, fps: float) -> list[tuple]:
-    """(song time, label) where each shot of `preset` starts over the song alone (for the
-    `dream audio` plot; a shot at a scene cut needs the clip, and is left out)."""
+    """(song time, label: the shot and what it changes first) where each shot of `preset`
+    starts over the song alone (for the `dream audio` plot; a shot at a scene cut needs the
+    clip, and is left out)."""
     starts, _ = _starts(preset.shots, times, Schedule(preset, analysis, fps), [])
-    return [(float(times[start]), f"shot {k}") for k, start in enumerate(starts, 1)
+    return [(float(times[start]), f"shot {k}: {_changes(shot)[0]}")
+            for k, (shot, start) in enumerate(zip(preset.shots, starts), 1)
             if start is not None]

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""CPU renders: how much of the wall time is the dream? (issue 31's 2-core target)
+
+    python scripts/cpu_share_bench.py [--clip samples/pan.mp4] [--end 2] [--size 320x180]
+                                      [--repeat 2] [--set KEY=VALUE ...]
+
+Renders the clip with the default `video` preset (or with `--set` overrides) end to end,
+recording every `Dreamer.dream` call; then replays those calls one after another with nothing
+else running: that is the rate of the dream calls alone. Prints, per run, the end-to-end rate,
+the dream-alone rate, their ratio (the target: >= 0.9, everything but the dream hidden behind
+it), the share of the render's wall time the dream loop spent dreaming, and each stage's
+seconds (`render.loop.StageTimes`: decode, flow, mask and encode summed over their threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from renderer import load_preset  # noqa: E402
+from renderer.engine.dream import dreamer_for  # noqa: E402
+from renderer.media.decode import index_video  # noqa: E402
+from renderer.media.images import parse_size  # noqa: E402
+from renderer.render.loop import StageTimes  # noqa: E402
+from renderer.render.threads import describe  # noqa: E402
+from renderer.render.video import render_video  # noqa: E402
+
+STAGES = ("startup", "dream", "idle", "handoff", "drain", "mux", "decode", "flow", "encode")
+
+
+def _kept(value):
+    """A call's argument as it was (the loop reuses no tensor, but a copy costs nothing here)."""
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+def render(clip: Path, end: float, size, overrides: list[str]) -> dict:
+    preset = load_preset("video", overrides)
+    index = index_video(clip, 0.0, end)
+    dreamer = dreamer_for(preset, "cpu")
+    calls, dream = [], dreamer.dream
+
+    def recorded(*args, **kwargs):
+        calls.append(([_kept(a) for a in args], {k: _kept(v) for k, v in kwargs.items()}))
+        return dream(*args, **kwargs)
+
+    dreamer.dream = recorded
+    times = StageTimes()
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        render_video(index, preset, dreamer, Path(folder) / "out.mp4", size, times=times)
+        wall = time.perf_counter() - started
+    dreamer.dream = dream
+    started = time.perf_counter()
+    for args, kwargs in calls:  # the same calls, nothing else running
+        dream(*args, **kwargs)
+    alone = time.perf_counter() - started
+    return {"frames": index.count, "wall": wall, "alone": alone, "calls": len(calls),
+            **{stage: times.seconds.get(stage, 0.0) for stage in STAGES}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", default=str(Path(__file__).resolve().parent.parent /
+                                              "samples" / "pan.mp4"))
+    parser.add_argument("--end", type=float, default=2.0)
+    parser.add_argument("--size", default="320x180")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    print(f"thread budget: {describe()}")
+    print("| run | end to end | dream calls alone | ratio | dream share of wall | "
+          + " | ".join(STAGES) + " |")
+    print("|---" * (5 + len(STAGES)) + "|")
+    for run in range(1, args.repeat + 1):
+        r = render(Path(args.clip), args.end, size, args.overrides)
+        e2e, alone = r["frames"] / r["wall"], r["frames"] / r["alone"]
+        stages = " | ".join(f"{r[stage]:.2f}" for stage in STAGES)
+        print(f"| {run} | {e2e:.2f} fps | {alone:.2f} fps ({r['calls']} calls) | "
+              f"{e2e / alone:.3f} | {r['dream'] / r['wall']:.3f} | {stages} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
