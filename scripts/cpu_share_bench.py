@@ -8,8 +8,11 @@ Renders the clip with the default `video` preset (or with `--set` overrides) end
 recording every `Dreamer.dream` call; then replays those calls one after another with nothing
 else running: that is the rate of the dream calls alone. Prints, per run, the end-to-end rate,
 the dream-alone rate, their ratio (the target: >= 0.9, everything but the dream hidden behind
-it), the share of the render's wall time the dream loop spent dreaming, and each stage's
-seconds (`render.loop.StageTimes`: decode, flow, mask and encode summed over their threads).
+it), the share of the render's wall time the dream loop spent in `Chain.frame`, how much
+slower the same calls ran inside the render (the side threads' contention), the carried-frame
+work around them (`Chain.frame` less its dream calls: warps, masks, band limit), and each
+stage's seconds (`render.loop.StageTimes`: decode, flow, mask and encode summed over their
+threads).
 """
 
 from __future__ import annotations
@@ -46,9 +49,14 @@ def render(clip: Path, end: float, size, overrides: list[str]) -> dict:
     dreamer = dreamer_for(preset, "cpu")
     calls, dream = [], dreamer.dream
 
+    inside = []  # each call's seconds during the render
+
     def recorded(*args, **kwargs):
         calls.append(([_kept(a) for a in args], {k: _kept(v) for k, v in kwargs.items()}))
-        return dream(*args, **kwargs)
+        t = time.perf_counter()
+        out = dream(*args, **kwargs)
+        inside.append(time.perf_counter() - t)
+        return out
 
     dreamer.dream = recorded
     times = StageTimes()
@@ -62,6 +70,7 @@ def render(clip: Path, end: float, size, overrides: list[str]) -> dict:
         dream(*args, **kwargs)
     alone = time.perf_counter() - started
     return {"frames": index.count, "wall": wall, "alone": alone, "calls": len(calls),
+            "inside": sum(inside),
             **{stage: times.seconds.get(stage, 0.0) for stage in STAGES}}
 
 
@@ -77,15 +86,18 @@ def main() -> None:
     args = parser.parse_args()
     size = parse_size(args.size)
     print(f"thread budget: {describe()}")
-    print("| run | end to end | dream calls alone | ratio | dream share of wall | "
+    print("| run | end to end | dream calls alone | ratio | dream loop's share of wall | "
+          "dream calls in the render / alone | carried-frame work (s) | "
           + " | ".join(STAGES) + " |")
-    print("|---" * (5 + len(STAGES)) + "|")
+    print("|---" * (7 + len(STAGES)) + "|")
     for run in range(1, args.repeat + 1):
         r = render(Path(args.clip), args.end, size, args.overrides)
         e2e, alone = r["frames"] / r["wall"], r["frames"] / r["alone"]
         stages = " | ".join(f"{r[stage]:.2f}" for stage in STAGES)
         print(f"| {run} | {e2e:.2f} fps | {alone:.2f} fps ({r['calls']} calls) | "
-              f"{e2e / alone:.3f} | {r['dream'] / r['wall']:.3f} | {stages} |", flush=True)
+              f"{e2e / alone:.3f} | {r['dream'] / r['wall']:.3f} | "
+              f"{r['inside'] / r['alone']:.3f} | {r['dream'] - r['inside']:.2f} | {stages} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -338,3 +338,19 @@ def test_a_still_wall_behind_a_moving_object_stays_still(tmp_path):
     strength = residual_strength(sources, dreamed)[0].mean()
     assert strength >= 0.9 * residual_strength(sources, independent)[0].mean()
     assert moving_strength(dreamed) >= 0.75 * moving_strength(independent)
+
+
+@pytest.mark.parametrize("shape, sigma", [((2, 3, 45, 80), 1.0), ((1, 1, 30, 20), 2.0),
+                                          ((3, 2, 9, 11), 0.6)])
+def test_the_cpu_blur_is_the_convolution(shape, sigma):
+    """The blur's CPU path (OpenCV) is the separable convolution every other device runs, edges
+    replicated, whatever the batch and channel count."""
+    from renderer.motion.flow import _blur_channel, gaussian_blur
+
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    n, c, h, w = shape
+    reference = _blur_channel(images.reshape(n * c, 1, h, w), sigma).reshape(shape)
+    blurred = gaussian_blur(images, sigma)
+    assert blurred.shape == images.shape
+    assert torch.allclose(blurred, reference, atol=1e-6)
+    assert not torch.allclose(blurred, images, atol=1e-3)  # it did blur

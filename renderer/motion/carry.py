@@ -221,7 +221,11 @@ def bands(residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def strength(residual: torch.Tensor) -> torch.Tensor:
     """(N, 2): the mean magnitude of each band of every row's residual."""
-    return torch.stack([_magnitude(b) for b in bands(residual)], dim=1)
+    return _band_strength(*bands(residual))
+
+
+def _band_strength(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    return torch.stack([_magnitude(coarse), _magnitude(fine)], dim=1)
 
 
 def _held(carried: torch.Tensor, cover: torch.Tensor, reference: torch.Tensor, detail: float):
@@ -233,7 +237,7 @@ def _held(carried: torch.Tensor, cover: torch.Tensor, reference: torch.Tensor, d
     is not made up for by a stronger dream elsewhere (on fast hand-held footage that
     flickered: 1.29 -> 1.23)."""
     coarse, fine = bands(carried)
-    have = strength(carried) / cover.clamp_min(CUT)[:, None]
+    have = _band_strength(coarse, fine) / cover.clamp_min(CUT)[:, None]
     gain = (reference.to(have) / have.clamp_min(1e-6)).clamp(0.0, 4.0)
     gain = torch.stack([gain[:, 0], gain[:, 1] ** detail], 1)  # fine detail: `detail` of it
     fresh = cover < CUT
