@@ -83,7 +83,7 @@ def test_a_crossfade_switches_the_values_and_fades_the_last_look_out():
 def test_a_crossfade_dissolves_into_the_fresh_new_look(tmp_path, looks):
     """A crossfade shows what a cut would, with the last look fading out over it: after its
     length the very frames of the cut, and no jump as large as the cut's on the way (here
-    0.64x of it, and under the new look's own jumps)."""
+    0.62x of it, and under the new look's own jumps)."""
     clip = tmp_path / "clip.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=12:duration=2", "-c:v", "libx264",
            "-pix_fmt", "yuv420p", clip)
