@@ -2,9 +2,9 @@
 """CPU renders: how much of the wall time is the dream? (issue 31's 2-core target)
 
     python scripts/cpu_share_bench.py [--clip samples/pan.mp4] [--end 2] [--size 320x180]
-                                      [--repeat 2] [--set KEY=VALUE ...]
+                                      [--repeat 2] [-p video] [--set KEY=VALUE ...]
 
-Renders the clip with the default `video` preset (or with `--set` overrides) end to end,
+Renders the clip with the default `video` preset (or `-p`, with `--set` overrides) end to end,
 recording every `Dreamer.dream` call; then replays those calls one after another with nothing
 else running: that is the rate of the dream calls alone. Prints, per run, the end-to-end rate,
 the dream-alone rate, their ratio (the target: >= 0.9, everything but the dream hidden behind
@@ -17,7 +17,6 @@ threads).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -25,8 +24,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+import benchkit  # noqa: E402
 from renderer import load_preset  # noqa: E402
 from renderer.engine.dream import dreamer_for  # noqa: E402
 from renderer.media.decode import index_video  # noqa: E402
@@ -43,10 +44,11 @@ def _kept(value):
     return value.detach().clone() if isinstance(value, torch.Tensor) else value
 
 
-def render(clip: Path, end: float, size, overrides: list[str]) -> dict:
-    preset = load_preset("video", overrides)
+def render(clip: Path, end: float, size, preset: str, overrides: list[str],
+           device: str = "cpu") -> dict:
+    preset = load_preset(preset, overrides)
     index = index_video(clip, 0.0, end)
-    dreamer = dreamer_for(preset, "cpu")
+    dreamer = dreamer_for(preset, device)
     calls, dream = [], dreamer.dream
 
     inside = []  # each call's seconds during the render
@@ -75,23 +77,20 @@ def render(clip: Path, end: float, size, overrides: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clip", default=str(Path(__file__).resolve().parent.parent /
-                                              "samples" / "pan.mp4"))
+    parser = benchkit.parser(__doc__, clip=False)
+    parser.add_argument("--clip", default=str(ROOT / "samples" / "pan.mp4"))
     parser.add_argument("--end", type=float, default=2.0)
-    parser.add_argument("--size", default="320x180")
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE")
     args = parser.parse_args()
-    size = parse_size(args.size)
-    print(f"thread budget: {describe()}")
+    size = parse_size(args.size or "320x180")
+    print(f"thread budget: {describe((args.device or 'cpu').split(':')[0])}")
     print("| run | end to end | dream calls alone | ratio | dream loop's share of wall | "
           "dream calls in the render / alone | carried-frame work (s) | "
           + " | ".join(STAGES) + " |")
     print("|---" * (7 + len(STAGES)) + "|")
     for run in range(1, args.repeat + 1):
-        r = render(Path(args.clip), args.end, size, args.overrides)
+        r = render(Path(args.clip), args.end, size, args.preset, args.overrides,
+                   args.device or "cpu")
         e2e, alone = r["frames"] / r["wall"], r["frames"] / r["alone"]
         stages = " | ".join(f"{r[stage]:.2f}" for stage in STAGES)
         print(f"| {run} | {e2e:.2f} fps | {alone:.2f} fps ({r['calls']} calls) | "
