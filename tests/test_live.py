@@ -262,6 +262,9 @@ def test_live_steps_through_a_presets_shots(still_clip, tmp_path):
                 session.update({"shot": bad})
         session.update({"shot": 0})
         assert [t.layer for t in session.chain.preset.objective] == ["features.10"]
+        params = session.update({"preset": "preview", "steps": 3})  # the rest applies after
+        assert (params.preset, params.steps, params.shot) == ("preview", 3, 0)
+        assert session.state()["shots"] == ["the preset's own look"]
     finally:
         session.close()
 

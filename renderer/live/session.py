@@ -151,27 +151,26 @@ class LiveSession:
         or stepping to another of its shots puts the sliders where that look has them, then
         applies the other changes."""
         with self.dream_lock:
-            shots = len(self.preset.shots)
-            params = self.params.with_changes(changes, self.presets, self.layers, shots)
-            look = self.look
+            params = self.params.with_changes(changes, self.presets, self.layers,
+                                              len(self.preset.shots))
+            rest = {k: v for k, v in changes.items() if k not in ("preset", "shot")}
+            look, layers = self.look, self.layers
             if params.preset != self.params.preset:
                 self._load(params.preset)
-                params, look = self.params, self.look
+                look, layers = self.look, self.layers
+                params = self.params.with_changes(rest, self.presets, layers,
+                                                  len(self.preset.shots))
             elif params.shot != self.params.shot:
                 look = shot_preset(self.preset, params.shot, classic_term)
                 layers = self._layers(look)  # a shot may switch the model
                 params = replace(LiveParams.of(params.preset, look, params.shot),
                                  layer=params.layer if params.layer in layers else "",
-                                 mask=params.mask)
-                self.layers = layers
-            if params is not self.params or look is not self.look:
-                rest = {k: v for k, v in changes.items() if k not in ("preset", "shot")}
-                params = params.with_changes(rest, self.presets, self.layers,
-                                             len(self.preset.shots))
+                                 mask=params.mask).with_changes(rest, self.presets, layers,
+                                                                len(self.preset.shots))
             applied = params.applied(look)
             if params.layer != self.params.layer or look is not self.look:
                 self.dreamer = dreamer_for(applied, self.device)
-            self.look = look
+            self.look, self.layers = look, layers
             if params.mask != self.params.mask:
                 self._masks(applied)
             self.chain = self.chain.retuned(applied, self.dreamer)
