@@ -182,7 +182,6 @@ class Chain:
                                   anchor=anchor, step_map=step_map)
 
 
-
 def _stacked(maps: list) -> torch.Tensor | None:
     """The rows' tensors (references, age maps) as one batch (None unless every row has
     one)."""
