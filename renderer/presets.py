@@ -422,6 +422,17 @@ class Preset(Section):
     def modulated(self) -> bool:
         return bool(self.timeline or self.react)
 
+    @property
+    def driven_targets(self) -> set[str]:
+        """Every target its `timeline:` or `react:` drives."""
+        return {*self.timeline, *(row.target for row in self.react)}
+
+    @property
+    def mixes_layers(self) -> bool:
+        """Whether a zoom's keyframes or its music move `layer_mix` between two terms."""
+        return any(k.layer_mix is not None for k in self.zoom.keyframes) or \
+            "zoom.layer_mix" in self.driven_targets
+
     @field_validator("objective", mode="before")
     @classmethod
     def _terms(cls, value):

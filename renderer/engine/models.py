@@ -328,7 +328,7 @@ class Networks:
 
     def __init__(self, main: Network, others: dict[str, Network]):
         self.main, self.others = main, others
-        self.spec, self.layer_names = main.spec, main.layer_names
+        self.spec = main.spec
 
     @property
     def categories(self) -> list[str]:

@@ -165,8 +165,7 @@ def build_objective(preset: Preset, network, device="cpu") -> Objective:
     """The sum of the preset's terms (the model's classic layer when it names none); a
     `WeightedTerms` when music or shots drive a term's weight."""
     terms = preset.objective or [ObjectiveTerm(layer=network.spec.classic_layer)]
-    driven = {*preset.timeline, *(row.target for row in preset.react)}
-    if preset.shots or any(target.startswith("objective.") for target in driven):
+    if preset.shots or any(t.startswith("objective.") for t in preset.driven_targets):
         return WeightedTerms([term_objective(t.model_copy(update={"weight": 1.0}), network,
                                              device) for t in terms], [t.weight for t in terms])
     total = None
@@ -182,7 +181,6 @@ class WeightedTerms(Objective):
 
     def __init__(self, terms: list[Objective], weights: list[float]):
         self.weights = torch.tensor([weights], dtype=torch.float32)  # (1 or N, K)
-
         self.terms = terms
         self.active = tuple(range(len(terms)))  # the terms of non-zero weight in some row
 
@@ -240,9 +238,7 @@ class MixedObjective(Objective):
 def zoom_objective(preset: Preset, network, device="cpu") -> tuple[Objective, MixedObjective | None]:
     """A zoom's objective, and the mixed one when its keyframes (or the music) move
     `layer_mix` between the two terms (mix 0 = the first, 1 = the second)."""
-    driven = {*preset.timeline, *(row.target for row in preset.react)}
-    if not any(k.layer_mix is not None for k in preset.zoom.keyframes) and \
-            "zoom.layer_mix" not in driven:
+    if not preset.mixes_layers:
         return build_objective(preset, network, device), None
     if len(preset.objective) != 2:
         raise UserError("a keyframed or driven 'layer_mix' needs exactly two objective terms "

@@ -83,7 +83,7 @@ class Schedule:
         if analysis is not None and len(analysis.downbeats) and len(beats):
             downbeat = int(np.argmin(np.abs(beats - analysis.downbeats[0])))
         self.clock = Clock(beats, preset.music.bpm, fps, downbeat)
-        self.targets = sorted(set(preset.timeline) | {row.target for row in preset.react})
+        self.targets = sorted(preset.driven_targets)
         self._check()
 
     def _check(self) -> None:
@@ -312,7 +312,7 @@ def schedule_for(preset: Preset, song, fps: float, offset: float = 0.0,
 def describe_targets(preset: Preset) -> list[str]:
     """How each driven parameter varies inside a batch (for `dream presets show`)."""
     lines = []
-    for target in sorted({*preset.timeline, *(row.target for row in preset.react)}):
+    for target in sorted(preset.driven_targets):
         how = {"per row": "per frame (each batch row its own value)",
                "per step": "per batch step (the first row's value for the whole batch)",
                "zoom": "per frame"}[target_of(target).varies]

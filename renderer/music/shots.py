@@ -146,8 +146,7 @@ def zoom_shots(preset: Preset, classic: Classic, count: int, fps: float,
         if shot.transition.kind == "crossfade":
             raise UserError(f"shot {k} crossfades, but a zoom has one picture, nothing to fade "
                             "from: give it transition kind carry or cut")
-    if any(k.layer_mix is not None for k in preset.zoom.keyframes) or "zoom.layer_mix" in {
-            *preset.timeline, *(row.target for row in preset.react)}:
+    if preset.mixes_layers:
         raise UserError("a zoom with shots cannot also move zoom layer_mix: give each shot "
                         "its own objective instead")
     plan = plan_shots(preset, classic, np.arange(count) / fps, schedule, [])
