@@ -107,6 +107,9 @@ class VideoSection(Section):
     warmup: int = Field(8, ge=0, le=500)  # frames dreamed before a segment, faded into the last
     checkpoint_every: int = Field(48, ge=1, le=100000)  # lockstep steps between checkpoints
     threads: Optional[int] = Field(None, ge=1, le=1024)  # cores to use (None: all available)
+    # where DIS flow runs: beside the dream loop on threads, or in worker processes (off the
+    # interpreter that launches a GPU's kernels); auto: processes on a GPU, threads on the CPU
+    flow_workers: Literal["auto", "threads", "processes"] = "auto"
 
 
 class EncodeSection(Section):

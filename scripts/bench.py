@@ -29,7 +29,8 @@ from renderer.media import encode
 from renderer.media.decode import FrameReader, index_video, slot_counts
 from renderer.engine.dream import Dreamer, dreamer_for, pick_device
 from renderer.engine.objectives import build_objective
-from renderer.motion.flow import FlowEstimator, flow_to_tensor
+from renderer.motion.dis import FlowEstimator
+from renderer.motion.flow import flow_to_tensor
 from renderer.media.images import parse_size, to_tensor, to_uint8
 from renderer.engine.models import load_network
 from renderer.presets import load

@@ -10,8 +10,10 @@
 # In order: start-up on a fresh Inductor cache (10 s clip, default settings), the end-to-end
 # bench with its profile and ablation (40 s clip), the anchor bench, start-up again warm; and,
 # named in STEPS, flow.align's cost in a render (align-true align-false) and coherence on the GPU
-# (coherence-hh1080 coherence-static360 coherence-fast360; clips made here, carried in .gpu/).
-# Results go to $OUT.
+# (coherence-hh1080 coherence-static360 coherence-fast360; clips made here, carried in .gpu/);
+# issue 31's flow-processes flow-threads gil live720 cpu-share (about 4 minutes together: run them
+# as a second call, `STEPS="flow-processes flow-threads gil live720 cpu-share"`). `bash
+# scripts/gpu_pack.sh` makes .gpu/ here. Results go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
@@ -23,7 +25,7 @@ export PYTHONUNBUFFERED=1
 xz -dc .gpu/ffmpeg.xz > /tmp/bin/ffmpeg && chmod +x /tmp/bin/ffmpeg
 cp .gpu/mobilenet_v2-b0353104.pth /tmp/torch/hub/checkpoints/
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch, cv2, av; print('torch', torch.__version__, 'cv2', cv2.__version__, 'av', av.__version__)"
+  python3 -c "import sys, torch, cv2, av; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cv2', cv2.__version__, 'av', av.__version__)"
   nproc; ffmpeg -version | head -1; } 2>&1 | tee "$OUT/gpu.txt"
 SIZE=${SIZE:-1920x1080}
 STEPS=" ${STEPS:-startup-fresh bench anchor startup-warm} "  # which of the steps below to run
@@ -70,6 +72,27 @@ for clip in hh1080 static360 fast360; do
     --frames ${COHERENCE_FRAMES:-120} \
     --metric-flow truth --modes independent,consistent --delivered --per-second
 done
+# 7. issue 31: DIS flow in worker processes (the GPU default) against flow threads, same clip
+#    and settings; then the GIL bench beside 3 and 10 flow workers (as 3- and 10-segment renders
+#    have), and `dream live` at 720p (a 30 fps camera from a 720p clip made here)
+for kind in processes threads; do
+  step flow-$kind ${FLOWKIND_LIMIT:-120} flowkind_log.txt python3 scripts/bench.py \
+    .gpu/hh1080.mp4 -p video --set video.warmup=24 --set video.flow_workers=$kind \
+    --naive-frames 8 --flow --out "$OUT/flow_$kind.md"
+done
+for workers in 3 10; do
+  step gil ${GIL_LIMIT:-60} gil_log.txt python3 scripts/gil_bench.py --workers $workers \
+    --rate 0 --seconds 3 --repeat 3 --out "$OUT/gil.md"
+done
+if [[ $STEPS == *" live720 "* ]]; then
+  python3 scripts/make_sample_clip.py --out /tmp/live720.mp4 --seconds 30 --size 1280x720 --fps 30
+fi
+step live720 ${LIVE_LIMIT:-90} live_log.txt python3 scripts/live_bench.py /tmp/live720.mp4 \
+  --sizes 1280x720 --seconds 20 --device cuda --out "$OUT/live720.md"
+# 8. issue 31: end to end against the dream calls alone, on the GPU
+step cpu-share ${SHARE_LIMIT:-150} share_log.txt python3 scripts/cpu_share_bench.py \
+  --clip .gpu/hh1080.mp4 --end 4 --size 1920x1080 --repeat 1 --device cuda \
+  --out "$OUT/share.md"
 # what the start-up's imports cost, slowest first
 step imports 60 imports.txt sh -c 'python3 -X importtime -c "import renderer.render.video" 2>&1 \
   | sort -t"|" -k2 -n -r | head -25'

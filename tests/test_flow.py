@@ -5,8 +5,9 @@ import numpy as np
 import torch
 from skimage import data
 
-from renderer.motion.flow import (FlowEstimator, consistency_mask, flow_to_tensor, gaussian_blur,
-                                   resize_flow, still_weight, warp)
+from renderer.motion.dis import FlowEstimator
+from renderer.motion.flow import (consistency_mask, flow_to_tensor, gaussian_blur, resize_flow,
+                                   still_weight, warp)
 from renderer.media.images import to_tensor
 
 

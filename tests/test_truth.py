@@ -12,7 +12,8 @@ import torch
 from conftest import ROOT
 from renderer.media.decode import FrameReader, index_video
 from renderer.media.images import to_tensor
-from renderer.motion.flow import FlowEstimator, flow_to_tensor, warping_error
+from renderer.motion.dis import FlowEstimator
+from renderer.motion.flow import flow_to_tensor, warping_error
 from renderer.motion.truth import Truth, motion_path
 
 

@@ -2,4 +2,5 @@ import sys
 
 from renderer.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not again in a worker process that multiprocessing spawns
+    sys.exit(main())

@@ -165,6 +165,16 @@ def roll_each(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> t
     return images.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
 
 
+def to_device(values, device, dtype=torch.float32) -> torch.Tensor:
+    """Host values (a sequence or a numpy array) as a tensor on the device, without waiting for
+    it: on a GPU a copy from pageable memory first waits for every queued kernel, a copy from
+    pinned memory is queued behind them."""
+    host = torch.tensor(values, dtype=dtype)
+    if torch.device(device).type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)
+
+
 def row_values(value, rows: int, device) -> torch.Tensor:
     """One value per image as an (N, 1, 1, 1) tensor on the device: a number is a fill (no host
     copy), a sequence one value per row (a music-driven parameter differs per batch row). A
@@ -173,10 +183,7 @@ def row_values(value, rows: int, device) -> torch.Tensor:
         return value.to(device, torch.float32).reshape(rows, 1, 1, 1)
     if isinstance(value, (int, float)):
         return torch.full((rows, 1, 1, 1), float(value), device=device)
-    host = torch.tensor([float(v) for v in value], dtype=torch.float32).reshape(rows, 1, 1, 1)
-    if torch.device(device).type == "cuda":
-        host = host.pin_memory()
-    return host.to(device, non_blocking=True)
+    return to_device([float(v) for v in value], device).reshape(rows, 1, 1, 1)
 
 
 def ascend(x, grad, rows, cols, step_size, lap_levels: int, target=None, mask=None, weight=None):

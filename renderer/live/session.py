@@ -30,7 +30,8 @@ from renderer.live.record import Recording
 from renderer.media.images import to_tensor, to_uint8
 from renderer.media.masks import mask_maker
 from renderer.motion.chain import Chain
-from renderer.motion.flow import FlowEstimator, flow_to_tensor
+from renderer.motion.dis import FlowEstimator
+from renderer.motion.flow import flow_to_tensor
 from renderer.music.shots import describe_shots, shot_preset
 from renderer.presets import MaskSection, Preset, load, locate
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from renderer.engine.dream import Anchor, row_values
+from renderer.engine.dream import Anchor, row_values, to_device
 from renderer.motion.flow import consistency_mask, gaussian_blur, still_weight, warp
 from renderer.presets import FlowSection, Preset
 
@@ -90,7 +90,7 @@ class Carry:
         limited = gaussian_blur(added, sigma)
         if begins is not None:
             gain = (_magnitude(added) / _magnitude(limited).clamp_min(1e-8)).clamp(1.0, KEPT_GAIN)
-            begins = torch.as_tensor(begins, dtype=torch.bool, device=gain.device)
+            begins = to_device(begins, gain.device, torch.bool)
             limited = limited * torch.where(begins, gain, 1.0).view(-1, 1, 1, 1)
         return (start + limited).clamp(0, 1)
 
@@ -114,9 +114,8 @@ class Carry:
         if s.mode == "independent":
             return Start(source)
         if s.mode == "blend":
-            last = prev_dream if cuts is None else torch.where(torch.as_tensor(
-                cuts, dtype=torch.bool, device=source.device).view(-1, 1, 1, 1), source,
-                prev_dream)
+            last = prev_dream if cuts is None else torch.where(
+                to_device(cuts, source.device, torch.bool).view(-1, 1, 1, 1), source, prev_dream)
             return Start((1 - s.blend) * source + s.blend * last)
         residual = warp(prev_dream - prev_source, backward)
         mask = consistency_mask(backward, forward, s.mask_blur) if s.mode == "consistent" \
@@ -128,7 +127,7 @@ class Carry:
             carried, fresh = _held(carried, cover, reference, s.hold)
             new = 1 - cover
         if cuts is not None:
-            cut = torch.as_tensor(cuts, dtype=torch.bool, device=source.device)
+            cut = to_device(cuts, source.device, torch.bool)
             fresh = cut if fresh is None else fresh | cut
             carried = carried * (~cut).to(carried.dtype).view(-1, 1, 1, 1)
         step_map = carried_age = None
@@ -151,7 +150,8 @@ class Carry:
             return Start(start, fresh=fresh, new=new, step_map=step_map, age=carried_age)
         # the temporal loss pulls towards the carried dream (a cut has none: nothing pulls it
         # back towards its bare source)
-        pulling = bool((pull > 0).any()) if isinstance(pull, torch.Tensor) else pull > 0
+        pulling = bool(np.any(np.asarray(s.temporal_weight if temporal_weight is None
+                                         else temporal_weight) > 0))  # from the host's values
         if fresh is not None:
             mask = mask * (~fresh).to(mask.dtype).view(-1, 1, 1, 1)
         if carried_age is not None:  # what is still being dreamed in is not pulled back
@@ -179,23 +179,22 @@ class Start:
         frames (1)."""
         if self.age is None:
             return None
-        scale = torch.as_tensor(step_scale, dtype=self.age.dtype,
-                                device=self.age.device).view(-1, 1, 1, 1)
+        scale = row_values(step_scale, self.age.shape[0], self.age.device)
         share = steps / (MATURE * max(1, carry.fresh_steps))
         grown = self.age + self.step_map * scale * share
         if self.fresh is not None:
             grown = torch.where(self.fresh.view(-1, 1, 1, 1), torch.ones_like(grown), grown)
         return grown.clamp(0, 1)
 
-    def step_scale(self, carry: "Carry") -> np.ndarray | float:
-        """A carried frame's step size, one per row, grown with its share of new picture
+    def step_scale(self, carry: "Carry") -> torch.Tensor | float:
+        """A carried frame's step size, (N,) on the device, grown with its share of new picture
         towards what a fresh frame's steps would add, so what comes into view is dreamed
         sooner (1.0 without a hold, and for a cut, which is dreamed as a first frame)."""
         if self.new is None:
             return 1.0
         new = self.new if self.fresh is None else self.new * (~self.fresh)
         more = carry.fresh_steps / max(1, carry.carried_steps) - 1
-        return 1 + more * new.cpu().numpy()
+        return 1 + more * new
 
 
 # flow.still: a pixel that came into view is dreamed (and not pulled back) until it has taken

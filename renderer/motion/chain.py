@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from renderer.drivable import NOTHING, Driven
-from renderer.engine.dream import Anchor, Dreamer, row_values
+from renderer.engine.dream import Anchor, Dreamer, row_values, to_device
 from renderer.motion.carry import Carry, strength
 from renderer.motion.flow import resize_flow, warp
 from renderer.presets import Preset
@@ -63,12 +63,13 @@ class Chain:
                  reference=link.reference * gain) for i, link in self.links.items()}
         return Chain(preset, dreamer or self.dreamer, links, self.width)
 
-    def _scale(self, driven: Driven) -> np.ndarray | float:
-        """Each row's step size over the dreamer's (1.0: the preset's own)."""
+    def _scale(self, driven: Driven, rows: int, device) -> torch.Tensor:
+        """(N,) on the device: each row's step size over the dreamer's (1.0: the preset's
+        own)."""
         own = self.preset.dream.step_size
         scale = 1.0 if driven.step_size is None else driven.step_size / own
         ratio = own / self.dreamer.settings.step_size
-        return scale if ratio == 1.0 else scale * ratio
+        return row_values(scale if ratio == 1.0 else scale * ratio, rows, device).view(rows)
 
     def frame(self, rows: list[int], sources: torch.Tensor,
               flows: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -84,7 +85,7 @@ class Chain:
         first = not any(carried)
         if not first and not all(carried):
             raise ValueError("the rows of one batch step must all be first or all carried")
-        scale = self._scale(driven)
+        scale = self._scale(driven, n, sources.device)
         start, anchor, fresh, step_map, begun = sources, None, None, None, None
         backward = None
         if not first:
@@ -100,8 +101,8 @@ class Chain:
                                 _stacked([link.age for link in links]), driven.cuts)
             start, anchor, step_map = begun.image, begun.anchor, begun.step_map
             scale = scale * begun.step_scale(carry)
-            if begun.fresh is not None:
-                fresh = begun.fresh.cpu().numpy()
+            if begun.fresh is not None:  # the one value a carried frame reads back: which rows
+                fresh = begun.fresh.cpu().numpy()  # are cuts, to dream them again as first frames
         mask = shown = None
         if masks is not None:
             # the ascent steps where the mask is; how much of that shows is its strength
@@ -109,13 +110,13 @@ class Chain:
             step_map = mask if step_map is None else step_map * mask
             if begun is not None:
                 begun.step_map = step_map  # what the mask left alone has not aged
-        step_scale = np.broadcast_to(scale, (n,)).astype(float)
+        step_scale = scale
         pad = (self.width or n) - n if dreamer.static_shapes else 0
         if pad > 0:
             start, anchor, driven = _longer(start, pad), _padded(anchor, pad), driven.padded(pad)
             step_map = None if step_map is None else _longer(step_map, pad)
             mask = None if mask is None else _longer(mask, pad)
-            step_scale = np.concatenate([step_scale, np.repeat(step_scale[-1:], pad)])
+            step_scale = _longer(step_scale, pad)
         if driven.term_weights:  # music's and shots' term weights, one row per image
             self.dreamer.objective.set_driven(driven.term_weights)
         steps = carry.steps(first, driven.steps)
@@ -125,8 +126,8 @@ class Chain:
             # picture, which a later segment's first frame would not match)
             again = self._dream(start, carry.steps(True, driven.steps), step_scale,
                                 step_map=mask)[:n]
-            raw = torch.where(torch.as_tensor(fresh, device=raw.device).view(-1, 1, 1, 1),
-                              again, raw)
+            raw = torch.where(to_device(fresh, raw.device, torch.bool).view(-1, 1, 1, 1), again,
+                              raw)
         hold = carry.settings.hold
         begins = (np.ones(n, bool) if first else fresh) if hold else None
         dreamed = carry.settle(start[:n], raw, begins)

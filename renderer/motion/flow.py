@@ -1,122 +1,17 @@
-"""Optical flow and temporal coherence: DIS flow on source frames, warping, reliability masks.
+"""Optical flow as tensors and temporal coherence: warping, reliability masks, the still map.
 
-Flow estimation is OpenCV on the CPU (numpy in, numpy out, at a reduced size for wide frames);
-scaling it back to full size, warping and the forward-backward consistency mask are pure
-batched tensor functions (Kornia-style), so they run wherever the dreams live. Conventions
-follow Ruder et al. 2016: the backward flow w_b maps frame t to t-1, W(x)(p) = x(p + w_b(p)).
+Flow is estimated by DIS on the CPU (`motion.dis`, numpy in and out); scaling it back to full
+size, warping and the forward-backward consistency mask are pure batched tensor functions
+(Kornia-style), so they run wherever the dreams live. Conventions follow Ruder et al. 2016: the
+backward flow w_b maps frame t to t-1, W(x)(p) = x(p + w_b(p)).
 """
 
 from __future__ import annotations
-
-import functools
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-_DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-                "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-
-
-class FlowEstimator:
-    """Backward and forward DIS flow between two RGB frames. One instance per thread.
-
-    Frames wider than `max_width` are estimated at reduced size: at 1080p this cuts the cost
-    3x, and the smooth motion that carries a dream loses little. The flow stays at that size
-    (a quarter of the bytes to stage and copy); `resize_flow` scales it up on the device.
-
-    With `align`, the camera's motion is taken out first: a robust affine fit (OpenCV's RANSAC)
-    to a first flow aligns the previous frame with the current one, DIS estimates only what is
-    left (parallax, moving things, the fit's error), and the two are composed. DIS is most
-    accurate on small motion: on pans and hand-held shake this halves its error (0.16 -> 0.07
-    px on the sample clip against its exact motion), and nothing is assumed flat: the residual
-    is estimated in full.
-    """
-
-    def __init__(self, quality: str = "fast", max_width: int = 0, align: bool = False):
-        self.dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[quality])
-        self.max_width, self.align = max_width, align
-
-    @classmethod
-    def of(cls, settings) -> "FlowEstimator":
-        """The estimator a preset's `flow` section asks for."""
-        return cls(settings.quality, settings.max_width, settings.align)
-
-    def _gray(self, rgb: np.ndarray) -> np.ndarray:
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        h, w = gray.shape
-        if self.max_width and w > self.max_width:
-            size = (self.max_width, max(8, round(h * self.max_width / w)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-        return gray
-
-    def pair(self, previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(w_b, w_f): flow current -> previous and previous -> current, each hxwx2 float32 at
-        the estimation size, in pixels of that size."""
-        prev_gray, cur_gray = self._gray(previous), self._gray(current)
-        backward = self.dis.calc(cur_gray, prev_gray, None)
-        camera = global_affine(backward) if self.align else None
-        if camera is not None and _mean_move(camera, cur_gray.shape) >= ALIGN_FROM:
-            aligned = self._residual(cur_gray, prev_gray, camera)
-            # a fit to a flat or noisy picture can be wrong: keep what explains the frames
-            if _mismatch(cur_gray, prev_gray, aligned) < _mismatch(cur_gray, prev_gray, backward):
-                return aligned, self._residual(prev_gray, cur_gray,
-                                               cv2.invertAffineTransform(camera))
-        return backward, self.dis.calc(prev_gray, cur_gray, None)
-
-    def _residual(self, image: np.ndarray, other: np.ndarray, camera: np.ndarray) -> np.ndarray:
-        """Flow image -> other, given `camera`, the affine taking image's pixels to other's:
-        other is aligned to image by it, DIS finds what is left, and the two are composed."""
-        h, w = image.shape
-        aligned = cv2.warpAffine(other, camera, (w, h), flags=cv2.INTER_LINEAR |
-                                 cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        grid = _grid(h, w)
-        return cv2.transform(grid + self.dis.calc(image, aligned, None), camera) - grid
-
-
-ALIGN_FROM = 1.0  # px: DIS is accurate on smaller moves, and a fit to them is mostly its noise
-
-
-@functools.lru_cache(maxsize=4)
-def _grid(h: int, w: int) -> np.ndarray:
-    """Each pixel's (x, y), HxWx2 float32 (read-only: shared between threads)."""
-    grid = np.dstack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
-    grid.flags.writeable = False
-    return grid
-
-
-def _mismatch(image: np.ndarray, other: np.ndarray, flow: np.ndarray) -> float:
-    """Mean |image - other moved back along flow|: how well a flow explains a pair."""
-    moved = cv2.remap(other, _grid(*image.shape) + flow, None, cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE)
-    return float(cv2.absdiff(image, moved).mean())
-
-
-def _mean_move(camera: np.ndarray, shape: tuple[int, int]) -> float:
-    """How far the affine moves the frame's pixels on average (over a 5x5 grid), in pixels."""
-    h, w = shape
-    ys, xs = np.mgrid[0:h:complex(0, 5), 0:w:complex(0, 5)]
-    grid = np.stack([xs.ravel(), ys.ravel(), np.ones(25)], 1).astype(np.float32)
-    return float(np.linalg.norm(grid @ camera.T - grid[:, :2], axis=1).mean())
-
-
-def global_affine(flow: np.ndarray, points: int = 4000, tolerance: float = 0.5
-                  ) -> np.ndarray | None:
-    """The 2x3 affine that most of a flow field follows (RANSAC over about `points` of its
-    vectors, inliers within `tolerance` px, refined), or None where no fit is found."""
-    h, w = flow.shape[:2]
-    step = max(1, int(np.sqrt(h * w / points)))
-    ys, xs = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
-    here = np.stack([xs.ravel(), ys.ravel()], 1)
-    there = here + flow[::step, ::step].reshape(-1, 2)
-    camera, inliers = cv2.estimateAffine2D(here, there, method=cv2.RANSAC,
-                                           ransacReprojThreshold=tolerance, refineIters=10)
-    if camera is None or inliers is None or inliers.mean() < 0.25:
-        return None
-    return camera.astype(np.float32)
-
 
 def flow_to_tensor(flows: list[np.ndarray]) -> torch.Tensor:
     """N HxWx2 numpy flows -> (N, 2, H, W) tensor. The transpose is numpy's: this runs on the
@@ -243,22 +138,24 @@ def camera_shift(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     surface = torch.fft.irfft2(cross / cross.abs().clamp_min(1e-12), s=(h, w))
     flat = surface.flatten(1).argmax(1)
     rows, cols = flat // w, flat % w
-    shifts = []
-    for k in range(n):
-        y, x = int(rows[k]), int(cols[k])
-        ys = surface[k, [(y - 1) % h, y, (y + 1) % h], x]
-        xs = surface[k, y, [(x - 1) % w, x, (x + 1) % w]]
-        dy = y + _vertex(ys) if y <= h // 2 else y - h + _vertex(ys)
-        dx = x + _vertex(xs) if x <= w // 2 else x - w + _vertex(xs)
-        shifts.append([dx, dy])
-    return torch.tensor(shifts, dtype=current.dtype, device=current.device).view(n, 2, 1, 1)
+    # the peak's neighbours (wrapping round), gathered on the device: no value comes back to
+    # the host, so a GPU never waits here
+    near = torch.arange(-1, 2, device=current.device)
+    at = torch.arange(n, device=current.device)[:, None]
+    ys = surface[at, (rows[:, None] + near) % h, cols[:, None]]
+    xs = surface[at, rows[:, None], (cols[:, None] + near) % w]
+    dy = rows + _vertex(ys) - torch.where(rows > h // 2, h, 0)
+    dx = cols + _vertex(xs) - torch.where(cols > w // 2, w, 0)
+    return torch.stack([dx, dy], 1).to(current.dtype).view(n, 2, 1, 1)
 
 
-def _vertex(values: torch.Tensor) -> float:
-    """Where a parabola through three samples at -1, 0, 1 peaks (within half a sample)."""
-    left, mid, right = (float(v) for v in values)
+def _vertex(values: torch.Tensor) -> torch.Tensor:
+    """(N,): where a parabola through each row's three samples at -1, 0, 1 peaks (within half
+    a sample; 0 where they do not bend down)."""
+    left, mid, right = values.unbind(1)
     bend = left - 2 * mid + right
-    return 0.0 if bend >= 0 else max(-0.5, min(0.5, 0.5 * (left - right) / bend))
+    offset = (0.5 * (left - right) / torch.where(bend < 0, bend, -1.0)).clamp(-0.5, 0.5)
+    return torch.where(bend < 0, offset, 0.0)
 
 
 def consistency_mask(backward: torch.Tensor, forward: torch.Tensor, blur: float = 1.0):

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from renderer.motion.flow import FlowEstimator, consistency_mask, flow_to_tensor, warping_error
+from renderer.motion.dis import FlowEstimator
+from renderer.motion.flow import consistency_mask, flow_to_tensor, warping_error
 from renderer.media.images import to_tensor
 from renderer.motion.truth import Truth
 

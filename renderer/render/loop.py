@@ -24,7 +24,7 @@ from renderer.media.images import crossfade, to_uint8
 from renderer.media.masks import MaskMaker
 from renderer.motion.carry import Carry
 from renderer.motion.chain import LINK_MAPS, Chain, Link
-from renderer.motion.flow import FlowEstimator, flow_to_tensor
+from renderer.motion.flowpool import FlowProcesses, FlowThreads
 from renderer.music.schedule import driven_rows
 from renderer.presets import Preset
 from renderer.render import threads
@@ -92,15 +92,13 @@ class _FlowFeed:
                         for s in run.segments]
         self.masks = None if run.masks is None else [
             run.masks.cursor(s.start + min(first_step, s.length)) for s in run.segments]
-        self.pool = ThreadPoolExecutor(max_workers=budget.flow, thread_name_prefix="flow")
-        self.local = threading.local()
+        self.flow = None
+        if carry.needs_flow:
+            self.flow = FlowProcesses(carry.settings, run.size[::-1], len(run.segments),
+                                      budget.flow, budget.opencv_per_flow_worker) \
+                if budget.flow_processes else FlowThreads(carry.settings, budget.flow)
         self.previous = [(previous or {}).get(i) for i in range(len(run.segments))]
         self.worker = Producer(self._packets, depth, name="flow-feed")
-
-    def _flow(self, pair):
-        if not hasattr(self.local, "estimator"):
-            self.local.estimator = FlowEstimator.of(self.carry.settings)
-        return self.local.estimator.pair(*pair)
 
     def _packets(self):
         for step in range(self.first_step, max(s.length for s in self.segments)):
@@ -110,10 +108,9 @@ class _FlowFeed:
             self.times.add("decode", time.perf_counter() - t)
             t = time.perf_counter()
             flows = None
-            if self.carry.needs_flow and step > 0:
+            if self.flow is not None and step > 0:
                 pairs = [(self.previous[i], src) for i, src in zip(rows, sources)]
-                both = list(self.pool.map(self._flow, pairs))
-                flows = tuple(self._staged(flow_to_tensor([f[k] for f in both])) for k in (0, 1))
+                flows = tuple(self._staged(torch.from_numpy(f)) for f in self.flow.flows(pairs))
             self.times.add("flow", time.perf_counter() - t)
             masks = None
             if self.masks is not None:
@@ -138,7 +135,8 @@ class _FlowFeed:
         self.worker.close()
         for reader in self.readers + (self.masks or []):
             reader.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.flow is not None:
+            self.flow.close()
 
 
 class _Encoders:
@@ -289,7 +287,8 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
     device = dreamer.device
     times = times or StageTimes()
     state = state or RenderState()
-    budget = budget or threads.plan(device.type, len(segments), preset.video.threads)
+    budget = budget or threads.plan(device.type, len(segments), preset.video.threads,
+                                    preset.video.flow_workers)
     threads.apply(budget)
     cuda = device.type == "cuda"
     chain = Chain(preset, dreamer, _restored(state, device), width=len(segments))

@@ -2,7 +2,8 @@
 to the machine instead of each sizing itself for all of it.
 
 A render has five pools: torch's intra-op threads (the dream on the CPU), OpenCV's (DIS flow,
-resizes), the flow executor, the decoders' and the encoders' (x264/x265). Left alone each takes
+resizes), the flow workers (threads, or processes on a GPU: `motion.flowpool`), the decoders'
+and the encoders' (x264/x265). Left alone each takes
 every core, and on a laptop they fight: a coherent dream call cost 1.7x an independent one while
 the producer thread ran. On the CPU the dream is nearly all the work, so it gets the cores and
 the side pools one thread each (and the producer thread runs no torch op: each calling thread
@@ -38,20 +39,32 @@ class Budget:
     flow: int  # flow executor workers (one DIS estimator each)
     decode: int  # decoder threads per segment reader
     encode: int  # encoder threads per segment writer (0: the encoder's own choice)
+    flow_processes: bool = False  # the flow workers are processes (each with opencv // flow
+    # OpenCV threads), not threads of this one
 
     def __str__(self) -> str:
-        return (f"{self.cores} cores: torch {self.torch}, opencv {self.opencv}, flow workers "
+        kind = "processes" if self.flow_processes else "threads"
+        return (f"{self.cores} cores: torch {self.torch}, opencv {self.opencv}, flow {kind} "
                 f"{self.flow}, decode {self.decode} and encode {self.encode} per segment")
 
+    @property
+    def opencv_per_flow_worker(self) -> int:
+        return max(1, self.opencv // self.flow)
 
-def plan(device_type: str, segments: int, cores: int | None = None) -> Budget:
-    """The budget for a render of `segments` segments in lockstep on `device_type`."""
+
+def plan(device_type: str, segments: int, cores: int | None = None,
+         flow_workers: str = "auto") -> Budget:
+    """The budget for a render of `segments` segments in lockstep on `device_type`;
+    `flow_workers` is `video.flow_workers` (auto: processes on a GPU, where the loop's thread
+    launches the kernels and a flow thread would take the GIL from it)."""
     n = cores or int(os.environ.get(ENV) or 0) or available_cores()
     segments = max(1, segments)
-    if device_type == "cuda":  # the CPU feeds the GPU
+    cuda = device_type == "cuda"
+    processes = flow_workers == "processes" or (flow_workers == "auto" and cuda)
+    if cuda:  # the CPU feeds the GPU
         return Budget(n, torch=n, opencv=n, flow=max(1, min(n, segments)),
-                      decode=max(1, n // segments), encode=0)
-    return Budget(n, torch=n, opencv=1, flow=1, decode=1, encode=1)
+                      decode=max(1, n // segments), encode=0, flow_processes=processes)
+    return Budget(n, torch=n, opencv=1, flow=1, decode=1, encode=1, flow_processes=processes)
 
 
 def apply(budget: Budget) -> None:

@@ -144,7 +144,8 @@ def _render(job: VideoJob, dreamer: Dreamer, progress: ProgressSink, times: Stag
     progress.stage("encoded", plan.kept)
     png = preset.encode.codec == "png"
     suffix = encode.chunk_suffix(preset.encode)
-    budget = threads.plan(dreamer.device.type, len(mine), preset.video.threads)
+    budget = threads.plan(dreamer.device.type, len(mine), preset.video.threads,
+                          preset.video.flow_workers)
 
     def chunk_writer(k: int, step: int) -> encode.ChunkWriter:
         s = mine[k]
