@@ -74,16 +74,18 @@ for clip in hh1080 static360 fast360; do
 done
 # 7. issue 31: DIS flow in worker processes (the GPU default) against flow threads, same clip
 #    and settings; then the GIL bench beside 3 and 10 flow workers (as 3- and 10-segment renders
-#    have), and `dream live` at 720p (a 30 fps camera from a 720p clip made here)
+#    have) and beside 1080p decoding and encoding, and `dream live` at 720p (a 30 fps camera from a 720p clip made here)
 for kind in processes threads; do
   step flow-$kind ${FLOWKIND_LIMIT:-120} flowkind_log.txt python3 scripts/bench.py \
     .gpu/hh1080.mp4 -p video --set video.warmup=24 --set video.flow_workers=$kind \
     --naive-frames 8 --flow --out "$OUT/flow_$kind.md"
 done
 for workers in 3 10; do
-  step gil ${GIL_LIMIT:-60} gil_log.txt python3 scripts/gil_bench.py --workers $workers \
-    --rate 0 --seconds 3 --repeat 3 --out "$OUT/gil.md"
+  step gil ${GIL_LIMIT:-60} gil_log.txt python3 scripts/gil_bench.py --stages flow \
+    --workers $workers --rate 0 --seconds 3 --repeat 3 --out "$OUT/gil.md"
 done
+step gil ${GIL_LIMIT:-60} gil_log.txt python3 scripts/gil_bench.py --stages decode,encode \
+  --rate 24 --seconds 3 --repeat 2 --out "$OUT/gil.md"
 if [[ $STEPS == *" live720 "* ]]; then
   python3 scripts/make_sample_clip.py --out /tmp/live720.mp4 --seconds 30 --size 1280x720 --fps 30
 fi

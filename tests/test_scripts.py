@@ -112,3 +112,16 @@ def test_frame_strip_puts_videos_in_labelled_rows_at_the_same_frames(tmp_path):
     assert cells.shape[1] == 3 * width
     assert cells[:60, 2 * width:].max() == 0 and cells[:60, :width].max() > 0  # above captions
     assert "frames: pick frames below that" in bad.stderr
+
+
+@pytest.mark.slow
+def test_gil_bench_runs_every_stage_on_a_thread_and_in_a_process():
+    out = script("scripts/gil_bench.py", "--size", "160x90", "--seconds", "0.3", "--repeat", "1",
+                 "--rate", "0")
+    rows = {line.split("|")[2].strip(): line for line in out.splitlines()
+            if line.startswith("| 1 |")}
+    assert set(rows) == {"flow", "decode", "encode"}, out
+    for stage, line in rows.items():
+        done = [float(v) for v in line.rstrip(" |").rsplit("|", 1)[1].split("/")]
+        assert min(done) > 0, (stage, line)  # the work ran beside the launcher, both ways
+    assert "median launcher rate beside each stage" in out
