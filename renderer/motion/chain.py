@@ -101,8 +101,10 @@ class Chain:
                                 _stacked([link.age for link in links]), driven.cuts)
             start, anchor, step_map = begun.image, begun.anchor, begun.step_map
             scale = scale * begun.step_scale(carry)
-            if begun.fresh is not None:  # the one value a carried frame reads back: which rows
-                fresh = begun.fresh.cpu().numpy()  # are cuts, to dream them again as first frames
+            if begun.fresh is not None:
+                # the one value a carried frame reads back from the device: which rows are cuts
+                # (dreamed again as first frames)
+                fresh = begun.fresh.cpu().numpy()
         mask = shown = None
         if masks is not None:
             # the ascent steps where the mask is; how much of that shows is its strength

@@ -4,14 +4,15 @@ Both pools take a list of (previous, current) RGB frames and give back the backw
 forward flows as two (N, 2, h, w) float32 arrays at the estimation size, the same numbers
 either way (DIS is deterministic; the estimator is stateless between pairs).
 
-Threads suit the CPU, where the dream's own threads release the GIL and flow needs no start.
-Processes suit a GPU: there the dream loop's thread launches every kernel from Python, and a
-flow thread beside it takes the GIL back at every return from OpenCV or numpy (a launcher beside
-one 1080p aligned flow thread ran at 0.88-0.94x its rate alone, beside a flow process at
-0.95-0.97x: scripts/BENCHMARKS.md, `scripts/gil_bench.py`). The frames go to the workers as
-luma at the estimation size, written into shared memory in the parent (OpenCV, without the GIL);
-the flows come back through it, so nothing large is pickled. No torch here: a worker imports
-OpenCV and numpy only.
+Threads suit the CPU, where the dream's own torch threads need every core (beside a flow
+process the dream calls on two cores took 1.54x as long). Processes suit a GPU: there the dream
+loop's thread launches every kernel from Python, and a flow thread beside it takes the GIL back
+at every return from OpenCV or numpy (a launcher beside one 1080p aligned flow thread ran at
+0.924x its rate alone, beside a flow process at 0.952x; beside two, 0.644x and 0.735x:
+scripts/BENCHMARKS.md, `scripts/gil_bench.py`). The frames go to the workers as luma at the
+estimation size, written into shared memory in the parent (OpenCV, without the GIL); the flows
+come back through it, so nothing large is pickled. No torch here: a worker imports OpenCV and
+numpy only.
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@ to the machine instead of each sizing itself for all of it.
 
 A render has five pools: torch's intra-op threads (the dream on the CPU), OpenCV's (DIS flow,
 resizes), the flow workers (threads, or processes on a GPU: `motion.flowpool`), the decoders'
-and the encoders' (x264/x265). Left alone each takes
-every core, and on a laptop they fight: a coherent dream call cost 1.7x an independent one while
-the producer thread ran. On the CPU the dream is nearly all the work, so it gets the cores and
-the side pools one thread each (and the producer thread runs no torch op: each calling thread
-gets its own OpenMP team). On a GPU the CPU only feeds the device: torch, OpenCV and the flow
-executor keep the machine, decoders share it, encoders choose their own threads (as measured
-on the H200; not re-measured since). OpenMP's wait policy is left alone: PASSIVE made every
-dream call 2x slower on two cores (scripts/BENCHMARKS.md).
+and the encoders' (x264/x265). Left alone each takes every core, and on a laptop they fight: a
+coherent dream call cost 1.7x an independent one while the producer thread ran. On the CPU the
+dream is nearly all the work, so it gets the cores and the side pools one thread each (and the
+producer thread runs no torch op: each calling thread gets its own OpenMP team). On a GPU the
+CPU only feeds the device: torch, OpenCV and the flow workers keep the machine, decoders share
+it, encoders choose their own threads (as measured on the H200; not re-measured since).
+OpenMP's wait policy is left alone: PASSIVE made every dream call 2x slower on two cores
+(scripts/BENCHMARKS.md).
 
 Override the core count with `video.threads` in a preset or DREAM_THREADS in the environment.
 """
@@ -39,8 +39,7 @@ class Budget:
     flow: int  # flow executor workers (one DIS estimator each)
     decode: int  # decoder threads per segment reader
     encode: int  # encoder threads per segment writer (0: the encoder's own choice)
-    flow_processes: bool = False  # the flow workers are processes (each with opencv // flow
-    # OpenCV threads), not threads of this one
+    flow_processes: bool = False  # flow workers are processes, opencv // flow OpenCV threads each
 
     def __str__(self) -> str:
         kind = "processes" if self.flow_processes else "threads"
