@@ -12,7 +12,8 @@ it), the share of the render's wall time the dream loop spent in `Chain.frame`, 
 slower the same calls ran inside the render (the side threads' contention), the carried-frame
 work around them (`Chain.frame` less its dream calls: warps, masks, band limit), and each
 stage's seconds (`render.loop.StageTimes`: decode, flow, mask and encode summed over their
-threads).
+threads). With `--device cuda` each dream call is timed to the end of its work on the GPU (the
+loop waits for it anyway when it takes the frames back).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def _kept(value):
     return value.detach().clone() if isinstance(value, torch.Tensor) else value
 
 
+def _finished(device: torch.device) -> None:
+    """Wait for the device's queued work, so a call's time is its work's (a GPU runs behind)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def render(clip: Path, end: float, size, preset: str, overrides: list[str],
            device: str = "cpu") -> dict:
     preset = load_preset(preset, overrides)
@@ -55,8 +62,10 @@ def render(clip: Path, end: float, size, preset: str, overrides: list[str],
 
     def recorded(*args, **kwargs):
         calls.append(([_kept(a) for a in args], {k: _kept(v) for k, v in kwargs.items()}))
+        _finished(dreamer.device)
         t = time.perf_counter()
         out = dream(*args, **kwargs)
+        _finished(dreamer.device)
         inside.append(time.perf_counter() - t)
         return out
 
@@ -67,9 +76,11 @@ def render(clip: Path, end: float, size, preset: str, overrides: list[str],
         render_video(index, preset, dreamer, Path(folder) / "out.mp4", size, times=times)
         wall = time.perf_counter() - started
     dreamer.dream = dream
+    _finished(dreamer.device)
     started = time.perf_counter()
     for args, kwargs in calls:  # the same calls, nothing else running
         dream(*args, **kwargs)
+    _finished(dreamer.device)
     alone = time.perf_counter() - started
     return {"frames": index.count, "wall": wall, "alone": alone, "calls": len(calls),
             "inside": sum(inside),
@@ -83,20 +94,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     size = parse_size(args.size or "320x180")
-    print(f"thread budget: {describe((args.device or 'cpu').split(':')[0])}")
-    print("| run | end to end | dream calls alone | ratio | dream loop's share of wall | "
-          "dream calls in the render / alone | carried-frame work (s) | "
-          + " | ".join(STAGES) + " |")
-    print("|---" * (7 + len(STAGES)) + "|")
+    device = args.device or "cpu"
+    report = benchkit.Report("CPU share bench", device, args.out)
+    report.emit(f"thread budget: {describe(device.split(':')[0])}",
+                "| run | end to end | dream calls alone | ratio | dream loop's share of wall | "
+                "dream calls in the render / alone | carried-frame work (s) | "
+                + " | ".join(STAGES) + " |", "|---" * (7 + len(STAGES)) + "|")
     for run in range(1, args.repeat + 1):
-        r = render(Path(args.clip), args.end, size, args.preset, args.overrides,
-                   args.device or "cpu")
+        r = render(Path(args.clip), args.end, size, args.preset, args.overrides, device)
         e2e, alone = r["frames"] / r["wall"], r["frames"] / r["alone"]
         stages = " | ".join(f"{r[stage]:.2f}" for stage in STAGES)
-        print(f"| {run} | {e2e:.2f} fps | {alone:.2f} fps ({r['calls']} calls) | "
-              f"{e2e / alone:.3f} | {r['dream'] / r['wall']:.3f} | "
-              f"{r['inside'] / r['alone']:.3f} | {r['dream'] - r['inside']:.2f} | {stages} |",
-              flush=True)
+        report.emit(f"| {run} | {e2e:.2f} fps | {alone:.2f} fps ({r['calls']} calls) | "
+                    f"{e2e / alone:.3f} | {r['dream'] / r['wall']:.3f} | "
+                    f"{r['inside'] / r['alone']:.3f} | {r['dream'] - r['inside']:.2f} | "
+                    f"{stages} |")
 
 
 if __name__ == "__main__":

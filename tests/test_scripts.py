@@ -125,3 +125,13 @@ def test_gil_bench_runs_every_stage_on_a_thread_and_in_a_process():
         done = [float(v) for v in line.rstrip(" |").rsplit("|", 1)[1].split("/")]
         assert min(done) > 0, (stage, line)  # the work ran beside the launcher, both ways
     assert "median launcher rate beside each stage" in out
+
+
+@pytest.mark.slow
+def test_cpu_share_bench_compares_the_render_with_its_dream_calls(tmp_path):
+    out = script("scripts/cpu_share_bench.py", "--end", "0.4", "--size", "64x36", "--repeat", "1",
+                 "-p", "preview", "--out", tmp_path / "share.md")
+    row = next(line for line in out.splitlines() if line.startswith("| 1 |"))
+    calls = int(row.split("fps (")[1].split(" calls")[0])
+    assert calls > 0 and float(row.split("|")[4]) > 0, row  # the dream calls replayed, a ratio
+    assert (tmp_path / "share.md").read_text().strip() == out.strip()
