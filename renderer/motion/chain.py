@@ -85,7 +85,7 @@ class Chain:
         first = not any(carried)
         if not first and not all(carried):
             raise ValueError("the rows of one batch step must all be first or all carried")
-        scale = self._scale(driven, n, sources.device)
+        step_scale = self._scale(driven, n, sources.device)
         start, anchor, fresh, step_map, begun = sources, None, None, None, None
         backward = None
         if not first:
@@ -100,7 +100,7 @@ class Chain:
                                 _stacked([link.reference for link in links]),
                                 _stacked([link.age for link in links]), driven.cuts)
             start, anchor, step_map = begun.image, begun.anchor, begun.step_map
-            scale = scale * begun.step_scale(carry)
+            step_scale = step_scale * begun.step_scale(carry)
             if begun.fresh is not None:
                 # the one value a carried frame reads back from the device: which rows are cuts
                 # (dreamed again as first frames)
@@ -112,7 +112,6 @@ class Chain:
             step_map = mask if step_map is None else step_map * mask
             if begun is not None:
                 begun.step_map = step_map  # what the mask left alone has not aged
-        step_scale = scale
         pad = (self.width or n) - n if dreamer.static_shapes else 0
         if pad > 0:
             start, anchor, driven = _longer(start, pad), _padded(anchor, pad), driven.padded(pad)

@@ -123,3 +123,8 @@ def global_affine(flow: np.ndarray, points: int = 4000, tolerance: float = 0.5
     if camera is None or inliers is None or inliers.mean() < 0.25:
         return None
     return camera.astype(np.float32)
+
+
+def batched(flows: list[np.ndarray]) -> np.ndarray:
+    """N (h, w, 2) flows as one contiguous (N, 2, h, w) batch (the layout of a flow tensor)."""
+    return np.ascontiguousarray(np.stack(flows).transpose(0, 3, 1, 2))

@@ -13,11 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from renderer.motion.dis import batched
+
+
 def flow_to_tensor(flows: list[np.ndarray]) -> torch.Tensor:
     """N HxWx2 numpy flows -> (N, 2, H, W) tensor. The transpose is numpy's: this runs on the
     producer thread, and a torch op there would start a second OpenMP team beside the dream's
     (on two cores that made every coherent dream call 1.9x slower)."""
-    return torch.from_numpy(np.ascontiguousarray(np.stack(flows).transpose(0, 3, 1, 2)))
+    return torch.from_numpy(batched(flows))
 
 
 def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

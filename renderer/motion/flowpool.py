@@ -25,12 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 import cv2
 import numpy as np
 
-from renderer.motion.dis import FlowEstimator
-
-
-def _stacked(flows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pair (h, w, 2) flows as (N, 2, h, w) backward and forward batches."""
-    return tuple(np.stack([f[k].transpose(2, 0, 1) for f in flows]) for k in (0, 1))
+from renderer.motion.dis import FlowEstimator, batched
 
 
 class FlowThreads:
@@ -47,7 +42,8 @@ class FlowThreads:
         return self.local.estimator.pair(*pair)
 
     def flows(self, pairs: list) -> tuple[np.ndarray, np.ndarray]:
-        return _stacked(list(self.pool.map(self._pair, pairs)))
+        both = list(self.pool.map(self._pair, pairs))
+        return batched([f[0] for f in both]), batched([f[1] for f in both])
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
