@@ -43,11 +43,13 @@ class TimeSpec:
 
     @classmethod
     def parse(cls, given) -> "TimeSpec":
-        if isinstance(given, (int, float)) and not isinstance(given, bool):
-            return cls(float(given), "s")
         text = str(given).strip()
         try:
-            if text.endswith("bar"):
+            if isinstance(given, bool):
+                raise ValueError
+            if isinstance(given, (int, float)):  # a YAML number: seconds, range checked below
+                value, unit = float(given), "s"
+            elif text.endswith("bar"):
                 value, unit = float(text[:-3]), "bar"
             elif text[-1:] in ("b", "f", "s"):
                 value, unit = float(text[:-1]), text[-1]
@@ -59,8 +61,9 @@ class TimeSpec:
         except ValueError:
             raise ExpressionError(f"'{given}' is not a time: write seconds (12.5 or 1:04.2), "
                                   "beats (16b), bars (4bar) or frames (48f)") from None
-        if not value >= 0 or value > 1e7:
-            raise ExpressionError(f"time '{given}' is out of range: use 0 or more")
+        if not 0 <= value <= 1e7:  # NaN and infinities too
+            raise ExpressionError(f"time '{given}' is out of range: use 0 to 1e7 (seconds, "
+                                  "beats, bars or frames)")
         return cls(value, unit)
 
     def __str__(self) -> str:

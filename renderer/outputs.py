@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -38,14 +39,18 @@ def default_mode() -> int:
 
 
 def refuse_same_file(output: Path, *inputs) -> None:
-    """Exit 2 when the output is one of the inputs (resolved paths, hard links, symlinks)."""
+    """Exit 2 when the output is one of the inputs (resolved paths, hard links, symlinks), or
+    would replace a file in an input folder (a mask folder's frames)."""
     for given in inputs:
-        if given is None or str(given) == "noise":
+        if given is None or str(given) in ("noise", ""):
             continue
         source = Path(given)
         same = source.resolve() == output.resolve()
         if not same and source.exists() and output.exists():
             same = os.path.samefile(source, output)
+            if source.is_dir() and output.resolve().parent == source.resolve():
+                raise UserError(f"output '{output}' is a file of the input folder '{given}': "
+                                "write the result to another folder")
         if same:
             raise UserError(f"output '{output}' is the input '{given}': write the result to "
                             "another file")
@@ -149,6 +154,7 @@ def remove_owned_folder(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- atomic files
+TEMP_MARK = "dreamtmp-"  # in the name of every file being written, so a cleanup knows its own
 @contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None, fence: bool = True,
                 folder: Path | None = None):
@@ -157,7 +163,7 @@ def atomic_path(path: str | Path, suffix: str | None = None, fence: bool = True,
     if the block succeeds, with the user's normal permissions (not the temporary file's 0600).
     With `fence`, the rename is a commit of a queued job's work (see `renderer.fence`)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix,
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{TEMP_MARK}", suffix=suffix or path.suffix,
                                dir=folder or path.parent)
     os.close(fd)
     try:
@@ -191,7 +197,9 @@ class OutputLock:
     """An exclusive lock (flock) on a hidden file beside the output, for a render's lifetime.
 
     The file is removed on release; whoever locks re-checks that the path still names the file
-    it locked, so a lock taken on a just-removed file is never trusted.
+    it locked, so a lock taken on a just-removed file is never trusted. A lock path that is a
+    symlink, or a file with other names (a planted hard link), is never opened for writing: its
+    PID would go into somebody's file.
     """
 
     def __init__(self, output: Path, scope: str = ""):
@@ -201,7 +209,17 @@ class OutputLock:
 
     def __enter__(self) -> "OutputLock":
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, default_mode())
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, default_mode())
+            except OSError as exc:
+                raise UserError(f"'{self.path}' beside the output is not dream's lock file "
+                                f"({exc.strerror}: a symlink?): move it away, or choose another "
+                                "output name") from None
+            opened = os.fstat(fd)
+            if opened.st_nlink != 1 or not stat.S_ISREG(opened.st_mode):
+                os.close(fd)
+                raise UserError(f"'{self.path}' beside the output is not dream's lock file (it "
+                                "has other names): move it away, or choose another output name")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

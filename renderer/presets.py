@@ -373,6 +373,8 @@ class Preset(Section):
     # where each timeline target was written ("file:line"), for errors found only once the
     # song is known (a value that is not finite or leaves its range)
     _origins: dict = PrivateAttr(default_factory=dict)
+    # the YAML files it was read from, itself and those it extends (resolved paths)
+    _sources: tuple = PrivateAttr(default=())
     name: str = "custom"
     description: str = ""
     extends: Optional[str] = None
@@ -429,6 +431,19 @@ class Preset(Section):
     def driven_targets(self) -> set[str]:
         """Every target its `timeline:` or `react:` drives."""
         return {*self.timeline, *(row.target for row in self.react)}
+
+    def files(self, _seen: frozenset = frozenset()) -> list[str]:
+        """Every file the preset reads besides the built-in presets: the YAML files it was
+        loaded from, its weights, guide images (its own and its shots'), the preset files its
+        shots extend (and what those read), its mask. What an output must never replace and a
+        worker's --root must hold."""
+        named = [*self._sources, self.model.weights, self.mask.file,
+                 *(t.guide for t in self.objective),
+                 *(t.guide for shot in self.shots for t in shot.objective or [])]
+        for shot in self.shots:
+            if shot.extends and is_file_name(shot.extends) and shot.extends not in _seen:
+                named += [shot.extends, *load(shot.extends).files(_seen | {shot.extends})]
+        return list(dict.fromkeys(str(f) for f in named if f))
 
     @property
     def mixes_layers(self) -> bool:
@@ -490,9 +505,14 @@ def available() -> dict[str, Path]:
     return found
 
 
+def is_file_name(name_or_path: str) -> bool:
+    """Whether a preset is named by its file (else by its name, built-in or the user's)."""
+    return Path(name_or_path).suffix in (".yaml", ".yml") or os.sep in name_or_path
+
+
 def locate(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
-    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+    if is_file_name(name_or_path):
         if not path.is_file():
             raise UserError(f"preset file '{name_or_path}' does not exist")
         return path
@@ -672,8 +692,16 @@ def load(name_or_path: str, overrides: list[str] = (), _seen: tuple = ()) -> Pre
     if preset.name == "custom":
         preset.name = path.stem
     preset._origins = origins
+    preset._sources = (*(inherited._sources if parent else ()),
+                       *((str(path.resolve()),) if is_file_name(name_or_path) else ()))
     return preset
 
 
-def defaults() -> Preset:
-    return Preset()
+def defaults(overrides: list[str] = ()) -> Preset:
+    """The built-in defaults (no preset named), with `overrides` (--set KEY=VALUE) applied."""
+    data: dict = {}
+    overridden = {_set_override(data, item) for item in overrides}
+    try:
+        return Preset.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_explain(exc.errors()[0], "the defaults", {}, overridden)) from None

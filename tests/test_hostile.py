@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -687,3 +688,301 @@ def test_a_render_killed_while_joining_leaves_nothing_beside_it_and_resumes_exac
         assert len(times) == 72 and max(abs(a - b) for a, b in zip(times, expected)) < 1e-4, \
             (path.name, times[-3:])
     assert "72 frames, 64x36, 24.000 fps, 3.00 s" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------- round 4 (issue 41): shots, masks,
+# audio offsets and planted files
+def _left_half(path, size=(64, 36)):
+    import cv2
+    import numpy as np
+
+    w, h = size
+    picture = np.zeros((h, w), np.uint8)
+    picture[:, : w // 2] = 255
+    cv2.imwrite(str(path), picture)
+    return path
+
+
+def _tone(path, seconds=3):
+    from media import ffmpeg
+
+    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_section_change_after_the_clips_end_is_a_note_not_a_crash(tmp_path, clip):
+    """Item 1: `-p music-video --audio SONG --end 1` crashed with an IndexError when the
+    song's next section change came after the clip's end (render and zoom), and `section: N`
+    past the end likewise. Now such a shot is not shown, and a note says so."""
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_test_song.py"), "--out",
+                    str(tmp_path / "song.wav"), "--bars", "4,4,4"], check=True,
+                   capture_output=True)
+    song = tmp_path / "song.wav"
+    late = tmp_path / "late.yaml"
+    late.write_text("extends: music-video\nshots:\n  - {section: 1, objective: [features.12]}\n")
+    small = ["--size", "64x36", "--set", "dream.octaves=1", "--set", "dream.steps=1",
+             "--set", "flow.steps=0"]
+    for preset in ("music-video", str(late)):
+        r = run_cli("render", clip, "-p", preset, "--audio", song, "--end", "1", "-o",
+                    tmp_path / f"{Path(preset).stem}.mp4", *small)
+        assert r.returncode == 0, r.stderr
+        assert "after the render's end" in r.stdout + r.stderr or \
+            "never comes" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = run_cli("zoom", "-p", "music-video", "--audio", song, "--seconds", "1", "--fps", "6",
+                "-o", tmp_path / "zoom.mp4", "--size", "48x48", "--set", "zoom.steps=1")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("command", ["render", "image", "zoom", "mask"])
+def test_an_output_never_replaces_a_mask_file(tmp_path, clip, command):
+    """Item 2: `-o` naming the mask file with --overwrite replaced it."""
+    mask = _left_half(tmp_path / "mask.png")
+    kept = mask.read_bytes()
+    source = {"render": [clip], "image": [IMAGE], "zoom": [], "mask": [clip]}[command]
+    extra = ["--seconds", "1"] if command == "zoom" else []
+    out = mask if command in ("image", "mask") else tmp_path / "mask.mp4"
+    if out != mask:  # the mask is a video here
+        from media import ffmpeg
+
+        ffmpeg("-f", "lavfi", "-i", "color=white:size=64x36:rate=24:duration=1", "-pix_fmt",
+               "yuv420p", out)
+        mask, kept = out, out.read_bytes()
+    args = [command, *source, "--mask", mask, "-o", out, "--overwrite", *extra]
+    if command != "mask":
+        args += ["-p", "preview", "--size", "64x36"]
+    assert_user_error(run_cli(*args), "is the input")
+    assert mask.read_bytes() == kept
+
+
+def test_an_output_never_replaces_a_frame_of_a_mask_folder(tmp_path, clip):
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    frames = [_left_half(folder / f"{k:03d}.png") for k in range(3)]
+    kept = frames[0].read_bytes()
+    assert_user_error(run_cli("mask", clip, "--mask", folder, "-o", frames[0], "--overwrite"),
+                      "input folder")
+    assert frames[0].read_bytes() == kept
+
+
+@pytest.mark.parametrize("plant", ["symlink", "hardlink"])
+def test_a_planted_lock_file_is_never_written_through(tmp_path, clip, plant):
+    """Item 3: `.W2.mp4.lock -> precious.txt` got the render's PID written into precious.txt."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a year of notes")
+    lock = tmp_path / ".W2.mp4.lock"
+    (os.symlink if plant == "symlink" else os.link)(precious, lock)
+    assert_user_error(run_cli("render", clip, "-o", tmp_path / "W2.mp4", *FAST),
+                      "not dream's lock file")
+    assert precious.read_text() == "a year of notes"
+    assert not (tmp_path / "W2.mp4").exists()
+
+
+def test_work_folder_cleanup_deletes_only_its_own_temporary_files(tmp_path):
+    """Item 4: cleanup took hidden user files such as `.holiday.original` for files being
+    written (a dot, a name, a dot, eight letters) and deleted them."""
+    from renderer.outputs import WORK_MARKER, atomic_path
+    from renderer.render.checkpoints import remove_work_folder
+
+    work = tmp_path / ".out.mp4.work"
+    work.mkdir()
+    (work / WORK_MARKER).touch()
+    mine = {".holiday.original": "photos", ".thesis.draft_v2_final": "chapter 3"}
+    for name, text in mine.items():
+        (work / name).write_text(text)
+    (work / "checkpoint.json").write_text("{}")
+    with atomic_path(work / "state_00000001.pt") as tmp:
+        left_behind = tmp.with_name(tmp.name + "x")  # as a kill would leave a temporary file
+        left_behind.write_text("half")
+        tmp.write_text("whole")
+    remove_work_folder(work)
+    assert {p.name: p.read_text() for p in work.iterdir() if p.name != WORK_MARKER} == mine
+
+
+def test_a_huge_mask_picture_is_refused_from_its_header_in_little_memory(tmp_path, clip):
+    """Item 5: a 20000x20000 PNG mask (1.2 MB) for a 96x64 render peaked at 11 GB. Now a
+    picture's size is read from its header and a picture over 64 megapixels is refused; one
+    under it is scaled down before it becomes float."""
+    import cv2
+    import numpy as np
+
+    huge = tmp_path / "huge.png"
+    cv2.imwrite(str(huge), np.zeros((20000, 20000), np.uint8))
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.full((9000, 9000), 255, np.uint8))
+    for args in (["render", clip, "-o", tmp_path / "a.mp4", *FAST], ["mask", clip, "-o",
+                                                                     tmp_path / "a.png"]):
+        for mask in (huge, big):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            r = run_cli(*args, "--mask", mask)
+            assert_user_error(r, "megapixels", "scale it down")
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            assert peak < 2 * 2**20 or peak == before, peak  # KB: under 2 GB
+    fine = tmp_path / "fine.png"  # 7000x5000: decoded, framed as uint8, then float at 96x64
+    cv2.imwrite(str(fine), np.full((5000, 7000, 4), 255, np.uint8))
+    r = run_cli("mask", clip, "--mask", fine, "-o", tmp_path / "fine_preview.png",
+                "--size", "96x64")
+    assert r.returncode == 0, r.stderr
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 2 * 2**20
+
+
+def test_audio_offsets_past_the_songs_end_are_refused(tmp_path, clip):
+    """Item 6: `dream audio --start 10000000` grew to 23.7 GB; `render --audio-start` past the
+    end died with MemoryError, or wrote a silent output at exit 0."""
+    song = _tone(tmp_path / "song.wav")
+    assert_user_error(run_cli("audio", song, "--start", "10000000", "-o", tmp_path / "a.png"),
+                      "--start 1e+07 is past the end", "3.0 s long")
+    for preset in ("music-pulse", "preview"):
+        r = run_cli("render", clip, "-p", preset, "--audio", song, "--audio-start", "400",
+                    "-o", tmp_path / "b.mp4", "--size", "64x36")
+        assert_user_error(r, "--audio-start 400 is past the end")
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.mp4").exists()
+    assert_user_error(run_cli("queue", "--db", tmp_path / "q.db", "add", "render", clip, "-o",
+                              tmp_path / "c.mp4", "--audio", song, "--audio-start", "5"),
+                      "past the end")
+
+
+def test_a_fifo_as_a_mask_is_refused_not_waited_on(tmp_path, clip):
+    """Item 7: a FIFO as a mask (or in a mask folder) hung forever."""
+    fifo = tmp_path / "mask.png"
+    os.mkfifo(fifo)
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    _left_half(folder / "000.png")
+    os.mkfifo(folder / "001.png")
+    for args in (["render", clip, "-o", tmp_path / "a.mp4", *FAST, "--mask", fifo],
+                 ["mask", clip, "-o", tmp_path / "a.png", "--mask", fifo],
+                 ["mask", clip, "-o", tmp_path / "b.png", "--mask", folder, "--set",
+                  "mask.hold_last=true"]):
+        assert_user_error(run_cli(*args), "not a regular file")
+
+
+@pytest.mark.parametrize("text", [
+    "shots:\n  - {at: -1, objective: [features.10]}",
+    "shots:\n  - {at: 1, objective: [features.10], transition: {length: -5}}",
+    "shots:\n  - {at: 1, objective: [features.10], transition: {length: .nan}}",
+    "shots:\n  - {at: 1, objective: [features.10], transition: {length: .inf}}",
+    "shots:\n  - {at: .nan, objective: [features.10]}",
+    "timeline:\n  dream.step_size: [{at: -100, value: 0.01}]",
+    "timeline:\n  dream.step_size: [{at: .nan, value: 0.01}]"])
+def test_times_given_as_yaml_numbers_are_range_checked(tmp_path, text):
+    """Item 8: numbers skipped the range check that strings get (negative and NaN times
+    rendered at exit 0; NaN and infinite lengths died with ValueError / OverflowError)."""
+    preset = tmp_path / "times.yaml"
+    preset.write_text(f"extends: video\n{text}\n")
+    assert_user_error(run_cli("presets", "show", preset), "out of range", "times.yaml:")
+
+
+@pytest.mark.slow
+def test_worker_root_confines_what_shots_read(tmp_path, clip):
+    """Item 9: jobs whose shot read `guide:/outside/secret.jpg@features.10` or
+    `extends: /outside/evil.yaml` ran to done under `dream worker --root`."""
+    outside, inside = tmp_path / "outside", tmp_path / "inside"
+    outside.mkdir()
+    inside.mkdir()
+    secret = outside / "secret.jpg"
+    secret.write_bytes(IMAGE.read_bytes())
+    (outside / "evil.yaml").write_text("extends: preview\n")
+    guided = inside / "guided.yaml"
+    guided.write_text(f"extends: preview\nshots:\n  - {{at: 0.2, objective: "
+                      f"['guide:{secret}@features.10']}}\n")
+    extending = inside / "extending.yaml"
+    extending.write_text(f"extends: preview\nshots:\n  - {{at: 0.2, extends: "
+                         f"{outside / 'evil.yaml'}}}\n")
+    parent = inside / "parent.yaml"
+    parent.write_text(f"extends: {outside / 'evil.yaml'}\n")
+    db = tmp_path / "q.db"
+    for k, preset in enumerate((guided, extending, parent)):
+        _insert_job(db, [str(clip), "-o", str(inside / f"{k}.mp4"), *FAST[2:], "-p",
+                         str(preset)], inside)
+    r = subprocess.run([sys.executable, "-m", "renderer.cli", "worker", "--db", str(db),
+                        "--drain", "--root", str(inside), "--root", str(clip.parent)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = Queue(db).jobs()
+    assert [j.state for j in jobs] == ["failed"] * 3, [(j.state, j.error) for j in jobs]
+    assert all("outside the worker's folders" in j.error for j in jobs), \
+        [j.error for j in jobs]
+    assert not any(inside.glob("*.mp4"))
+
+
+def test_smaller_round_4_findings_are_one_line_refusals_before_work(tmp_path, clip):
+    """The smaller findings: a damaged frame in a mask folder found only mid-render; `queue
+    add` skipping the mask checks; a NaN TIFF mask dreaming nothing at exit 0; `--mask ""`
+    ignored; a work folder that is a symlink to a user folder written into."""
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for k in range(3):
+        _left_half(folder / f"{k:03d}.png")
+    data = (folder / "002.png").read_bytes()
+    (folder / "002.png").write_bytes(data[: len(data) // 2])
+    assert_user_error(run_cli("render", clip, "-o", tmp_path / "a.mp4", *FAST, "--mask",
+                              folder, "--set", "mask.hold_last=true"), "002.png", "cut short")
+    db = tmp_path / "q.db"
+    assert_user_error(run_cli("queue", "--db", db, "add", "render", clip, "-o",
+                              tmp_path / "b.mp4", "--mask", tmp_path / "nothere.png"),
+                      "does not exist")
+    assert_user_error(run_cli("queue", "--db", db, "add", "render", clip, "-o",
+                              tmp_path / "b.mp4", "--mask", folder, "--set",
+                              "mask.hold_last=true"), "cut short")
+    nan = tmp_path / "nan.tiff"
+    cv2.imwrite(str(nan), np.full((36, 64), np.nan, np.float32))
+    r = run_cli("render", clip, "-o", tmp_path / "c.mp4", *FAST, "--mask", nan)
+    assert_user_error(r, "not numbers")
+    assert_user_error(run_cli("render", clip, "-o", tmp_path / "d.mp4", *FAST, "--mask", ""),
+                      "--mask is empty")
+    users = tmp_path / "holiday"
+    users.mkdir()
+    (tmp_path / ".e.mp4.work").symlink_to(users)
+    assert_user_error(run_cli("render", clip, "-o", tmp_path / "e.mp4", *FAST), "symlink")
+    assert list(users.iterdir()) == []
+    assert not any(tmp_path.glob("[a-e].mp4"))
+
+
+@pytest.mark.slow
+def test_flow_worker_processes_die_with_a_killed_render(tmp_path):
+    """Smaller finding: kill -9 of a render with flow processes left the workers (and the
+    resource tracker they hold open) running for minutes."""
+    import signal
+
+    from media import ffmpeg
+
+    source = tmp_path / "long.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=20", "-pix_fmt",
+           "yuv420p", source)
+    proc = subprocess.Popen([sys.executable, "-m", "renderer.cli", "render", str(source), "-o",
+                             str(tmp_path / "out.mp4"), "-p", "preview", "--size", "96x64",
+                             "--set", "video.flow_workers=processes", "--device", "cpu"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def descendants(pid):
+        found, todo = [], [pid]
+        while todo:
+            here = todo.pop()
+            for task in Path(f"/proc/{here}/task").glob("*/children"):
+                kids = [int(c) for c in task.read_text().split()]
+                found += kids
+                todo += kids
+        return found
+
+    deadline, workers = time.time() + 120, []
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.2)
+        workers = [p for p in descendants(proc.pid)
+                   if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert workers, "no flow worker process started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    def running(pid):  # a zombie waits for whoever adopted it to reap it: it runs no more
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 10
+    while time.time() < deadline and any(map(running, workers)):
+        time.sleep(0.2)
+    assert not any(map(running, workers)), workers

@@ -1,6 +1,7 @@
 """The job queue on a real SQLite file: atomic claims, several workers, SIGKILL, bad input."""
 
 import errno
+import json
 import os
 import signal
 import sqlite3
@@ -103,10 +104,15 @@ def test_killed_worker_job_is_resumed_by_another(tmp_path):
     first.wait()
     assert Queue(db).get(1).state == "running"  # the dead worker still holds it
     time.sleep(3.5)  # until its lease runs out
+    listed = run_cli("queue", "--db", db, "list")
+    assert "stale" in listed.stdout and "takes the job over" in listed.stdout, listed.stdout
     second = worker(db, "--drain", "--lease", "3")
     second.wait(timeout=600)
     job = Queue(db).get(1)
     assert job.state == "done" and job.attempts == 2
+    # the whole job's frames, not the last attempt's
+    assert job.frames_done == job.frames_total == 125, (job.frames_done, job.frames_total)
+    assert "done (2 attempts, resumed)" in run_cli("queue", "--db", db, "list").stdout
     assert "resuming from step" in open(job.log).read()
     ref = sorted((tmp_path / "ref").glob("frame_*.png"))
     out = sorted((tmp_path / "out").glob("frame_*.png"))
@@ -169,3 +175,40 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, monke
     assert state.step == 4 and chunks == [["a.mkv"]]
     assert sorted(p.name for p in store.folder.iterdir()) == [
         ".dream-work", "checkpoint.json", "state_00000004.pt"]  # no temporary file left
+
+
+def test_the_worker_and_the_list_say_what_happened(tmp_path):
+    """Issue 46 item 2: the worker printed only `job 1: failed`; a job queued after a failed
+    one sat `queued`; a dead worker's job showed `running` with an ETA."""
+    db = tmp_path / "q.db"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clip = flash_clip(elsewhere / "clip.mp4", seconds=1, size="64x36")
+    r = run_cli("queue", "--db", db, "add", "render", clip, "-o", elsewhere / "o.mp4", *TINY)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("queue", "--db", db, "add", "--after", "1", "render", clip, "-o",
+                elsewhere / "p.mp4", *TINY)
+    assert r.returncode == 0, r.stderr
+    root = tmp_path / "root"
+    root.mkdir()
+    w = subprocess.run([sys.executable, "-m", "renderer.cli", "worker", "--db", str(db),
+                        "--root", str(root), "--drain"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert w.returncode == 0, w.stderr
+    said = " ".join((w.stdout + w.stderr).split())
+    assert "job 1: failed: refused:" in said and "outside the worker's folders" in said, said
+    assert "--root" in said
+    assert "job 2 stays queued: it runs after job 1, which failed" in said, said
+    q = Queue(db)
+    dead = q.add("render", ["a"], "/")
+    claimed = q.claim("gone", 60)
+    assert claimed.id == dead
+    q.heartbeat(claimed, 60, {"done": 5, "total": 50, "fps": 2.0})
+    q.db.execute("UPDATE jobs SET beat = beat - 30 WHERE id=?", (dead,))  # 30 s of silence
+    listed = run_cli("queue", "--db", db, "list", "--json")
+    status = {j["id"]: (j["status"], j["eta"]) for j in json.loads(listed.stdout)}
+    assert status[1][0] == "failed"
+    assert status[2] == ("blocked (job 1 failed)", None)
+    assert status[dead] == ("stale (worker silent)", None)
+    table = run_cli("queue", "--db", db, "list").stdout
+    assert "blocked" in table and "stale" in table and "outside the worker's folders" in table

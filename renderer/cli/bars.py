@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
@@ -45,10 +46,36 @@ def make_progress() -> Progress:
                     and not _forced())
 
 
+@contextmanager
+def setting_up(what: str):
+    """A spinner while a command prepares (reading the clip, listening to the song, loading
+    the network), so a minute of set-up is not a silent one."""
+    if not (console.is_terminal or _forced()):
+        yield
+        return
+    with console.status(f"setting up: {what}"):
+        yield
+
+
+def busy_note() -> str | None:
+    """A note beside the progress bars (so only where they show) when other work already
+    loads the machine: speeds and ETAs will swing."""
+    import os
+
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cores * 0.75 or not (console.is_terminal or _forced()):
+        return None
+    return (f"note: the machine is busy (load {load:.1f} on {cores} cores): the speed and the "
+            "ETA will swing with the other work")
+
+
 def _forced() -> bool:
     import os
 
     return os.environ.get("DREAM_PROGRESS") == "1"
+
+
+UNITS = {"listening": "s"}  # what a stage counts, where it is not frames
 
 
 class RichBars(ProgressSink):
@@ -59,7 +86,8 @@ class RichBars(ProgressSink):
 
     def stage(self, name: str, total: int | None, done: int = 0) -> None:
         self.tasks[name] = self.progress.add_task(name, total=total, completed=done,
-                                                  unit="frames" if total else "")
+                                                  unit=UNITS.get(name, "frames") if total
+                                                  else "")
 
     def advance(self, name: str, n: int = 1) -> None:
         if name in self.tasks:

@@ -7,6 +7,8 @@ import argparse
 import math
 import sys
 
+from renderer.errors import UserError
+
 SEED_MAX = 2**63 - 1
 
 
@@ -33,10 +35,15 @@ def number(kind, low, high):
     return parse
 
 
-def add_common(p: argparse.ArgumentParser, preset: str | None) -> None:
+def add_common(p: argparse.ArgumentParser, preset: str | None, dreams: bool = True) -> None:
+    """The preset options; `dreams`: also --layer, the look picked from `dream layers`."""
     p.add_argument("-p", "--preset", default=preset,
                    help="a built-in preset name ('dream presets list') or a .yaml file"
                         + (f" (default: {preset})" if preset else ""))
+    if dreams:
+        p.add_argument("--layer", default=None, metavar="NAME[,NAME...]",
+                       help="dream this layer (or these) instead of the preset's objective, "
+                            "e.g. --layer features.13: 'dream layers' shows each one's look")
     p.add_argument("--seed", type=number(int, 0, SEED_MAX), default=None,
                    help="random seed, 0..2^63-1 (default: the preset's)")
     p.add_argument("--size", default=None, help="output size WIDTHxHEIGHT")
@@ -55,10 +62,40 @@ def add_mask(p: argparse.ArgumentParser) -> None:
 def load_preset(args):
     from renderer import presets
 
-    preset = presets.load(args.preset, args.overrides) if args.preset else presets.defaults()
+    overrides = [*args.overrides, *layer_override(getattr(args, "layer", None))]
+    preset = presets.load(args.preset, overrides) if args.preset else \
+        presets.defaults(overrides)
     if getattr(args, "seed", None) is not None:
         preset.seed = args.seed
-    if getattr(args, "mask", None):  # the file replaces the preset's own mask source
+    mask = getattr(args, "mask", None)
+    if mask is not None and not mask.strip():
+        raise UserError("--mask is empty: give a mask image, video or folder")
+    if mask:  # the file replaces the preset's own mask source
         preset.mask = presets.MaskSection.model_validate(
-            {**preset.mask.model_dump(), "file": args.mask, "key": None})
+            {**preset.mask.model_dump(), "file": mask, "key": None})
     return preset
+
+
+def layer_override(layer: str | None) -> list[str]:
+    """--layer as the `--set objective=[...]` it stands for (after the user's own --set)."""
+    if layer is None:
+        return []
+    names = [name.strip() for name in layer.split(",")]
+    if not all(names):
+        raise UserError(f"--layer '{layer}' names no layer: give one like features.13 "
+                        "('dream models show MODEL' lists them)")
+    return [f"objective=[{', '.join(names)}]"]
+
+
+def check_preset_inputs(preset) -> None:
+    """The pictures a preset reads, checked before any work (by the command, `queue add` and
+    so the worker alike): its mask (file, folder or video, and the person key's model) and
+    its guide images, its own and its shots'."""
+    from renderer.media.images import check_picture
+    from renderer.media.masks import mask_maker
+
+    mask_maker(preset.mask, (64, 64), [0.0], preset.video.fit)
+    for shot in [preset, *preset.shots]:
+        for term in shot.objective or []:
+            if term.guide:
+                check_picture(term.guide, "guide image")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
+from renderer import __version__
 from renderer.cli import live, mask, music, queue, video
 from renderer.cli.common import Parser, add_common, add_mask, load_preset, number
 from renderer.errors import LeaseLost, UserError
@@ -14,6 +16,7 @@ from renderer.errors import LeaseLost, UserError
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dream", description="DeepDream renderer for images, videos and zoom animations.")
+    parser.add_argument("--version", action="version", version=f"dream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("image", help="dream one image", description="Dream a still image.")
@@ -36,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", type=number(int, 16, 4096), default=320,
                    help="longest side of each cell (pixels)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    add_common(p, None)
+    add_common(p, None, dreams=False)
     p.set_defaults(run=cmd_layers)
 
     p = sub.add_parser("models", help="list models, or show one model's layers",
@@ -70,8 +73,8 @@ def cmd_image(args) -> None:
     from renderer.engine.dream import dreamer_for
     from renderer.cli.bars import make_progress
 
-    out = images.check_image_output(args.output, args.overwrite, [args.input])
     preset = load_preset(args)
+    out = images.check_image_output(args.output, args.overwrite, [args.input, *preset.files()])
     size = images.parse_size(args.size) if args.size else None
     picture = images.load_image(args.input, size=size)
     region = None
@@ -90,14 +93,15 @@ def cmd_image(args) -> None:
 
 
 def cmd_layers(args) -> None:
+    from renderer import presets
     from renderer.media import images
     from renderer.engine.dream import Dreamer, pick_device
     from renderer.engine.models import get_spec, load_network
     from renderer.engine.objectives import layer
     from renderer.cli.bars import make_progress
 
-    out = images.check_image_output(args.output, args.overwrite, [args.input])
     preset = load_preset(args)
+    out = images.check_image_output(args.output, args.overwrite, [args.input, *preset.files()])
     spec = get_spec(args.model)
     chosen = spec.default_layers if args.layers is None else \
         [s.strip() for s in args.layers.split(",")]
@@ -121,7 +125,14 @@ def cmd_layers(args) -> None:
             progress.advance(task)
     columns = args.columns or min(5, len(cells))
     images.save_image(images.contact_sheet(cells, columns), out)
-    print(f"wrote {out} ({len(chosen)} layers)")
+    print(f"wrote {out} ({len(chosen)} layers); each panel's look on your own media:")
+    target = args.preset or "video"  # what `dream render` dreams with when no -p is given
+    model = [] if spec.name == presets.load(target).model.name else \
+        ["--set", f"model.name={spec.name}"]
+    for name in chosen:
+        command = ["dream", "render", "CLIP.mp4", "-o", "OUT.mp4", "-p", target, "--layer",
+                   name, *model]
+        print(f"  {name}: {shlex.join(command)}")
 
 
 def cmd_models(args) -> None:

@@ -36,11 +36,12 @@ def cmd_mask(args) -> None:
     preset = load_preset(args)
     output = Path(args.output)
     size = parse_size(args.size) if args.size else None
+    inputs = [args.input, *preset.files()]
     if output.suffix.lower() in IMAGE_SUFFIXES:
-        output = check_image_output(output, args.overwrite, [args.input])
+        output = check_image_output(output, args.overwrite, inputs)
     elif output.suffix.lower() in (".mp4", ".mov", ".mkv"):
         output = check_video_output(output, preset.encode.model_copy(update={"codec": "h264"}),
-                                    args.overwrite, [args.input])
+                                    args.overwrite, inputs)
     else:
         raise UserError(f"'{output}': a mask preview is a video (.mp4, .mov, .mkv) or an image "
                         "(.png, .jpg)")

@@ -138,13 +138,15 @@ def vet_job(job, roots: list[Path]) -> str | None:
         paths.append(name)
         name = str(cwd / name)
     try:
-        preset = presets.load(name, overrides) if name else presets.defaults()
+        preset = presets.load(name, overrides) if name else presets.defaults(overrides)
     except UserError as exc:
         return f"its preset does not load ({exc})"
     if preset.encode.ffmpeg:
         return f"its preset names an ffmpeg binary (encode.ffmpeg: {preset.encode.ffmpeg})"
-    paths += [preset.model.weights, *(t.guide for t in preset.objective),
-              getattr(args, "mask", None), preset.mask.file]
+    try:
+        paths += [getattr(args, "mask", None), *preset.files()]
+    except UserError as exc:
+        return f"a shot's preset does not load ({exc})"
     for path in filter(None, paths):
         resolved = (cwd / path).resolve()
         if not any(resolved == root or root in resolved.parents for root in roots):
@@ -170,20 +172,29 @@ def cmd_queue(args) -> None:
         job_id = queue.add(args.kind, args.args, os.getcwd(), args.priority, at, args.after)
         print(f"queued job {job_id}")
     elif action == "list" and args.json:
-        print(json.dumps([job_record(job) for job in queue.jobs()], indent=1))
+        jobs = {job.id: job for job in queue.jobs()}
+        print(json.dumps([job_record(job, jobs) for job in jobs.values()], indent=1))
     elif action == "list":
         table = Table(title=f"queue {queue.path}")
         for col in ("id", "state", "kind", "prio", "frames", "fps", "eta", "tries", "args"):
             table.add_column(col)
-        for job in queue.jobs():
+        jobs = {job.id: job for job in queue.jobs()}
+        for job in jobs.values():
             frames = f"{job.frames_done}/{job.frames_total}" if job.frames_total else "-"
-            eta = f"{job.eta:.0f}s" if job.eta is not None and job.state == "running" else "-"
-            table.add_row(str(job.id), job.state, job.kind, str(job.priority), frames,
+            eta = f"{job.eta:.0f}s" if job.eta is not None else "-"
+            table.add_row(str(job.id), job.status(jobs), job.kind, str(job.priority), frames,
                           f"{job.fps:.2f}" if job.fps else "-", eta, str(job.attempts),
                           " ".join(job.args)[:60] if job.args is not None else "(damaged)")
         print_table(table)
+        notes = [f"job {job.id}: {job.error}" for job in jobs.values() if job.state == "failed"]
+        if any(job.stale() for job in jobs.values()):
+            notes.append("stale: its worker stopped reporting (killed, or its machine is gone); "
+                         "the next worker takes the job over and resumes it")
+        for note in notes:
+            print(note)
     elif action == "show":
-        record = job_record(queue.get(args.id))
+        job = queue.get(args.id)
+        record = job_record(job, {j.id: j for j in queue.jobs()})
         if args.json:
             print(json.dumps(record, indent=1))
         else:
@@ -203,9 +214,9 @@ def cmd_queue(args) -> None:
         print(log.read_text(errors="replace"), end="")
 
 
-def job_record(job) -> dict:
-    """A job as plain data, for `show` and `--json` (its log path is the queue's own)."""
-    return dict(vars(job), eta=job.eta)
+def job_record(job, jobs: dict) -> dict:
+    """A job as plain data, for `show` and `--json`, with the state `list` shows (`status`)."""
+    return dict(vars(job), status=job.status(jobs), eta=job.eta)
 
 
 def parse_resources(text: str | None) -> dict:

@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from renderer.cli.common import add_common, add_mask, load_preset, number
+from renderer.cli.common import add_common, add_mask, check_preset_inputs, load_preset, number
 from renderer.errors import UserError
 
 PREVIEW = ["dream.octaves=2", "flow.quality=ultrafast", "encode.speed=veryfast"]
@@ -100,18 +100,21 @@ def check_render(args):
         raise UserError("--audio-mix and --audio-start need --audio SONG")
     preset = load_preset(args)
     output = check_video_output(args.output, preset.encode, args.overwrite,
-                                [args.input, args.audio])
+                                [args.input, args.audio, *preset.files()])
     check_video(args.input)
+    check_preset_inputs(preset)
     song = None
     if args.audio:
-        song = AudioTrack(Path(args.audio), args.audio_start, check_audio(args.audio).audio_codec)
+        song = AudioTrack(Path(args.audio), args.audio_start,
+                          check_audio(args.audio, args.audio_start, "--audio-start").audio_codec)
     if args.size:
         parse_size(args.size)
     return preset, output, part, song
 
 
-def check_audio(path: str):
-    """A file with an audio stream that holds sound: its MediaInfo."""
+def check_audio(path: str, start: float = 0.0, option: str = "--start"):
+    """A file with an audio stream that holds sound after `start` (seconds, given as
+    `option`): its MediaInfo."""
     from renderer.media.audio import has_samples
     from renderer.media.probe import probe
 
@@ -123,6 +126,9 @@ def check_audio(path: str):
     if not has_samples(path):
         raise UserError(f"the audio stream of '{path}' holds no sound (no samples): give a "
                         "song or other audio file")
+    if start and info.duration is not None and start >= info.duration:
+        raise UserError(f"{option} {start:g} is past the end of '{path}' ({info.duration:.1f} "
+                        f"s long): give a start before {info.duration:.1f}")
     return info
 
 
@@ -138,7 +144,7 @@ def listeners():
 
 
 def cmd_render(args) -> None:
-    from renderer.cli.bars import console
+    from renderer.cli.bars import busy_note, console, setting_up
     from renderer.controller import RenderRequest, plan_render, run_render
     from renderer.media.images import parse_size
     from renderer.media.probe import describe_output
@@ -148,7 +154,10 @@ def cmd_render(args) -> None:
                             parse_size(args.size) if args.size else None, args.scale,
                             args.preview, args.batch, part, args.assemble, song, args.audio_mix,
                             args.resume, args.device)
-    plan = plan_render(request)
+    with setting_up("reading the clip, the song and the network"):
+        plan = plan_render(request)
+    if note := busy_note():
+        console.print(note)
     for note in plan.notes:
         console.print(note.replace("warning:", "[yellow]warning:[/yellow]", 1))
     job = plan.job
@@ -224,13 +233,14 @@ def check_zoom(args):
         Path(args.output).with_stem(f"{Path(args.output).stem}_v{i}") for i in range(args.variants)]
     if preset.encode.codec == "png":
         raise UserError("dream zoom writes video files: use encode.codec h264, h265 or prores")
-    inputs = [args.audio, None if args.init == "noise" else args.init]
+    inputs = [args.audio, None if args.init == "noise" else args.init, *preset.files()]
     for out in outputs:
         encode.check_video_output(out, preset.encode, args.overwrite, inputs)
     if args.init != "noise" and not Path(args.init).is_file():
         raise UserError(f"init image '{args.init}' does not exist: give an image file or 'noise'")
     if args.size:
         parse_size(args.size)
+    check_preset_inputs(preset)
     mask_maker(preset.mask, parse_size(args.size) if args.size else (640, 360),
                [i / fps for i in range(count)])  # a mask that does not fit is refused now
     audio = [encode.AudioTrack(Path(args.audio), 0.0, audio_codec)] if args.audio else []
@@ -239,18 +249,19 @@ def check_zoom(args):
 
 
 def cmd_zoom(args) -> None:
-    from renderer.cli.bars import console
+    from renderer.cli.bars import busy_note, console, setting_up
     from renderer.media.images import load_image, parse_size
     from renderer.media.probe import describe_output
     from renderer.motion.zoom import noise_image
     from renderer.render.zoom import ZoomRenderer, render_zoom
 
-    looks, outputs, fps, count, audio = check_zoom(args)
-    for note in looks.notes:
+    with setting_up("reading the song and the network"):
+        looks, outputs, fps, count, audio = check_zoom(args)
+        preset = looks.preset
+        renderer = ZoomRenderer.of(preset, fps, args.variants, args.device, looks.schedule,
+                                   looks.shots)
+    for note in filter(None, [*looks.notes, busy_note()]):
         console.print(note)
-    preset = looks.preset
-    renderer = ZoomRenderer.of(preset, fps, args.variants, args.device, looks.schedule,
-                               looks.shots)
     size = parse_size(args.size) if args.size else None
     if args.init == "noise":
         init = noise_image(size or (640, 360), renderer.seeds)

@@ -24,5 +24,6 @@ def start_child(command: list[str], cwd: str, log: str | os.PathLike, header: st
     with open(log, "a") as out:
         out.write(f"--- {header}\n")
         out.flush()
-        return subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT,
                                 env=dict(os.environ, **env), preexec_fn=die_with_parent)

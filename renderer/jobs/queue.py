@@ -49,9 +49,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     log TEXT
 );
 """
-COLUMNS = {"epoch": "INTEGER NOT NULL DEFAULT 0", "fresh": "INTEGER NOT NULL DEFAULT 0"}
+COLUMNS = {"epoch": "INTEGER NOT NULL DEFAULT 0", "fresh": "INTEGER NOT NULL DEFAULT 0",
+           "beat": "REAL"}  # added by later versions; `beat`: the time of the last heartbeat
 FINISHED = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 3  # claims of one job (take-overs after a lost lease) before it fails
+STALE_AFTER = 5.0  # seconds without a heartbeat (beats come at least once a second) that
+# `queue list` calls a running job stale
 
 
 def default_db() -> Path:
@@ -78,6 +81,8 @@ class Job:
     not_before: float
     epoch: int  # the fencing token of the current claim
     fresh: bool  # the next run starts over instead of resuming (`queue retry --fresh`)
+    lease_until: float | None
+    beat: float | None  # when its worker last reported
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -90,13 +95,42 @@ class Job:
         return cls(row["id"], row["kind"], args, row["cwd"], row["priority"],
                    row["state"], row["attempts"], row["frames_done"], row["frames_total"],
                    row["fps"], row["worker"], row["error"], row["log"], row["after"],
-                   row["not_before"], row["epoch"], bool(row["fresh"]))
+                   row["not_before"], row["epoch"], bool(row["fresh"]), row["lease_until"],
+                   row["beat"])
 
     @property
     def eta(self) -> float | None:
-        if self.fps and self.frames_total:
+        if self.fps and self.frames_total and self.state == "running" and not self.stale():
             return max(0.0, (self.frames_total - self.frames_done) / self.fps)
         return None
+
+    def stale(self, now: float | None = None) -> bool:
+        """A running job whose worker stopped reporting: it beats several times a lease, so
+        a few missed beats (or a lease run out) mean it died or hangs. The next worker takes
+        the job over when the lease runs out."""
+        if self.state != "running" or self.lease_until is None:
+            return False
+        now = time.time() if now is None else now
+        if self.lease_until < now or self.beat is None:
+            return self.lease_until < now
+        return now > self.beat + STALE_AFTER
+
+    def status(self, jobs: dict[int, "Job"]) -> str:
+        """The state as `queue list` shows it: also whether a queued job is blocked or waits,
+        a running one stale, a done one resumed."""
+        if self.state == "queued" and self.after is not None:
+            first = jobs.get(self.after)
+            if first is not None and first.state in ("failed", "cancelled"):
+                return f"blocked (job {self.after} {first.state})"
+            if first is not None and first.state != "done":
+                return f"queued (after job {self.after})"
+        if self.state == "queued" and self.not_before > time.time():
+            return "queued (at " + time.strftime("%H:%M", time.localtime(self.not_before)) + ")"
+        if self.stale():
+            return "stale (worker silent)"
+        if self.state == "done" and self.attempts > 1:
+            return f"done ({self.attempts} attempts, resumed)"
+        return self.state
 
 
 class Queue:
@@ -202,13 +236,13 @@ class Queue:
                              "answering each time ('dream queue retry' runs it again)",
                         now, MAX_ATTEMPTS))
             row = db.execute(
-                "UPDATE jobs SET state='running', worker=?, lease_until=?, epoch=epoch+1, "
-                "attempts=attempts+1, started=coalesce(started, ?) WHERE id = ("
+                "UPDATE jobs SET state='running', worker=?, lease_until=?, beat=?, "
+                "epoch=epoch+1, attempts=attempts+1, started=coalesce(started, ?) WHERE id = ("
                 " SELECT j.id FROM jobs j WHERE (j.state='queued' OR (j.state='running'"
                 " AND j.lease_until < ?)) AND j.not_before <= ? AND (j.after IS NULL OR"
                 " (SELECT state FROM jobs p WHERE p.id = j.after) = 'done')"
                 " ORDER BY j.priority DESC, j.id LIMIT 1) RETURNING *",
-                (worker, now + lease, now, now, now)).fetchone()
+                (worker, now + lease, now, now, now, now)).fetchone()
         return Job.from_row(row) if row else None
 
     def waits(self) -> list[tuple[int, str | None, float]]:
@@ -223,14 +257,24 @@ class Queue:
                 "state='queued' AND not_before > ?", (now, now)).fetchall()
         return [(row["id"], row["worker"], row["until"]) for row in rows]
 
+    def blocked(self) -> list[tuple[int, int, str]]:
+        """(job, the job it runs after, that job's state) for each queued job that waits for
+        a job that failed or was cancelled: it never runs unless that one is retried."""
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT j.id, j.after, p.state FROM jobs j JOIN jobs p ON p.id = j.after "
+                "WHERE j.state='queued' AND p.state IN ('failed', 'cancelled') ORDER BY j.id"
+            ).fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
+
     def heartbeat(self, job: Job, lease: float, progress: dict) -> bool:
         """Extend the lease and record progress; False if the job is no longer ours."""
         with self.transaction() as db:
             cur = db.execute(
-                "UPDATE jobs SET lease_until=?, frames_done=coalesce(?, frames_done), "
+                "UPDATE jobs SET lease_until=?, beat=?, frames_done=coalesce(?, frames_done), "
                 "frames_total=coalesce(?, frames_total), fps=coalesce(?, fps) "
                 "WHERE id=? AND epoch=? AND state='running'",
-                (time.time() + lease, progress.get("done"), progress.get("total"),
+                (time.time() + lease, time.time(), progress.get("done"), progress.get("total"),
                  progress.get("fps"), job.id, job.epoch))
             return cur.rowcount == 1
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from renderer.jobs.child import start_child
 from renderer.jobs.progress import PROGRESS_ENV, read_progress
 from renderer.jobs.queue import Job, Queue
-from renderer.jobs.workers import Drain, fence_env, job_command
+from renderer.jobs.workers import Drain, blocked_note, failure, fence_env, job_command, outcome
 
 
 def _run_command(command: list[str], cwd: str, log: str, label: str, progress: str | None,
@@ -92,7 +92,7 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
             vet(job) if vet else None
         if refusal:
             queue.finish(job, "failed", f"refused: {refusal}")
-            say(f"job {job.id}: refused: {refusal}")
+            say(outcome(queue, job.id, "failed"))
             return None
         log = str(queue.log_file(job.id))
         queue.set_log(job.id, log)
@@ -133,6 +133,8 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
             if not running:
                 pause = drainer.wait(queue) if drain else 2.0
                 if pause is None:
+                    for line in blocked_note(queue):
+                        say(line)
                     return
                 time.sleep(min(2.0, pause + 0.05))
                 continue
@@ -143,14 +145,14 @@ def work_on_ray(queue: Queue, address: str, gpus_per_task: float = 1.0, lease: f
                     code = ray.get(ref)
                 except Exception as exc:  # retries exhausted (node lost for good)
                     queue.finish(job, "failed", f"ray: {type(exc).__name__}")
-                    say(f"job {job.id}: failed on Ray")
+                    say(outcome(queue, job.id, "failed"))
                     continue
                 if code and not queue.heartbeat(job, lease, {}):  # its fence stopped it
                     say(f"job {job.id}: cancelled, its Ray tasks stopped")
                     continue
                 queue.finish(job, "done" if code == 0 else "failed",
-                             None if code == 0 else f"exit {code}")
-                say(f"job {job.id}: {'done' if code == 0 else 'failed'}")
+                             None if code == 0 else failure(code, queue.log_file(job.id)))
+                say(outcome(queue, job.id, "done" if code == 0 else "failed"))
     finally:
         stop.set()
         ray.shutdown()

@@ -71,9 +71,34 @@ def run_job(queue: Queue, job: Job, worker: str, lease: float, env: dict | None 
         return "done"
     if not queue.heartbeat(job, lease, {}):  # cancelled, or taken over: its fence stopped it
         return "cancelled"
-    last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
-    queue.finish(job, "failed", f"exit {proc.returncode}: {last[0] if last else '?'}")
+    queue.finish(job, "failed", failure(proc.returncode, log))
     return "failed"
+
+
+def failure(code: int, log) -> str:
+    """Why a job's command failed: its exit code and the last line it wrote (its error)."""
+    try:
+        lines = [line for line in open(log, errors="replace").read().splitlines()
+                 if line.strip() and not line.startswith("--- ")]
+    except OSError:
+        lines = []
+    return f"exit {code}: {lines[-1] if lines else 'it wrote nothing'}"
+
+
+def outcome(queue: Queue, job_id: int, state: str) -> str:
+    """The line a worker prints when a job ends: a failure with its reason."""
+    if state != "failed":
+        return f"job {job_id}: {state}"
+    error = queue.get(job_id).error or "no reason recorded"
+    return f"job {job_id}: failed: {error} (dream queue logs {job_id} shows its log)"
+
+
+def blocked_note(queue: Queue) -> list[str]:
+    """Lines for queued jobs that can never run as things stand: each waits for a job that
+    failed or was cancelled."""
+    return [f"job {job_id} stays queued: it runs after job {after}, which {state}: "
+            f"'dream queue retry {after}' runs that again, 'dream queue cancel {job_id}' "
+            "drops this one" for job_id, after, state in queue.blocked()]
 
 
 class Drain:
@@ -136,12 +161,15 @@ def work(queue: Queue, slots: int = 1, lease: float = 30.0, drain: bool = False,
                 if job is None:
                     pause = drainer.wait(own) if drain else poll
                     if pause is None:
+                        if k == 0:
+                            for line in blocked_note(own):
+                                say(line)
                         return
                     time.sleep(min(poll, pause + 0.05))
                     continue
                 say(f"job {job.id}: {job.kind} (attempt {job.attempts}) on slot {k}")
                 state = run_job(own, job, f"{name}/{k}", lease, env, vet)
-                say(f"job {job.id}: {state}")
+                say(outcome(own, job.id, state))
         except BaseException as exc:
             fatal.append(exc)
 

@@ -83,7 +83,8 @@ def _decode(path: Path, rate: int, exe: str | None, seconds: float | None = None
     proc = subprocess.Popen([exe or ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
                              "-nostdin", "-i", str(path), *limit, "-map", "0:a:0", "-ac", "1",
                              "-ar", str(rate), "-f", "f32le", "-"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
     reader.start()

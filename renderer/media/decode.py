@@ -60,6 +60,9 @@ def check_input(path: str | Path) -> Path:
         raise UserError(f"input '{path}' does not exist: check the path")
     if path.is_dir():
         raise UserError(f"input '{path}' is a folder: give a video file")
+    if not path.is_file():
+        raise UserError(f"input '{path}' is not a regular file (a pipe or a device): give a "
+                        "video file")
     if path.stat().st_size == 0:
         raise UserError(f"input '{path}' is empty (0 bytes): give a video file")
     return path

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import cv2
@@ -13,6 +16,9 @@ from renderer.errors import UserError
 from renderer.outputs import atomic_path, check_name, check_output
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+# the largest picture a user may hand in: about 8000x8000, 512 MB decoded as 16-bit RGBA
+MAX_PICTURE_PIXELS = 64_000_000
+FORMATS = "PNG, JPEG, WebP, BMP or TIFF"
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -88,17 +94,57 @@ def grown_in(rgb: np.ndarray, incoming: np.ndarray, progress: float,
     return contrast_kept_crossfade(rgb, incoming, inside[..., None])
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def check_picture(path: str | Path, what: str = "input", verify: bool = False
+                  ) -> tuple[int, int]:
+    """A picture a user hands in, checked before anything decodes it: a regular file (a FIFO
+    or a device would block or never end), whose header names a size of at most
+    MAX_PICTURE_PIXELS (a small file can hold a huge picture). `verify` also reads it through,
+    so that a truncated file is found now and not mid-render. Its (width, height)."""
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"input '{path}' does not exist: check the path")
-    if path.is_dir():
-        raise UserError(f"input '{path}' is a folder: give an image file")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise UserError(f"input '{path}' is not an image OpenCV can read "
-                        f"(use PNG, JPEG, WebP, BMP or TIFF)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if not path.exists():
+            raise UserError(f"{what} '{path}' does not exist: check the path") from None
+        raise UserError(f"{what} '{path}' cannot be read ({exc.strerror}): check it") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{what} '{path}' is a folder: give an image file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{what} '{path}' is not a regular file (a pipe or a device): give an "
+                        "image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's own decompression-bomb warning
+            with Image.open(path) as picture:
+                size = picture.size
+                if verify:
+                    picture.verify()
+    except Image.DecompressionBombError:
+        size = None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = "damaged or cut short" if verify and "cannot identify" not in str(exc) \
+            else f"not an image OpenCV can read (use {FORMATS})"
+        raise UserError(f"{what} '{path}' is {reason}") from None
+    if size is None or size[0] * size[1] > MAX_PICTURE_PIXELS:
+        shown = f"{size[0]}x{size[1]}" if size else "over 178 megapixels"
+        raise UserError(f"{what} '{path}' is {shown}: dream reads pictures up to "
+                        f"{MAX_PICTURE_PIXELS // 10**6} megapixels; scale it down first")
+    return size
+
+
+def decode_picture(path: str | Path, flags: int, what: str = "input") -> np.ndarray:
+    """A picture a user hands in (`check_picture` first), as OpenCV decodes it with `flags`."""
+    check_picture(path, what)
+    picture = cv2.imread(str(path), flags)
+    if picture is None:
+        raise UserError(f"{what} '{path}' is not an image OpenCV can read (use {FORMATS})")
+    return picture
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    return cv2.cvtColor(decode_picture(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from renderer.errors import UserError
-from renderer.media.images import IMAGE_SUFFIXES, framing, place
+from renderer.media.images import IMAGE_SUFFIXES, check_picture, decode_picture, framing, place
 from renderer.presets import MaskSection
 
 EDGE_THRESHOLDS = (50, 150)  # Canny's hysteresis thresholds for `key: edges`, on 0..255 grey
@@ -142,27 +142,22 @@ def shaped(mask: np.ndarray, section: MaskSection) -> np.ndarray:
     return np.clip(mask * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def fitted(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
-    """A mask picture of any size framed as the clip's frames are (`video.fit`)."""
-    w, h = framing((grey.shape[1], grey.shape[0]), size, fit)
-    if (w, h) != (grey.shape[1], grey.shape[0]):
-        grey = cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
-    return place(np.repeat(grey[..., None], 3, axis=2), size)[..., 0]
-
-
-def read_mask_image(path: Path) -> np.ndarray:
-    """An image's alpha channel where it has one, else its brightness: (H, W) float 0..1."""
-    picture = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if picture is None:
-        raise UserError(f"mask '{path}' is not an image OpenCV can read (use PNG, JPEG, WebP, "
-                        "BMP or TIFF)")
+def read_mask_image(path: Path, size: tuple[int, int], fit: str) -> np.ndarray:
+    """A mask image framed at `size` (W, H) as the clip's frames are (`video.fit`): its alpha
+    channel where it has one, else its brightness; (H, W) float 0..1. It is scaled down while
+    still in its own integers, so a large picture never exists in float."""
+    picture = decode_picture(path, cv2.IMREAD_UNCHANGED, "mask")
+    w, h = framing((picture.shape[1], picture.shape[0]), size, fit)
+    if (w, h) != (picture.shape[1], picture.shape[0]):
+        picture = cv2.resize(picture, (w, h), interpolation=cv2.INTER_AREA)
     scale = float(np.iinfo(picture.dtype).max) if picture.dtype.kind in "ui" else 1.0
     picture = picture.astype(np.float32) / scale
-    if picture.ndim == 2:
-        return picture
-    if picture.shape[2] == 4:
-        return picture[..., 3]
-    return picture[..., 2::-1] @ BT709  # OpenCV reads BGR
+    if not np.isfinite(picture).all():
+        raise UserError(f"mask '{path}' holds values that are not numbers (NaN or infinite): "
+                        "save it as an 8- or 16-bit image")
+    if picture.ndim == 3:  # OpenCV reads BGR(A)
+        picture = picture[..., 3] if picture.shape[2] == 4 else picture[..., 2::-1] @ BT709
+    return place(np.repeat(picture[..., None], 3, axis=2), size)[..., 0]
 
 
 # ---------------------------------------------------------------- masks of a clip
@@ -197,9 +192,10 @@ class MaskMaker:
                 raise UserError(f"mask folder '{path}' has {len(self.files)} images for "
                                 f"{frames} frames: give one per frame, or set "
                                 "mask.hold_last: true to hold the last one")
-            read_mask_image(self.files[0])
+            for file in self.files:  # each read through: no surprise mid-render or mid-queue
+                check_picture(file, "mask", verify=True)
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            self.still = shaped(fitted(read_mask_image(path), self.size, self.fit), section)
+            self.still = shaped(read_mask_image(path, self.size, self.fit), section)
         else:
             from renderer.media.decode import index_video
 
@@ -237,7 +233,7 @@ class _Cursor:
             return maker.still
         if maker.files:
             path = maker.files[min(frame, len(maker.files) - 1)]
-            return shaped(fitted(read_mask_image(path), maker.size, maker.fit), s)
+            return shaped(read_mask_image(path, maker.size, maker.fit), s)
         return shaped(self._key(rgb), s)
 
     def _key(self, rgb: np.ndarray) -> np.ndarray:

@@ -45,8 +45,9 @@ class MediaInfo:
 
 def probe(path: str | Path, exe: str | None = None) -> MediaInfo:
     """Streams and duration, read from `ffmpeg -i` (the bundled ffmpeg has no ffprobe)."""
-    result = subprocess.run([exe or ffmpeg_exe(), "-hide_banner", "-i", str(path)],
-                            capture_output=True, text=True, errors="replace")
+    result = subprocess.run([exe or ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            errors="replace")  # a render in a shell's background must not stop
     text = result.stderr
     duration = None
     if m := re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text):

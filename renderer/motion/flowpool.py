@@ -18,7 +18,9 @@ numpy only.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -98,9 +100,18 @@ _WORKER: dict = {}  # in a worker process: its estimator and its views of the sh
 
 def _start_worker(estimator: tuple, opencv_threads: int, frames, results, slots: int, h: int,
                   w: int) -> None:
+    threading.Thread(target=_die_with, args=(os.getppid(),), daemon=True).start()
     cv2.setNumThreads(opencv_threads)
     _WORKER["estimator"] = FlowEstimator(*estimator)
     _WORKER["grays"], _WORKER["flows"] = _views(frames, results, slots, h, w)
+
+
+def _die_with(parent: int) -> None:
+    """End this worker once its render is gone (killed with -9, it cannot say so), so that
+    no worker, nor the resource tracker the workers keep open, outlives it."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def _estimate(slot: int) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 
 from renderer.errors import UserError
 from renderer.media.audio import RATE, stream_audio
+from renderer.media.probe import probe
+from renderer.progress import SILENT, ProgressSink
 
 GRID_HZ = 100  # control points per second: 10 ms, finer than any frame rate's step
 HOP = 256  # analysis hop at RATE: 11.6 ms
@@ -240,6 +242,19 @@ def _sections(mfcc: np.ndarray, rate: int, duration: float) -> np.ndarray:
     return librosa.frames_to_time(bounds, sr=rate, hop_length=MFCC_HOP * pool)[1:]
 
 
+def _heard(blocks: Iterator[np.ndarray], duration: float | None, progress: ProgressSink
+           ) -> Iterator[np.ndarray]:
+    """The blocks, with the seconds read so far told to `progress`."""
+    progress.stage("listening", round(duration) if duration else None)
+    heard, told = 0, 0
+    for block in blocks:
+        heard += block.size
+        progress.advance("listening", heard // RATE - told)
+        told = heard // RATE
+        yield block
+    progress.stage("beats", None)
+
+
 # ---------------------------------------------------------------- the cache
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -255,8 +270,11 @@ def file_key(path: Path, bands: dict) -> str:
     return sha.hexdigest()
 
 
-def analyse_file(path: str | Path, bands: dict = BANDS, exe: str | None = None) -> Analysis:
-    """The analysis of a file's audio, from the cache when this file was analysed before."""
+def analyse_file(path: str | Path, bands: dict = BANDS, exe: str | None = None,
+                 progress: ProgressSink = SILENT) -> Analysis:
+    """The analysis of a file's audio, from the cache when this file was analysed before.
+    `progress` hears the seconds of the song listened to (`listening`), then `beats` (the
+    tempo, beats and sections of the whole song: no count)."""
     from renderer.outputs import atomic_path
 
     path = Path(path)
@@ -271,7 +289,8 @@ def analyse_file(path: str | Path, bands: dict = BANDS, exe: str | None = None) 
                                 {name: data[f"curve_{name}"] for name in CURVES})
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is analysed again and replaced
-    analysis = analyse_blocks(stream_audio(path, exe=exe), bands=bands)
+    analysis = analyse_blocks(_heard(stream_audio(path, exe=exe), probe(path, exe).duration,
+                                     progress), bands=bands)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached, fence=False) as tmp:

@@ -206,6 +206,7 @@ def _starts(shots: list[Shot], times: np.ndarray, schedule: Schedule, cuts: list
     count, starts, notes, last = len(times), [], [], 0
     fps, analysis = schedule.clock.fps, schedule.analysis
     sections = analysis.sections if analysis is not None else None
+    # each section change's first frame; one after the render's last frame is `count`
     changes = [int(np.searchsorted(times, t)) for t in sections] if sections is not None else []
     for k, shot in enumerate(shots, 1):
         where = f"shot {k}"
@@ -217,11 +218,17 @@ def _starts(shots: list[Shot], times: np.ndarray, schedule: Schedule, cuts: list
                 raise UserError(f"{where} starts at section {shot.section}, but the song has "
                                 f"{len(sections) + 1} (0..{len(sections)}): choose one of those")
             frame = changes[shot.section - 1] if shot.section else 0
+            if frame >= count:
+                notes.append(f"note: {where} starts at section {shot.section} "
+                             f"({sections[shot.section - 1]:.1f} s into the song), after the "
+                             "render's end: it is not shown")
+                starts.append(None)
+                continue
         elif shot.at in ("cut", "section"):
             if shot.at == "section" and sections is None:
                 raise UserError(f"{where} starts at the next section, but there is no song: "
                                 "give one with --audio SONG (or a clip with sound)")
-            marks = [f for f in (cuts if shot.at == "cut" else changes) if f > last]
+            marks = [f for f in (cuts if shot.at == "cut" else changes) if last < f < count]
             if not marks:
                 mark = "scene cut" if shot.at == "cut" else "section change"
                 notes.append(f"note: {where} waits for a {mark} that never comes: it is not "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from renderer.errors import UserError
-from renderer.outputs import WORK_MARKER, atomic_write
+from renderer.outputs import TEMP_MARK, WORK_MARKER, atomic_write
 from renderer.presets import MaskSection
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,18 @@ def mask_contents(mask: MaskSection) -> list[str]:
     return [f"{f.name}:{file_sha256(f)}" for f in files if f.is_file()]
 
 
+def refuse_link(folder: Path) -> None:
+    """A work folder is a folder dream made, never a symlink to somebody's (it is written into
+    and emptied)."""
+    if folder.is_symlink():
+        raise UserError(f"'{folder}' is a symlink, not a work folder dream made: move it away, "
+                        "or choose another output name")
+
+
 def make_work_folder(folder: Path) -> None:
     """Create a work folder (and a work parent, for a part of a split render), marked as ours."""
     for path in (folder.parent, folder) if folder.name.startswith("part_") else (folder,):
+        refuse_link(path)
         if path.exists() and not (path / WORK_MARKER).exists() and any(path.iterdir()):
             raise UserError(f"'{path}' exists and was not made by dream: move it away, or "
                             "choose another output name")
@@ -80,7 +89,7 @@ WORK_FILES = re.compile(r"""(part_\d+of\d+/)?(
     checkpoint\.json | done\.json | concat\.txt | state_\d+\.pt | chunk_[\d_]+(\.\w+)?
   | seam_\d+\.\w+ | (frames | chunk_[\d_]+)/(frame_\d+\.png | audio\.flac | \.dream-output\.json)
   | (fades | loop)/\w+\.npy
-  | ([\w-]+/)*\.[^/]+\.[a-z0-9_]{8}[^/]*  # a file being written (outputs.atomic_path)
+  | ([\w-]+/)*\.[^/]+\.""" + TEMP_MARK + r"""[a-z0-9_]{8}[^/]*  # being written (outputs.atomic_path)
 )""", re.VERBOSE)
 
 
@@ -130,6 +139,7 @@ class Checkpoints:
     def start(self, resume: bool) -> tuple[RenderState, list[list[str]]] | None:
         """The saved state and chunks when resuming from a checkpoint; otherwise a clean work
         folder (an old one of ours is cleared) and None."""
+        refuse_link(self.folder)
         restored = self.load() if resume else None
         if restored is None:
             remove_work_folder(self.folder)

@@ -95,6 +95,17 @@ class PartPlan:
         """Frames this part dreams, warm-ups included."""
         return sum(s.length for s in self.mine)
 
+    def kept_before(self, step: int) -> int:
+        """Frames this part has written once `step` lockstep steps are done (a resume's
+        count, so that its progress is the whole render's)."""
+        ends = [min(s.end, s.start + step) for s in self.mine]
+        if self.tail_from is not None and ends:
+            ends[-1] = min(ends[-1], self.tail_from)
+        return sum(max(0, end - s.keep) for s, end in zip(self.mine, ends))
+
+    def dreamed_before(self, step: int) -> int:
+        return sum(min(step, s.length) for s in self.mine)
+
 
 def part_plan(count: int, batch: int, warmup: int, part: Part = WHOLE) -> PartPlan:
     segments = plan_segments(count, batch * part.count, warmup)

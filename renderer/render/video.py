@@ -139,9 +139,9 @@ def _render(job: VideoJob, dreamer: Dreamer, progress: ProgressSink, times: Stag
         log.info(f"resuming from step {state.step} of {max(s.length for s in mine)} "
                  f"({sum(map(len, chunks))} finished chunks)")
     dreamer.choose_compile(plan.dreamed, size)
-    progress.stage("decoded", plan.dreamed)
-    progress.stage("dreamed", plan.dreamed)
-    progress.stage("encoded", plan.kept)
+    progress.stage("decoded", plan.dreamed, plan.dreamed_before(state.step))
+    progress.stage("dreamed", plan.dreamed, plan.dreamed_before(state.step))
+    progress.stage("encoded", plan.kept, plan.kept_before(state.step))
     png = preset.encode.codec == "png"
     suffix = encode.chunk_suffix(preset.encode)
     budget = threads.plan(dreamer.device.type, len(mine), preset.video.threads,

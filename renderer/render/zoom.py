@@ -269,6 +269,10 @@ def _render_zoom(renderer: ZoomRenderer, init: torch.Tensor, outputs: list[Path]
     writers = output.open(start)
     blend = min(count - 1, renderer.blend)
     pre = renderer.preroll if blend else 0
+    if blend:
+        log.info(f"a seamless loop: {pre + count + blend} frames dreamed for {count} written "
+                 f"({pre} settle the feedback first, {blend} more are blended into the loop's "
+                 "first frames)")
     progress.stage("dreamed", pre + count + blend, start)
     progress.stage("encoded", count, max(0, min(start - pre, count) - blend))
 
