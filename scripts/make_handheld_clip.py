@@ -3,7 +3,7 @@
     python scripts/make_handheld_clip.py --out handheld.mp4 [--seconds 4] [--size 320x180]
                                          [--fps 30] [--photo astronaut] [--seed 0]
                                          [--shake 1] [--noise 2] [--flicker 1] [--crf 26]
-                                         [--walkers N]
+                                         [--walkers N] [--wall]
 
 The camera shakes (rotation, scale and translation with 5-15 Hz jitter over a slow drift), a
 foreground object (a textured disc cut from another photo) crosses the frame and occludes the
@@ -19,6 +19,8 @@ a flat background, where the source itself barely changes and any dream flicker 
 `--shake 0 --noise 3 --flicker 0 --crf 12` is a tripod in front of a still wall with a phone's
 noise (the source changes 0.6-0.7 levels a frame on its still pixels), the object a hand
 crossing it; `--walkers 4` makes it a fixed street camera with people walking (issue 28).
+`--wall --noise 3 --flicker 0 --crf 18` is a webcam before a plain wall with a subject that
+swings (issue 40).
 """
 
 from __future__ import annotations
@@ -53,14 +55,14 @@ class Shot:
     and the object's centre in the frame."""
 
     def __init__(self, photo_shape, size: tuple[int, int], fps: float, count: int, seed: int,
-                 shake: float, walkers: int = 0):
+                 shake: float, walkers: int = 0, swing: bool = False):
         self.phases = np.random.default_rng(seed).uniform(0, 2 * np.pi, 3)
         self.ph, self.pw = photo_shape[:2]
         self.size, self.fps, self.count, self.shake = size, fps, count, shake
         w, h = size
         self.base = min(self.pw / (w * 1.3), self.ph / (h * 1.3))  # room to shake, no edge
-        self.walkers = walkers
-        self.radius = h // 10 if walkers else h // 4
+        self.walkers, self.swing = walkers, swing
+        self.radius = h // 10 if walkers else h // 3 if swing else h // 4
         # each walker's lane (height), pace (frame widths a second, signed) and start
         lanes = np.random.default_rng(seed + 1)
         self.lanes = [(lanes.uniform(0.35, 0.85), lanes.uniform(0.12, 0.3) * lanes.choice([-1, 1]),
@@ -82,6 +84,15 @@ class Shot:
         """Object `k` crosses the frame on its own path (it occludes, then reveals): the one
         object once over the clip; walkers back and forth in their lanes, a little bob."""
         (w, h), radius = self.size, self.radius
+        if self.swing:  # held near the middle: drifts for 40% of the clip, then swings
+            slow = 0.4 * self.count / self.fps
+            drift = w * 0.02 * np.sin(1.5 * min(t, slow))
+            # from 2 up to 5 px a frame at 160 px wide (peak speed of the swing)
+            amp = w / 160 * (2 + 3 * min(1.0, max(0.0, t - slow) / max(1e-6, slow))) \
+                * self.fps / (2 * np.pi * 1.2)
+            swing = amp * np.sin(2 * np.pi * 1.2 * max(0.0, t - slow))
+            return (int(round(w * 0.45 + drift + swing)),
+                    int(round(h * 0.55 + 0.3 * swing * np.sin(2 * np.pi * 0.6 * t))))
         if not self.walkers:
             return (int(-radius + (w + 2 * radius) * (t * self.fps / max(1, self.count - 1))),
                     int(h * 0.55 + h * 0.15 * np.sin(2.0 * t)))
@@ -108,7 +119,8 @@ def frames(photo: np.ndarray, thing: np.ndarray, shot: Shot, seed: int, noise: f
         exposure = np.zeros((h, w, 3), np.float32)
         for t in shot.times(k):
             view = cv2.warpAffine(photo, shot.view(t), (w, h), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+                                  borderMode=cv2.BORDER_REFLECT).astype(np.float32) \
+                if photo.shape[:2] != (h, w) else photo.astype(np.float32)
             for j in range(shot.objects):
                 cx, cy = shot.centre(t, j)
                 x0, y0 = cx - radius, cy - radius
@@ -126,21 +138,21 @@ def frames(photo: np.ndarray, thing: np.ndarray, shot: Shot, seed: int, noise: f
 
 def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.0,
               photo: str = "astronaut", seed: int = 0, noise: float = 2.0,
-              flicker: float = 1.0, shake: float = 1.0, crf: int = 26, walkers: int = 0
-              ) -> Path:
+              flicker: float = 1.0, shake: float = 1.0, crf: int = 26, walkers: int = 0,
+              wall: bool = False) -> Path:
     from skimage import data
 
     from renderer.media.probe import ffmpeg_exe
 
-    picture = getattr(data, photo)()
-    other = data.coffee() if photo != "coffee" else data.chelsea()
     count = max(2, round(seconds * fps))
     w, h = size
+    picture = plain_wall(size) if wall else getattr(data, photo)()
+    other = data.coffee() if photo != "coffee" else data.chelsea()
     proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f",
                              "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}",
                              "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
                              "-pix_fmt", "yuv420p", str(out)], stdin=subprocess.PIPE)
-    shot = Shot(picture.shape, size, fps, count, seed, shake, walkers)
+    shot = Shot(picture.shape, size, fps, count, seed, shake, walkers, swing=wall)
     for rgb in frames(picture, other, shot, seed, noise, flicker):
         proc.stdin.write(rgb.tobytes())
     proc.stdin.close()
@@ -148,6 +160,16 @@ def make_clip(out: Path, seconds: float = 4.0, size=(320, 180), fps: float = 30.
         raise SystemExit(f"error: ffmpeg could not write {out}")
     write_truth(out, shot)
     return out
+
+
+def plain_wall(size: tuple[int, int]) -> np.ndarray:
+    """A painted wall in a room's light: off-white, a soft gradient from the window and a
+    vignette, no texture (the webcam recording of issue 40)."""
+    w, h = size
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    light = 1.0 - 0.12 * xs / w - 0.2 * ((xs / w - 0.5) ** 2 + (ys / h - 0.5) ** 2)
+    return np.clip(np.array([196, 188, 172], np.float32) * light[..., None], 0, 255
+                   ).astype(np.uint8)
 
 
 def write_truth(out: Path, shot: Shot) -> Path:
@@ -187,10 +209,14 @@ def main() -> int:
     parser.add_argument("--walkers", type=int, default=0,
                         help="instead of the one large object, this many small ones walking "
                              "back and forth in lanes (a street camera)")
+    parser.add_argument("--wall", action="store_true",
+                        help="a tripod webcam before a plain wall: the object (a third of the "
+                             "frame high) drifts, then swings at 2-5 px a frame (at 160 wide)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     make_clip(args.out, args.seconds, size, args.fps, args.photo, args.seed, args.noise,
-              args.flicker, args.shake, args.crf, args.walkers)
+              args.flicker, 0.0 if args.wall else args.shake, args.crf, args.walkers,
+              args.wall)
     print(f"wrote {args.out}: {round(args.seconds * args.fps)} frames {size[0]}x{size[1]} at "
           f"{args.fps:g} fps, hand-held")
     return 0

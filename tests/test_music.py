@@ -114,6 +114,41 @@ def test_react_is_the_same_at_any_frame_rate_and_peaks_on_the_beat():
     assert at24.min() >= p.dream.step_size - 1e-12 and at24.max() <= p.dream.step_size + 0.02
 
 
+@pytest.mark.parametrize("fps", [10, 24, 30, 60])
+def test_a_hit_lands_in_the_frame_that_holds_it(fps, tmp_path, monkeypatch):
+    """Issue 47: sampled at each frame's start, the onset envelope (which itself peaks 10-20
+    ms after the attack) put a drum hit 1 frame late at 10 and 24 fps and 2 at 30 and 60. A
+    frame shows the strongest value while it is on screen, so the hit is in its own frame."""
+    import wave
+
+    from renderer.music.analysis import analyse_file
+    from renderer.music.schedule import keyframe_values
+    from renderer.presets import load
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rate, rng = 22050, np.random.default_rng(0)
+    song = 0.01 * rng.normal(size=8 * rate)
+    hits = np.arange(1.03, 7.5, 0.5)  # anywhere in a frame's span, at every rate
+    for hit in hits:
+        n, at = int(0.08 * rate), int(hit * rate)
+        decay = np.exp(-np.arange(n) / rate / 0.02)
+        song[at:at + n] += 0.6 * decay * (0.5 * rng.normal(size=n) +
+                                          np.sin(2 * np.pi * 60 * np.arange(n) / rate))
+    path = tmp_path / "clicks.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((np.clip(song, -1, 1) * 32767).astype(np.int16).tobytes())
+    pulse = load("music-pulse")
+    frames = np.arange(int(7.5 * fps))
+    step = Schedule(pulse, analyse_file(path), fps).values(
+        frames / fps, frames, keyframe_values(pulse, frames, fps))["dream.step_size"]
+    own = np.floor(hits * fps).astype(int)  # the frame on screen when the drum is hit
+    late = [int(np.argmax(step[k - 2:k + 4])) - 2 for k in own]
+    assert late == [0] * len(hits), late
+
+
 def test_envelope_follower_attack_and_release_in_milliseconds():
     step = np.zeros(200)
     step[20:] = 1.0

@@ -116,9 +116,10 @@ def still_weight(current: torch.Tensor, previous: torch.Tensor, flow: torch.Tens
         if reliable is not None:  # flow that forward and backward disagree on says nothing
             trusted = trusted * reliable
         # a pan moves flat picture too: the camera's shift, measured on the pixels (phase
-        # correlation: the dominant translation, which an object crossing a still background
-        # does not move, where DIS spreads the object's motion around it)
-        camera = camera_shift(current, previous)
+        # correlation: the dominant translation, where DIS spreads an object's motion around
+        # it), kept only where the frame's outer band agrees (a subject before a plain wall is
+        # the dominant translation, and does not move the camera)
+        camera = background_camera(current, previous, levels)
         moving = torch.maximum(_moving(camera, STILL_CAMERA), _moving(flow - camera) * trusted)
         still = still * (1 - moving)
     return still
@@ -150,6 +151,47 @@ def camera_shift(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     dy = rows + _vertex(ys) - torch.where(rows > h // 2, h, 0)
     dx = cols + _vertex(xs) - torch.where(cols > w // 2, w, 0)
     return torch.stack([dx, dy], 1).to(current.dtype).view(n, 2, 1, 1)
+
+
+BAND = 0.15  # of each side: the frame's outer band, where the background shows round a subject
+
+
+def background_camera(current: torch.Tensor, previous: torch.Tensor, levels: float
+                      ) -> torch.Tensor:
+    """(N, 2, 1, 1): `camera_shift`, where the frame's outer band bears it out, else 0.
+
+    The band is compared with the previous frame unmoved and moved by the shift (each pixel's
+    difference capped at twice `levels`, 0-255, so no few pixels decide). The shift stands
+    where it explains the band clearly better than no motion (SHIFT_GAIN) and its flat part
+    does not say otherwise (FLAT_GAIN): a subject swinging before a plain wall is the dominant
+    translation and may reach into the band, but the wall round it, its shading and noise,
+    matches itself unmoved; a pan or a shaking hand moves the band's picture, flat parts with
+    their shading, with the rest. A band without a level of shading is taken as still."""
+    camera = camera_shift(current, previous)
+    n, _, h, w = current.shape
+    band = _band(h, w, current.device)
+    flat = band * (1 - _textured(current, levels))
+    moved = warp(previous, camera.expand(n, 2, h, w))
+
+    def misfit(before: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        error = gaussian_blur(current - before, 1.5).abs().mean(1, keepdim=True) * 255
+        return (error.clamp(max=2 * levels) * where).flatten(1).sum(1)
+
+    explains = misfit(moved, band) < SHIFT_GAIN * misfit(previous, band)
+    uncontradicted = misfit(moved, flat) < FLAT_GAIN * misfit(previous, flat) + 1e-6
+    return camera * (explains & uncontradicted).to(camera.dtype).view(n, 1, 1, 1)
+
+
+SHIFT_GAIN = 0.75  # the shift must leave under this share of the unmoved band's difference
+FLAT_GAIN = 0.9  # ... and of its flat part's (a still wall's shading matches only unmoved)
+
+
+def _band(h: int, w: int, device) -> torch.Tensor:
+    """(1, 1, H, W): 1 in the frame's outer band (BAND of each side), 0 inside it."""
+    ys = torch.arange(h, device=device).view(-1, 1)
+    xs = torch.arange(w, device=device).view(1, -1)
+    inner = ((ys >= BAND * h) & (ys < (1 - BAND) * h)) & ((xs >= BAND * w) & (xs < (1 - BAND) * w))
+    return (~inner).float().view(1, 1, h, w)
 
 
 def _vertex(values: torch.Tensor) -> torch.Tensor:

@@ -50,17 +50,30 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def hold_colour(images: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor],
                 amount: float) -> torch.Tensor:
-    """Move each channel's mean and spread `amount` of the way back to the reference's.
+    """Move each channel's mean and spread `amount` of the way back to the reference's, and
+    bring a colourfulness above CHROMA_LIMIT down to it.
 
     Feedback loops otherwise drift to grey (repeated resampling averages) or to saturated noise
-    (dreaming amplifies contrast).
+    (dreaming amplifies contrast); matching each channel alone lets the channels part from one
+    another, into a poster of pure red, yellow and blue bands.
     """
     if amount <= 0:
         return images
     mean, std = channel_stats(images)
     ref_mean, ref_std = reference
     matched = (images - mean) / (std + 1e-6) * ref_std + ref_mean
-    return (images + amount * (matched - images)).clamp(0, 1)
+    held = images + amount * (matched - images)
+    grey = held.mean(1, keepdim=True)
+    now = chroma(held)
+    return (grey + (held - grey) * (now.clamp(max=CHROMA_LIMIT) / (now + 1e-6))).clamp(0, 1)
+
+
+CHROMA_LIMIT = 0.22  # RGB 0..1; the sample photos measure 0.11-0.31, a rainbow-poster zoom 0.54
+
+
+def chroma(images: torch.Tensor) -> torch.Tensor:
+    """Each image's colourfulness: its pixels' mean distance from their grey, (N, 1, 1, 1)."""
+    return (images - images.mean(1, keepdim=True)).norm(dim=1).mean((1, 2)).view(-1, 1, 1, 1)
 
 
 def per_frame(rate_per_second: float, fps: float) -> float:
