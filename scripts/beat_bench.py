@@ -41,10 +41,9 @@ def dream(*args) -> None:
         sys.exit(f"dream {' '.join(map(str, args[:2]))} failed: {result.stderr.strip()}")
 
 
-def frames_of(path: Path, size, fps: float | None = None, count: int | None = None):
-    index = index_video(path, fps=fps)
-    n = index.count if count is None else min(count, index.count)
-    return list(FrameReader(index, 0, n, size)), index
+def frames_of(path: Path, size):
+    index = index_video(path)
+    return list(FrameReader(index, 0, index.count, size)), index
 
 
 def strength(outputs, sources) -> np.ndarray:
@@ -92,13 +91,16 @@ def measure(clip: Path, song: Path, fps: float, args, tmp: Path) -> dict:
     size = parse_size(args.size)
     common = ["--fps", fps, "--size", args.size, "--end", args.seconds, "--audio", song,
               "--audio-start", args.song_start, "--device", args.device, "-p", args.preset,
-              "--overwrite"]
-    with_music, without = tmp / "music.mp4", tmp / "flat.mp4"
+              "--overwrite", *[a for o in args.overrides for a in ("--set", o)]]
+    with_music, without, bare = tmp / "music.mp4", tmp / "flat.mp4", tmp / "bare.mp4"
     dream("render", clip, "-o", with_music, *common)
     dream("render", clip, "-o", without, *common, "--set", "react=[]")
+    # the source as the render saw it (the same frames, fit and encode): a render of no steps
+    dream("render", clip, "-o", bare, *common, "--set", "dream.steps=0", "--set",
+          "flow.mode=independent")
     outputs, index = frames_of(with_music, size)
     flat, _ = frames_of(without, size)
-    sources, _ = frames_of(clip, size, fps, len(outputs))
+    sources, _ = frames_of(bare, size)
     n = min(len(outputs), len(sources), len(flat))
     s = strength(outputs[:n], sources[:n])
     quiet = strength(flat[:n], sources[:n])
@@ -122,6 +124,8 @@ def main() -> int:
     parser.add_argument("--song-start", type=float, default=20.0)
     parser.add_argument("--preset", default="music-pulse")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a preset override for every render")
     args = parser.parse_args()
     rates = args.fps or [10.0, 24.0]
     print("| clip | song | fps | corr, lag 0 | corr, lag 0..1 | peak lag, frames (ms) | flux "

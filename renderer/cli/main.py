@@ -4,11 +4,11 @@ can fix is one line and exit 2, an internal failure one line and exit 1."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import shlex
 import sys
 
-from renderer import __version__
 from renderer.cli import live, mask, music, queue, video
 from renderer.cli.common import Parser, add_common, add_mask, load_preset, number
 from renderer.errors import LeaseLost, UserError
@@ -16,7 +16,8 @@ from renderer.errors import LeaseLost, UserError
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dream", description="DeepDream renderer for images, videos and zoom animations.")
-    parser.add_argument("--version", action="version", version=f"dream {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"dream {importlib.metadata.version('dream-renderer')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("image", help="dream one image", description="Dream a still image.")

@@ -225,40 +225,60 @@ class Schedule:
             signal[np.clip(np.round(marks * GRID_HZ).astype(int), 0, len(grid) - 1)] = height
         else:
             signal = a.curve(row.source, grid)
+            if row.source == "onset":
+                signal = hits(signal)
         shaped = np.clip((signal - row.threshold) / (1.0 - row.threshold), 0.0, 1.0) ** row.curve
-        envelope = follow(shaped, row.attack, row.release)
         latency = ONSET_LATENCY if row.source == "onset" else 0.0
-        return row.amount * shown(envelope, grid - latency, times, 1.0 / self.fps)
+        # the attack/release runs frame by frame, in song time (a loop's frames that repeat
+        # a time get its value), on what each frame's span holds: a hit is in its own frame
+        # in full, the next frames fall back by the release over their time
+        at, where = np.unique(times, return_inverse=True)
+        held = shown(shaped, grid - latency, at, 1.0 / self.fps)
+        steps = np.diff(at, prepend=at[0] - 1.0 / self.fps) * GRID_HZ
+        return row.amount * follow(held, row.attack, row.release, steps)[where.ravel()]
 
 
-ONSET_LATENCY = 0.02  # s: the onset envelope peaks this long after the attack (a difference
-# of 2048-sample spectra 512 apart; measured on a click track: 10-20 ms)
+def hits(onset: np.ndarray) -> np.ndarray:
+    """The onset envelope as a train of hits: each peak (the highest point within HIT_REACH
+    either side, the first of a flat top) keeps its height, everything else is 0. The envelope itself is some 50 ms
+    wide, so a frame after a hit still held most of it and the dream peaked a frame late;
+    the react row's release shapes the fall instead."""
+    reach = int(round(HIT_REACH * GRID_HZ))
+    peak = np.lib.stride_tricks.sliding_window_view(np.pad(onset, reach, mode="edge"),
+                                                    2 * reach + 1).max(axis=1)
+    rising = onset > np.concatenate([[0.0], onset[:-1]])  # a flat top (clipped at 1) is one hit
+    return np.where((onset >= peak) & rising, onset, 0.0)
 
 
-def shown(envelope: np.ndarray, grid: np.ndarray, times: np.ndarray, span: float
+HIT_REACH = 0.05  # s: two onsets closer than this are one hit
+
+ONSET_LATENCY = 0.01  # s: the onset envelope peaks 10-20 ms after the attack (a difference of
+# 2048-sample spectra 512 apart; a click track and the generated test song); taking off more
+# put hits played on a frame's first instant into the frame before
+
+
+def shown(signal: np.ndarray, grid: np.ndarray, times: np.ndarray, span: float
           ) -> np.ndarray:
-    """What each frame shows of an envelope on the control grid: its strongest value while
-    the frame is on screen ([time, time + span)), so a hit lands in the frame whose span holds
-    it, not in the next one (sampled at the frame's start, a hit was 1-2 frames late)."""
+    """What each frame shows of a signal on the control grid: its strongest value while the
+    frame is on screen ([time, time + span); the next grid point where a span holds none), so
+    a hit lands in the frame whose span holds it (sampled at the frame's start, a hit was 1-2
+    frames late)."""
     start = np.clip(np.searchsorted(grid, times), 0, len(grid) - 1)
     end = np.clip(np.searchsorted(grid, times + span), start + 1, len(grid))
-    peaks = np.maximum.reduceat(np.append(envelope, 0.0), np.stack([start, end], 1).ravel())
-    return np.maximum(np.interp(times, grid, envelope), peaks[::2])
+    return np.maximum.reduceat(np.append(signal, 0.0), np.stack([start, end], 1).ravel())[::2]
 
 
-def follow(signal: np.ndarray, attack_ms: float, release_ms: float) -> np.ndarray:
-    """A one-pole envelope follower on the control grid: rises with `attack_ms`, falls with
-    `release_ms` (0: at once)."""
-    dt = 1000.0 / GRID_HZ
-
-    def coefficient(ms: float) -> float:
-        return 1.0 if ms <= 0 else 1.0 - np.exp(-dt / ms)
-
-    up, down = coefficient(attack_ms), coefficient(release_ms)
-    out = np.empty_like(signal)
+def follow(signal: np.ndarray, attack_ms: float, release_ms: float,
+           steps: np.ndarray | None = None) -> np.ndarray:
+    """A one-pole envelope follower: rises with `attack_ms`, falls with `release_ms` (0: at
+    once); `steps` (control-grid points, 10 ms each) between samples, one each by default."""
+    dt = 1000.0 / GRID_HZ * (np.ones(len(signal)) if steps is None else np.asarray(steps))
+    up = np.ones_like(dt) if attack_ms <= 0 else 1.0 - np.exp(-dt / attack_ms)
+    down = np.ones_like(dt) if release_ms <= 0 else 1.0 - np.exp(-dt / release_ms)
+    out = np.empty(len(signal))
     level = 0.0
-    for i, x in enumerate(signal.tolist()):
-        level += (up if x > level else down) * (x - level)
+    for i, x in enumerate(np.asarray(signal, float).tolist()):
+        level += (up[i] if x > level else down[i]) * (x - level)
         out[i] = level
     return out
 
