@@ -135,3 +135,30 @@ def test_cpu_share_bench_compares_the_render_with_its_dream_calls(tmp_path):
     calls = int(row.split("fps (")[1].split(" calls")[0])
     assert calls > 0 and float(row.split("|")[4]) > 0, row  # the dream calls replayed, a ratio
     assert (tmp_path / "share.md").read_text().strip() == out.strip()
+
+
+@pytest.mark.slow
+def test_round_5_benches_and_the_preset_sheet_run(tmp_path):
+    """looks_bench, preset_sheet and beat_bench end to end at a tiny size."""
+    out = script("scripts/looks_bench.py", "--frames", "3", "--size", "32x24", "--presets",
+                 "zoom-loop")
+    assert "| zoom-loop |" in out and "colourfulness" in out
+    sheet = tmp_path / "sheet.png"
+    out = script("scripts/preset_sheet.py", "-o", sheet, "--size", "48x32", "--zoom-seconds",
+                 "0.1", "--presets", "classic", "zoom-loop")
+    import cv2
+
+    picture = cv2.imread(str(sheet))
+    assert picture is not None and picture.shape[1] > 3 * 48 and "wrote" in out
+    clip = tmp_path / "clip.mp4"
+    song = tmp_path / "song.wav"
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_test_song import make_song
+
+    make_song(song, bars=(2, 1, 1))
+    script("scripts/make_sample_clip.py", "--out", clip, "--seconds", "2", "--size", "64x48",
+           "--fps", "10")
+    out = script("scripts/beat_bench.py", "--clip", clip, "--song", song, "--fps", "10",
+                 "--size", "64x48", "--seconds", "1.5", "--song-start", "0", "--set",
+                 "dream.steps=1", "--set", "flow.steps=1")
+    assert "| clip.mp4 | song.wav | 10 |" in out and "median corr" in out
