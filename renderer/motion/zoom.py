@@ -48,10 +48,17 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return flat.mean(2, keepdim=True).unsqueeze(-1), flat.std(2, keepdim=True).unsqueeze(-1)
 
 
-def hold_colour(images: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor],
+def colour_reference(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a zoom's colour is held to: the start's channel means and spreads, and the most
+    colourfulness allowed (CHROMA_LIMIT, or the start's own where it is more colourful)."""
+    return (*channel_stats(images), chroma(images).clamp(min=CHROMA_LIMIT))
+
+
+def hold_colour(images: torch.Tensor,
+                reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                 amount: float) -> torch.Tensor:
     """Move each channel's mean and spread `amount` of the way back to the reference's, and
-    bring a colourfulness above CHROMA_LIMIT down to it.
+    bring a colourfulness above the reference's limit down to it (`colour_reference`).
 
     Feedback loops otherwise drift to grey (repeated resampling averages) or to saturated noise
     (dreaming amplifies contrast); matching each channel alone lets the channels part from one
@@ -60,12 +67,12 @@ def hold_colour(images: torch.Tensor, reference: tuple[torch.Tensor, torch.Tenso
     if amount <= 0:
         return images
     mean, std = channel_stats(images)
-    ref_mean, ref_std = reference
+    ref_mean, ref_std, limit = reference
     matched = (images - mean) / (std + 1e-6) * ref_std + ref_mean
     held = images + amount * (matched - images)
     grey = held.mean(1, keepdim=True)
     now = chroma(held)
-    return (grey + (held - grey) * (now.clamp(max=CHROMA_LIMIT) / (now + 1e-6))).clamp(0, 1)
+    return (grey + (held - grey) * (torch.minimum(now, limit) / (now + 1e-6))).clamp(0, 1)
 
 
 CHROMA_LIMIT = 0.22  # RGB 0..1; the sample photos measure 0.11-0.31, a rainbow-poster zoom 0.54

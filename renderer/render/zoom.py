@@ -28,7 +28,7 @@ from renderer.media.images import contrast_kept_crossfade, grown_in, to_uint8
 from renderer.media.masks import mask_maker
 from renderer.keyframes import Motion, frame_motion
 from renderer.media.probe import as_rate
-from renderer.motion.zoom import channel_stats, hold_colour, per_frame, transform
+from renderer.motion.zoom import colour_reference, hold_colour, per_frame, transform
 from renderer.music.schedule import Schedule, keyframe_values
 from renderer.outputs import OutputLock
 from renderer.presets import Preset
@@ -146,7 +146,7 @@ class ZoomRenderer:
         """
         s = self.settings
         self.dreamer.choose_compile(count - start, (init.shape[-1], init.shape[-2]))
-        reference = channel_stats(init.to(self.dreamer.device))
+        reference = colour_reference(init.to(self.dreamer.device))
         current = (init if current is None else current).to(self.dreamer.device)
         driven = self.driven(count, period, offset)
         masks = mask_maker(self.preset.mask, (init.shape[-1], init.shape[-2]),
