@@ -173,12 +173,15 @@ def background_camera(current: torch.Tensor, previous: torch.Tensor, levels: flo
     flat = band * (1 - _textured(current, levels))
     moved = warp(previous, camera.expand(n, 2, h, w))
 
-    def misfit(before: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    def misfit(before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) each: the capped difference summed over the band, and over its flat part."""
         error = gaussian_blur(current - before, 1.5).abs().mean(1, keepdim=True) * 255
-        return (error.clamp(max=2 * levels) * where).flatten(1).sum(1)
+        error = error.clamp(max=2 * levels)
+        return (error * band).flatten(1).sum(1), (error * flat).flatten(1).sum(1)
 
-    explains = misfit(moved, band) < SHIFT_GAIN * misfit(previous, band)
-    uncontradicted = misfit(moved, flat) < FLAT_GAIN * misfit(previous, flat) + 1e-6
+    (shifted, shifted_flat), (unmoved, unmoved_flat) = misfit(moved), misfit(previous)
+    explains = shifted < SHIFT_GAIN * unmoved
+    uncontradicted = shifted_flat < FLAT_GAIN * unmoved_flat + 1e-6
     return camera * (explains & uncontradicted).to(camera.dtype).view(n, 1, 1, 1)
 
 
