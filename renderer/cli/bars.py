@@ -42,15 +42,14 @@ class RateColumn(TextColumn):
 def make_progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                     TaskProgressColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), console=console, disable=not sys.stderr.isatty()
-                    and not _forced())
+                    TimeRemainingColumn(), console=console, disable=not _shown())
 
 
 @contextmanager
 def setting_up(what: str):
     """A spinner while a command prepares (reading the clip, listening to the song, loading
     the network), so a minute of set-up is not a silent one."""
-    if not (console.is_terminal or _forced()):
+    if not _shown():
         yield
         return
     with console.status(f"setting up: {what}"):
@@ -63,16 +62,17 @@ def busy_note() -> str | None:
     import os
 
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load <= cores * 0.75 or not (console.is_terminal or _forced()):
+    if load <= cores * 0.75 or not _shown():
         return None
     return (f"note: the machine is busy (load {load:.1f} on {cores} cores): the speed and the "
             "ETA will swing with the other work")
 
 
-def _forced() -> bool:
+def _shown() -> bool:
+    """Whether progress is drawn: on a terminal, or where DREAM_PROGRESS=1 asks for it."""
     import os
 
-    return os.environ.get("DREAM_PROGRESS") == "1"
+    return sys.stderr.isatty() or os.environ.get("DREAM_PROGRESS") == "1"
 
 
 UNITS = {"listening": "s"}  # what a stage counts, where it is not frames

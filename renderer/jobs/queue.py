@@ -111,17 +111,23 @@ class Job:
         if self.state != "running" or self.lease_until is None:
             return False
         now = time.time() if now is None else now
-        if self.lease_until < now or self.beat is None:
-            return self.lease_until < now
-        return now > self.beat + STALE_AFTER
+        if self.lease_until < now:
+            return True
+        return self.beat is not None and now > self.beat + STALE_AFTER
+
+    def blocker(self, jobs: dict[int, "Job"]) -> "Job | None":
+        """The failed or cancelled job this queued job runs after (it never runs unless that
+        one is retried), or None."""
+        first = jobs.get(self.after) if self.state == "queued" and self.after else None
+        return first if first is not None and first.state in ("failed", "cancelled") else None
 
     def status(self, jobs: dict[int, "Job"]) -> str:
         """The state as `queue list` shows it: also whether a queued job is blocked or waits,
         a running one stale, a done one resumed."""
+        if (blocker := self.blocker(jobs)) is not None:
+            return f"blocked (job {blocker.id} {blocker.state})"
         if self.state == "queued" and self.after is not None:
             first = jobs.get(self.after)
-            if first is not None and first.state in ("failed", "cancelled"):
-                return f"blocked (job {self.after} {first.state})"
             if first is not None and first.state != "done":
                 return f"queued (after job {self.after})"
         if self.state == "queued" and self.not_before > time.time():
@@ -260,21 +266,19 @@ class Queue:
     def blocked(self) -> list[tuple[int, int, str]]:
         """(job, the job it runs after, that job's state) for each queued job that waits for
         a job that failed or was cancelled: it never runs unless that one is retried."""
-        with self._errors():
-            rows = self.db.execute(
-                "SELECT j.id, j.after, p.state FROM jobs j JOIN jobs p ON p.id = j.after "
-                "WHERE j.state='queued' AND p.state IN ('failed', 'cancelled') ORDER BY j.id"
-            ).fetchall()
-        return [(row[0], row[1], row[2]) for row in rows]
+        jobs = {job.id: job for job in self.jobs()}
+        return [(job.id, blocker.id, blocker.state) for job in jobs.values()
+                if (blocker := job.blocker(jobs)) is not None]
 
     def heartbeat(self, job: Job, lease: float, progress: dict) -> bool:
         """Extend the lease and record progress; False if the job is no longer ours."""
+        now = time.time()
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE jobs SET lease_until=?, beat=?, frames_done=coalesce(?, frames_done), "
                 "frames_total=coalesce(?, frames_total), fps=coalesce(?, fps) "
                 "WHERE id=? AND epoch=? AND state='running'",
-                (time.time() + lease, time.time(), progress.get("done"), progress.get("total"),
+                (now + lease, now, progress.get("done"), progress.get("total"),
                  progress.get("fps"), job.id, job.epoch))
             return cur.rowcount == 1
 

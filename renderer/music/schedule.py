@@ -240,9 +240,9 @@ class Schedule:
 
 def hits(onset: np.ndarray) -> np.ndarray:
     """The onset envelope as a train of hits: each peak (the highest point within HIT_REACH
-    either side, the first of a flat top) keeps its height, everything else is 0. The envelope itself is some 50 ms
-    wide, so a frame after a hit still held most of it and the dream peaked a frame late;
-    the react row's release shapes the fall instead."""
+    either side, the first of a flat top) keeps its height, everything else is 0. The
+    envelope itself is some 50 ms wide, so a frame after a hit still held most of it and the
+    dream peaked a frame late; the react row's release shapes the fall instead."""
     reach = int(round(HIT_REACH * GRID_HZ))
     peak = np.lib.stride_tricks.sliding_window_view(np.pad(onset, reach, mode="edge"),
                                                     2 * reach + 1).max(axis=1)
