@@ -66,8 +66,8 @@ class FlowProcesses:
         self.grays, self.flows_out = _views(self.frames, self.results, slots, h, w)
         self.pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=context, initializer=_start_worker,
-            initargs=((settings.quality, settings.max_width, settings.align), opencv_threads,
-                      self.frames, self.results, slots, h, w))
+            initargs=(os.getpid(), (settings.quality, settings.max_width, settings.align),
+                      opencv_threads, self.frames, self.results, slots, h, w))
         self.slots = slots
 
     def flows(self, pairs: list) -> tuple[np.ndarray, np.ndarray]:
@@ -98,9 +98,9 @@ def _views(frames, results, slots: int, h: int, w: int) -> tuple[np.ndarray, np.
 _WORKER: dict = {}  # in a worker process: its estimator and its views of the shared buffers
 
 
-def _start_worker(estimator: tuple, opencv_threads: int, frames, results, slots: int, h: int,
-                  w: int) -> None:
-    threading.Thread(target=_die_with, args=(os.getppid(),), daemon=True).start()
+def _start_worker(render: int, estimator: tuple, opencv_threads: int, frames, results,
+                  slots: int, h: int, w: int) -> None:
+    threading.Thread(target=_die_with, args=(render,), daemon=True).start()
     cv2.setNumThreads(opencv_threads)
     _WORKER["estimator"] = FlowEstimator(*estimator)
     _WORKER["grays"], _WORKER["flows"] = _views(frames, results, slots, h, w)
@@ -108,7 +108,9 @@ def _start_worker(estimator: tuple, opencv_threads: int, frames, results, slots:
 
 def _die_with(parent: int) -> None:
     """End this worker once its render is gone (killed with -9, it cannot say so), so that
-    no worker, nor the resource tracker the workers keep open, outlives it."""
+    no worker, nor the resource tracker the workers keep open, outlives it. The render's PID
+    comes from the render itself: one killed while this worker was still starting has already
+    handed it to another parent."""
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(0)
