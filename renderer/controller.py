@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from renderer.errors import UserError
-from renderer.media.decode import index_video
+from renderer.media.decode import index_video, screen_times
 from renderer.media.encode import AudioTrack
 from renderer.media.images import fit_size
 from renderer.presets import Preset
@@ -94,11 +94,12 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
         source, offset = index.path, index.pts[0]
     else:
         source, offset = None, 0.0
-    times = offset + clip_times(index)
+    on_screen, spans = screen_times(index)
+    times = offset + on_screen
     frames = np.arange(index.count)
     schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
     if not preset.shots:
-        return preset, schedule.values(times, frames, base_values(preset)), []
+        return preset, schedule.values(times, frames, base_values(preset), spans), []
     from renderer.engine.objectives import classic_term
     from renderer.music.shots import plan_shots
 
@@ -108,7 +109,7 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
     shown = _with_terms(preset, plan.terms)
     values = dict(plan.values)
     if preset.modulated:
-        values.update(schedule.values(times, frames, {**base_values(preset), **values}))
+        values.update(schedule.values(times, frames, {**base_values(preset), **values}, spans))
     return shown, values, plan.notes
 
 

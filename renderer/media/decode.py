@@ -240,6 +240,16 @@ def slot_counts(index: VideoIndex) -> list[int]:
     return [max(0, b - a) for a, b in zip(starts, starts[1:])]
 
 
+
+def screen_times(index: VideoIndex) -> tuple[np.ndarray, np.ndarray]:
+    """When each source frame is on screen in the output (seconds from its first frame) and
+    for how long: what music must be read at. With a forced rate a frame shows at the slot
+    after its own timestamp (25 fps picked for 24: up to a frame later), and one held over
+    several slots shows everything those slots hold; a dropped frame gets its next frame's."""
+    counts = np.asarray(slot_counts(index))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return starts / float(index.rate), np.maximum(counts, 1) / float(index.rate)
+
 # sub-sampled colour, and the format that holds it at full size
 _FULL_CHROMA = {"yuv420p": "yuv444p", "yuvj420p": "yuvj444p", "yuv422p": "yuv444p",
                 "yuvj422p": "yuvj444p", "nv12": "yuv444p", "yuv420p10le": "yuv444p10le"}

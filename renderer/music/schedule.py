@@ -132,9 +132,11 @@ class Schedule:
         return self.clock.time_of_beat(spec.value)
 
     # ------------------------------------------------------------ the values
-    def values(self, times, frames, base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every driven target at song `times` (frame numbers `frames`): its timeline value
-        (else `base[target]`) plus its react rows, clamped to the target's range."""
+    def values(self, times, frames, base: dict[str, np.ndarray], spans=None
+               ) -> dict[str, np.ndarray]:
+        """Every driven target at song `times` (frame numbers `frames`, each on screen for its
+        `spans`, one frame at the schedule's rate by default): its timeline value (else
+        `base[target]`) plus its react rows, clamped to the target's range."""
         times = np.asarray(times, float)
         frames = np.asarray(frames)
         names = self.names(times, frames)
@@ -147,7 +149,7 @@ class Schedule:
                 value = np.broadcast_to(np.asarray(base[target], float), times.shape).copy()
             for row in self.preset.react:
                 if row.target == target:
-                    value = value + self.react(row, times)
+                    value = value + self.react(row, times, spans)
             out[target] = np.clip(value, *value_range(target))
         return out
 
@@ -208,9 +210,9 @@ class Schedule:
                 out[inside] = a + (b - a) * EASE[ease](u)
         return out
 
-    def react(self, row, times: np.ndarray) -> np.ndarray:
-        """One react row's contribution at `times`: source -> threshold -> curve ->
-        attack/release on the control grid -> amount."""
+    def react(self, row, times: np.ndarray, spans=None) -> np.ndarray:
+        """One react row's contribution at `times` (each on screen for `spans`): source ->
+        threshold -> curve -> attack/release on the control grid -> amount."""
         a = self.analysis
         end = max(float(np.max(times, initial=0.0)), a.duration) + 1.0
         grid = np.arange(int(np.ceil(end * GRID_HZ)) + 1) / GRID_HZ
@@ -230,10 +232,11 @@ class Schedule:
         shaped = np.clip((signal - row.threshold) / (1.0 - row.threshold), 0.0, 1.0) ** row.curve
         latency = ONSET_LATENCY if row.source == "onset" else 0.0
         # the attack/release runs frame by frame, in song time (a loop's frames that repeat
-        # a time get its value), on what each frame's span holds: a hit is in its own frame
-        # in full, the next frames fall back by the release over their time
-        at, where = np.unique(times, return_inverse=True)
-        held = shown(shaped, grid - latency, at, 1.0 / self.fps)
+        # a time get its value), on what each frame shows: a hit is in its own frame in full
+        # (split with its neighbour near their cut), the next frames fall back by the release
+        at, first, where = np.unique(times, return_index=True, return_inverse=True)
+        span = 1.0 / self.fps if spans is None else np.asarray(spans, float)[first]
+        held = shown(shaped, grid - latency, at, span)
         steps = np.diff(at, prepend=at[0] - 1.0 / self.fps) * GRID_HZ
         return row.amount * follow(held, row.attack, row.release, steps)[where.ravel()]
 
@@ -257,15 +260,24 @@ ONSET_LATENCY = 0.01  # s: the onset envelope peaks 10-20 ms after the attack (a
 # put hits played on a frame's first instant into the frame before
 
 
-def shown(signal: np.ndarray, grid: np.ndarray, times: np.ndarray, span: float
-          ) -> np.ndarray:
-    """What each frame shows of a signal on the control grid: its strongest value while the
-    frame is on screen ([time, time + span); the next grid point where a span holds none), so
-    a hit lands in the frame whose span holds it (sampled at the frame's start, a hit was 1-2
-    frames late)."""
-    start = np.clip(np.searchsorted(grid, times), 0, len(grid) - 1)
-    end = np.clip(np.searchsorted(grid, times + span), start + 1, len(grid))
-    return np.maximum.reduceat(np.append(signal, 0.0), np.stack([start, end], 1).ravel())[::2]
+def shown(signal: np.ndarray, grid: np.ndarray, times: np.ndarray, span) -> np.ndarray:
+    """What each frame shows of a signal on the control grid: its strongest value within a
+    span of the frame's middle (`times` + span / 2), weighted down linearly with the distance
+    from it. A hit in the middle of a frame's time is that frame's alone; one near the cut
+    between two frames shows in both, at half or more in the frame whose time holds it. A
+    flux of the sound read at the frames (windows at their middles or at their starts) puts
+    such a hit in either frame: taking the frame's start alone (the old reading) was a frame
+    late on those, and the frame's span alone a frame early on some (scripts/BENCHMARKS.md)."""
+    span = np.broadcast_to(np.asarray(span, float), np.shape(times))
+    middle = np.asarray(times, float) + span / 2
+    nearest = np.searchsorted(grid, middle)
+    reach = int(np.ceil(span.max(initial=0.0) * GRID_HZ)) + 1
+    out = np.zeros(len(middle))
+    for step in range(-reach, reach + 1):
+        at = np.clip(nearest + step, 0, len(grid) - 1)
+        weight = np.clip(1.0 - np.abs(grid[at] - middle) / span, 0.0, None)
+        out = np.maximum(out, signal[at] * weight)
+    return out
 
 
 def follow(signal: np.ndarray, attack_ms: float, release_ms: float,
