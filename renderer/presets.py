@@ -87,6 +87,9 @@ class FlowSection(Section):
     temporal_weight: float = Field(0.0, ge=0.0, le=1.0)  # pull towards the warped dream per step
     mask_blur: float = Field(1.0, ge=0.0, le=20.0)  # Gaussian sigma softening the mask edges
     steps: Optional[int] = Field(None, ge=0, le=1000)  # steps per frame once a dream is carried
+    # which octaves a carried frame dreams: all of them, or one a frame in turn (coarse to
+    # fine): it starts from a finished dream, so a third of the work keeps the look
+    octaves: Literal["all", "rotate"] = "all"
     # keep the carried dream at its shot's first strength (0: off; 0..1: how much of the lost
     # fine detail is given back too); cuts start afresh
     hold: float = Field(0.0, ge=0.0, le=1.0)

@@ -91,7 +91,7 @@ def naive(clip, preset, size, frames, device, workdir):
         times["flow"] += time.perf_counter() - t
         t = time.perf_counter()
         dreamed = chain.frame([0], to_tensor(rgb).to(device), flows and tuple(
-            flow_to_tensor([f]) for f in flows))
+            flow_to_tensor([f]) for f in flows), turn=i)
         out = to_uint8(dreamed)[0]  # the round trip
         sync(device)
         times["dream"] += time.perf_counter() - t

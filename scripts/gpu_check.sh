@@ -29,7 +29,7 @@ cp .gpu/mobilenet_v2-b0353104.pth /tmp/torch/hub/checkpoints/
   nproc; ffmpeg -version | head -1; } 2>&1 | tee "$OUT/gpu.txt"
 SIZE=${SIZE:-1920x1080}
 STEPS=" ${STEPS:-startup-fresh bench anchor startup-warm} "  # which of the steps below to run
-if [[ $STEPS =~ " "(startup|bench|anchor) ]]; then  # the sample clips those steps render
+if [[ $STEPS =~ " "(startup|bench|anchor|ladder) ]]; then  # the sample clips those steps render
   t=$SECONDS
   python3 scripts/make_sample_clip.py --out /tmp/clip40.mp4 --seconds ${SECONDS_CLIP:-40} --size $SIZE
   ffmpeg -v error -y -i /tmp/clip40.mp4 -t 10 -c copy /tmp/clip10.mp4
@@ -95,6 +95,10 @@ step live720 ${LIVE_LIMIT:-90} live_log.txt python3 scripts/live_bench.py /tmp/l
 step cpu-share ${SHARE_LIMIT:-150} share_log.txt python3 scripts/cpu_share_bench.py \
   --clip .gpu/hh1080.mp4 --end 4 --size 1920x1080 --repeat 1 --device cuda \
   --out "$OUT/share.md"
+# 9. issue 42: the speed ladder at 1080p, each rung end to end and its look, today's default
+#    (every octave on every carried frame) first: `STEPS=ladder` (about 5 minutes)
+step ladder ${LADDER_LIMIT:-420} ladder_log.txt python3 scripts/ladder_bench.py /tmp/clip10.mp4 \
+  --size $SIZE --seconds 10 --out "$OUT/ladder.md"
 # what the start-up's imports cost, slowest first
 step imports 60 imports.txt sh -c 'python3 -X importtime -c "import renderer.render.video" 2>&1 \
   | sort -t"|" -k2 -n -r | head -25'

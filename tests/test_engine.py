@@ -184,3 +184,42 @@ def test_unknown_class_names_close_matches(mobilenet):
     p = Preset.model_validate({"objective": ["class:tabbby"]})
     with pytest.raises(UserError, match="tabby"):
         build_objective(p, mobilenet)
+
+
+def test_a_carried_frame_dreams_one_octave_in_turn():
+    """Issue 42: with `flow.octaves: rotate` a carried frame dreams one octave, the next one
+    at each lockstep step (picked by the step, so a resumed render dreams the same frames), and
+    a first frame every octave: about a third of the passes at the same look."""
+    from renderer.motion.chain import Chain
+    from renderer.presets import load
+
+    preset = load("video", ["dream.octaves=3", "dream.steps=2", "flow.steps=1",
+                            "flow.mode=warp", "flow.still=0", "flow.hold=0", "seed=5"])
+    dreamer = dreamer_for(preset, "cpu")
+    sizes = []
+    real = dreamer.gradient
+    dreamer.gradient = lambda x, *a: sizes.append(tuple(x.shape[-2:])) or real(x, *a)
+    picture = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    still = (torch.zeros(1, 2, 96, 128), torch.zeros(1, 2, 96, 128))
+
+    def run(turns):
+        chain, out = Chain(preset, dreamer), []
+        chain.frame([0], picture)
+        for turn in turns:
+            sizes.clear()
+            out.append(chain.frame([0], picture, still, turn=turn))
+            out.append(sorted(set(sizes)))
+        return out
+
+    sizes.clear()
+    Chain(preset, dreamer).frame([0], picture)
+    octaves = sorted(set(sizes))
+    assert len(octaves) == 3 and len(sizes) == 6  # a first frame: every octave, 2 steps each
+    steps = run([1, 2, 3])
+    assert [steps[k] for k in (1, 3, 5)] == [[octaves[1]], [octaves[2]], [octaves[0]]]
+    again = run([1, 2, 3])
+    assert all(torch.equal(a, b) for a, b in zip(steps[0::2], again[0::2]))
+    preset = load("video", ["dream.octaves=3", "dream.steps=2", "flow.steps=1",
+                            "flow.mode=warp", "flow.still=0", "flow.hold=0", "seed=5",
+                            "flow.octaves=all"])
+    assert run([1])[1] == octaves  # flow.octaves: all, every octave on every frame

@@ -162,3 +162,14 @@ def test_round_5_benches_and_the_preset_sheet_run(tmp_path):
                  "--size", "64x48", "--seconds", "1.5", "--song-start", "0", "--set",
                  "dream.steps=1", "--set", "flow.steps=1")
     assert "| clip.mp4 | song.wav | 10 |" in out and "median corr" in out
+
+
+@pytest.mark.slow
+def test_ladder_bench_times_and_measures_every_rung(tmp_path):
+    """ladder_bench end to end at a tiny size: each rung's frames/s and look, the first rung
+    the reference."""
+    out = script("scripts/ladder_bench.py", "samples/pan.mp4", "--size", "64x36", "--seconds",
+                 "0.5", "--rung", "video:flow.octaves=all", "--rung", "draft", "--set",
+                 "dream.steps=1", "--out", tmp_path / "ladder.md")
+    assert "| video:flow.octaves=all |" in out and "| draft |" in out and "| 1.00x |" in out
+    assert (tmp_path / "ladder.md").read_text().strip() == out.strip()

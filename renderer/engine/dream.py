@@ -351,12 +351,15 @@ class Dreamer:
 
     def dream(self, images: torch.Tensor, seed: int | list[int] = 0, steps: int | None = None,
               octaves: int | None = None, step_scale=1.0, anchor: Anchor | None = None,
-              step_map: torch.Tensor | None = None, progress=None) -> torch.Tensor:
+              step_map: torch.Tensor | None = None, progress=None,
+              turn: int | None = None) -> torch.Tensor:
         """Dream a batch: octave by octave from small to full size, carrying the added detail.
 
         `seed` is one seed for the batch or one per image; `step_scale` multiplies
         `dream.step_size`, one number or one per image; `step_map` ((N, 1, H, W) in 0..1)
-        multiplies it per pixel (0: the pixel is left as it is).
+        multiplies it per pixel (0: the pixel is left as it is). `turn`: dream only the
+        octave at that place (counted from the smallest, round and round), its detail scaled
+        up onto the images (a carried frame's share of `flow.octaves: rotate`).
         """
         s = self.settings
         self._focus()
@@ -370,6 +373,8 @@ class Dreamer:
             anchor = Anchor(anchor.target.contiguous(), anchor.mask.contiguous(), anchor.weight)
         sizes = octave_sizes(*base.shape[-2:], octaves or s.octaves, s.octave_scale,
                              s.min_octave_size)
+        if turn is not None:
+            sizes = [sizes[turn % len(sizes)]]
         step_size = s.step_size * row_values(step_scale, base.shape[0], self.device)
         if step_map is not None:
             step_map = step_map.to(self.device, torch.float32).contiguous()

@@ -106,6 +106,7 @@ class LiveSession:
         self.dreamer: Dreamer = dreamer_for(self.look, self.device)
         self.flow = FlowEstimator.of(self.preset.flow)
         self.previous = None  # the last frame's RGB, for the flow to the next one
+        self.turn = 0  # frames dreamed: which octave a carried frame dreams (flow.octaves)
         self.params = LiveParams.of(name, self.look, shot)
         self.chain = Chain(self.params.applied(self.look), self.dreamer)
         self._masks(self.chain.preset)
@@ -202,8 +203,8 @@ class LiveSession:
         masks = None
         if self.mask is not None:
             masks = torch.from_numpy(self.mask(0, rgb)).to(source.device).float()[None, None] / 255
-        dreamed = self.chain.frame([0], source, flows, masks=masks)
-        self.previous = rgb
+        dreamed = self.chain.frame([0], source, flows, masks=masks, turn=self.turn)
+        self.previous, self.turn = rgb, self.turn + 1
         return to_uint8(dreamed)[0]
 
     def _run(self) -> None:

@@ -73,12 +73,16 @@ class Chain:
 
     def frame(self, rows: list[int], sources: torch.Tensor,
               flows: tuple[torch.Tensor, torch.Tensor] | None = None,
-              driven: Driven = NOTHING, masks: torch.Tensor | None = None) -> torch.Tensor:
+              driven: Driven = NOTHING, masks: torch.Tensor | None = None,
+              turn: int = 0) -> torch.Tensor:
         """The dreams (N, 3, H, W) of the next frame of `rows`: `sources` (N, 3, H, W) in
         [0, 1] on the dreamer's device, `flows` (backward, forward) from each row's last
         frame to this one at any size (None for the first frame of rows, or a carry that
         needs no flow), `masks` (N, 1, H, W) in 0..1 the region each row may dream (None:
-        all of it). Rows of one call are all first frames or all carried."""
+        all of it). Rows of one call are all first frames or all carried. `turn`: the frame's
+        place in its rows' run (the lockstep step), which picks the octave a carried frame
+        dreams with `flow.octaves: rotate` (from the step, so a resumed render dreams the
+        same)."""
         carry, dreamer = self.carry, self.dreamer
         n = len(rows)
         carried = [i in self.links for i in rows]
@@ -121,7 +125,9 @@ class Chain:
         if driven.term_weights:  # music's and shots' term weights, one row per image
             self.dreamer.objective.set_driven(driven.term_weights)
         steps = carry.steps(first, driven.steps)
-        raw = self._dream(start, steps, step_scale, anchor, step_map)[:n]
+        rotate = not first and carry.settings.octaves == "rotate"
+        raw = self._dream(start, steps, step_scale, anchor, step_map,
+                          turn if rotate else None)[:n]
         if fresh is not None and fresh.any():
             # a cut dreams as a first frame does (fewer, larger steps dream a stronger, finer
             # picture, which a later segment's first frame would not match)
@@ -178,10 +184,10 @@ class Chain:
         return mask, (mask * gain).clamp(0, 1)
 
     def _dream(self, start, steps: int, step_scale, anchor: Anchor | None = None,
-               step_map: torch.Tensor | None = None):
+               step_map: torch.Tensor | None = None, turn: int | None = None):
         return self.dreamer.dream(start, seed=self.preset.seed, steps=steps,
                                   octaves=self.preset.dream.octaves, step_scale=step_scale,
-                                  anchor=anchor, step_map=step_map)
+                                  anchor=anchor, step_map=step_map, turn=turn)
 
 
 def _stacked(maps: list) -> torch.Tensor | None:

@@ -313,7 +313,8 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                                               for i in packet.rows])
             masks = None if packet.masks is None else \
                 packet.masks.to(device, non_blocking=cuda).float() / 255
-            dreamed = chain.frame(packet.rows, source, packet.flows, driven, masks)
+            dreamed = chain.frame(packet.rows, source, packet.flows, driven, masks,
+                                  turn=packet.step)
             for row, i in enumerate(packet.rows):
                 prev_rgb[i] = packet.sources[row].numpy()
             frames = to_uint8(dreamed)
