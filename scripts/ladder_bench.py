@@ -42,7 +42,7 @@ def rung_preset(rung: str) -> tuple[str, list[str]]:
 
 
 def wall_fps(clip: str, rung: str, size: str, seconds: float, device: str, overrides,
-             tmp: Path) -> tuple[float, int]:
+             tmp: Path) -> float:
     name, own = rung_preset(rung)
     out = tmp / "out.mp4"
     sets = [a for o in [*own, *overrides] for a in ("--set", o)]
@@ -54,8 +54,7 @@ def wall_fps(clip: str, rung: str, size: str, seconds: float, device: str, overr
     wall = time.perf_counter() - started
     if result.returncode:
         sys.exit(f"rung {rung} failed: {result.stderr.strip()}")
-    frames = index_video(out).count
-    return frames / wall, frames
+    return index_video(out).count / wall
 
 
 def main() -> int:
@@ -84,7 +83,7 @@ def main() -> int:
         for _ in range(args.repeat):
             for rung in rungs:
                 runs[rung].append(wall_fps(args.clip, rung, size_text, args.seconds, device,
-                                           args.overrides, Path(tmp))[0])
+                                           args.overrides, Path(tmp)))
         for rung in rungs:
             speed = statistics.median(runs[rung])
             name, own = rung_preset(rung)

@@ -193,8 +193,9 @@ def test_a_carried_frame_dreams_one_octave_in_turn():
     from renderer.motion.chain import Chain
     from renderer.presets import load
 
-    preset = load("video", ["dream.octaves=3", "dream.steps=2", "flow.steps=1",
-                            "flow.mode=warp", "flow.still=0", "flow.hold=0", "seed=5"])
+    small = ["dream.octaves=3", "dream.steps=2", "flow.steps=1", "flow.mode=warp",
+             "flow.still=0", "flow.hold=0", "seed=5"]
+    preset = load("video", small)
     dreamer = dreamer_for(preset, "cpu")
     sizes = []
     real = dreamer.gradient
@@ -219,7 +220,5 @@ def test_a_carried_frame_dreams_one_octave_in_turn():
     assert [steps[k] for k in (1, 3, 5)] == [[octaves[1]], [octaves[2]], [octaves[0]]]
     again = run([1, 2, 3])
     assert all(torch.equal(a, b) for a, b in zip(steps[0::2], again[0::2]))
-    preset = load("video", ["dream.octaves=3", "dream.steps=2", "flow.steps=1",
-                            "flow.mode=warp", "flow.still=0", "flow.hold=0", "seed=5",
-                            "flow.octaves=all"])
+    preset = load("video", [*small, "flow.octaves=all"])
     assert run([1])[1] == octaves  # flow.octaves: all, every octave on every frame

@@ -121,7 +121,8 @@ def test_a_render_with_shots_resumes_to_the_same_bytes(tmp_path):
 @pytest.mark.slow
 def test_a_two_shot_render_is_the_first_look_then_grows_into_the_second(tmp_path, looks):
     """Issue 29: before the switch, the frames of the first look alone; after it, nearer the
-    second look's than the first's and growing nearer; no jump at the carry larger than 1.5x the median."""
+    second look's than the first's and growing nearer; no jump at the carry larger than 1.5x
+    the median."""
     clip = tmp_path / "clip.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=12:duration=2.5", "-c:v", "libx264",
            "-pix_fmt", "yuv420p", clip)

@@ -240,7 +240,6 @@ def slot_counts(index: VideoIndex) -> list[int]:
     return [max(0, b - a) for a, b in zip(starts, starts[1:])]
 
 
-
 def screen_times(index: VideoIndex) -> tuple[np.ndarray, np.ndarray]:
     """When each source frame is on screen in the output (seconds from its first frame) and
     for how long: what music must be read at. With a forced rate a frame shows at the slot
@@ -249,6 +248,7 @@ def screen_times(index: VideoIndex) -> tuple[np.ndarray, np.ndarray]:
     counts = np.asarray(slot_counts(index))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     return starts / float(index.rate), np.maximum(counts, 1) / float(index.rate)
+
 
 # sub-sampled colour, and the format that holds it at full size
 _FULL_CHROMA = {"yuv420p": "yuv444p", "yuvj420p": "yuvj444p", "yuv422p": "yuv444p",
