@@ -88,6 +88,7 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
 
     if not (preset.modulated or preset.shots):
         return preset, {}, []
+    notes = imported_notes(preset)
     if song is not None:
         source, offset = song.path, song.start
     elif index.info.audio_codec:
@@ -99,7 +100,7 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
     frames = np.arange(index.count)
     schedule = schedule_for(preset, source, float(index.rate), offset, index.duration)
     if not preset.shots:
-        return preset, schedule.values(times, frames, base_values(preset), spans), []
+        return preset, schedule.values(times, frames, base_values(preset), spans), notes
     from renderer.engine.objectives import classic_term
     from renderer.music.shots import plan_shots
 
@@ -110,7 +111,13 @@ def driven_values(preset: Preset, index, song: AudioTrack | None
     values = dict(plan.values)
     if preset.modulated:
         values.update(schedule.values(times, frames, {**base_values(preset), **values}, spans))
-    return shown, values, plan.notes
+    return shown, values, notes + plan.notes
+
+
+def imported_notes(preset: Preset) -> list[str]:
+    """What the preset's `schedule.file` gave and left out, for the user."""
+    imported = preset.imported()
+    return [f"note: {line}" for line in imported.notes] if imported is not None else []
 
 
 @dataclass(frozen=True)
@@ -129,10 +136,11 @@ def zoom_looks(preset: Preset, song: Path | None, fps: float, count: int) -> Zoo
     from renderer.music.shots import zoom_shots
 
     schedule = schedule_for(preset, song, fps, 0.0, count / fps)
+    notes = imported_notes(preset)
     if not preset.shots:
-        return ZoomLooks(preset, schedule, {}, [])
+        return ZoomLooks(preset, schedule, {}, notes)
     plan = zoom_shots(preset, classic_term, count, fps, _shot_schedule(preset, schedule, song, fps))
-    return ZoomLooks(_with_terms(preset, plan.terms), schedule, plan.values, plan.notes)
+    return ZoomLooks(_with_terms(preset, plan.terms), schedule, plan.values, notes + plan.notes)
 
 
 def _with_terms(preset: Preset, terms: list) -> Preset:

@@ -22,7 +22,7 @@ class Target:
 
 TERM_WEIGHT = "objective.N.weight"  # stands for objective.0.weight, objective.1.weight, ...
 TARGETS = {
-    "dream.step_size": Target("per row", 1e-6, 1.0),
+    "dream.step_size": Target("per row", 0.0, 1.0),
     "flow.persistence": Target("per row", 0.0, 1.0),
     "flow.temporal_weight": Target("per row", 0.0, 1.0),
     TERM_WEIGHT: Target("per row", -100.0, 100.0),

@@ -23,3 +23,17 @@ class BusyError(UserError):
 
 class LeaseLost(Exception):
     """A queued job's lease passed to another worker: this render must stop writing at once."""
+
+
+def read_json(path, what: str, fix: str):
+    """A JSON file someone else wrote (never a pickle), or a one-line error: `what` names the
+    file's kind ("schedule file"), `fix` says what to give instead."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} '{path}' does not exist: check the path") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{what} '{path}' is not JSON ({exc}): {fix}") from None

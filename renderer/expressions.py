@@ -103,6 +103,19 @@ FUNCTIONS = {
     "smoothstep": lambda x: np.clip(x, 0, 1) ** 2 * (3 - 2 * np.clip(x, 0, 1)),
 }
 CONSTANTS = {"pi": np.pi}
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """What an expression may read and call: this project's preset expressions (`PRESET`), or
+    another tool's dialect evaluated in its own namespace (`renderer.deforum.DEFORUM`)."""
+    variables: tuple[str, ...]
+    functions: dict
+    constants: dict
+    units: bool = True  # `4b`, `2s`, `48f` periods and the oscillators that take them
+
+
+PRESET = Grammar(VARIABLES, FUNCTIONS, CONSTANTS)
 _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
            ast.Div: np.divide, ast.Mod: np.mod, ast.Pow: np.power}
 _COMPARE = {ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater,
@@ -115,12 +128,14 @@ MAX_CHARS = 2000  # a preset's expression is a formula, not a program
 class Expression:
     """A checked expression; `evaluate(names)` gives an array (or a number)."""
 
-    def __init__(self, text: str):
-        self.text = text
+    def __init__(self, text: str, grammar: Grammar = PRESET):
+        self.text, self.grammar = text, grammar
         if len(text) > MAX_CHARS:
             raise ExpressionError(f"'{text[:40]}...' is {len(text)} characters long: an "
                                   f"expression may have at most {MAX_CHARS}")
-        source = _UNIT.sub(lambda m: f"_period({m.group(1)}, '{m.group(2)}')", text.strip())
+        source = text.strip()
+        if grammar.units:
+            source = _UNIT.sub(lambda m: f"_period({m.group(1)}, '{m.group(2)}')", source)
         try:
             self.tree = ast.parse(source, mode="eval").body
         except SyntaxError as exc:
@@ -137,10 +152,12 @@ class Expression:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
                 and not isinstance(node.value, bool):
             return
+        grammar = self.grammar
         if isinstance(node, ast.Name):
-            if node.id not in VARIABLES and node.id not in CONSTANTS:
+            if node.id not in grammar.variables and node.id not in grammar.constants:
+                known = ", ".join([*grammar.variables, *grammar.constants])
                 raise ExpressionError(f"'{self.text}' uses unknown name '{node.id}' (known: "
-                                      f"{', '.join(VARIABLES)}, pi)")
+                                      f"{known})")
             self.names.add(node.id)
             return
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
@@ -161,14 +178,15 @@ class Expression:
             return
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
             name = node.func.id
-            if name == "_period" and len(node.args) == 2:
+            if grammar.units and name == "_period" and len(node.args) == 2:
                 self.names.add({"b": "beat", "s": "t", "f": "frame"}[node.args[1].value])
                 return
-            if name in FUNCTIONS or name in OSCILLATORS or name == "pulse":
+            timed = [*OSCILLATORS, "pulse"] if grammar.units else []
+            if name in grammar.functions or name in timed:
                 for arg in node.args:
                     self._check(arg)
                 return
-            known = ", ".join([*FUNCTIONS, *OSCILLATORS, "pulse"])
+            known = ", ".join([*grammar.functions, *timed])
             raise ExpressionError(f"'{self.text}' calls unknown function '{name}' "
                                   f"(known: {known})")
         raise ExpressionError(f"'{self.text}' uses '{ast.unparse(node)}', which a preset "
@@ -185,7 +203,8 @@ class Expression:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
-            return CONSTANTS[node.id] if node.id in CONSTANTS else names[node.id]
+            constants = self.grammar.constants
+            return constants[node.id] if node.id in constants else names[node.id]
         if isinstance(node, ast.BinOp):
             left, right = self._eval(node.left, names), self._eval(node.right, names)
             if isinstance(left, Period) or isinstance(right, Period):
@@ -218,12 +237,13 @@ class Expression:
         if name == "_period":
             return Period(float(node.args[0].value), node.args[1].value)
         args = [self._eval(a, names) for a in node.args]
-        if name in OSCILLATORS:
+        timed = self.grammar.units
+        if timed and name in OSCILLATORS:
             if len(args) != 1:
                 raise ExpressionError(f"'{self.text}': {name}() takes one period, e.g. "
                                       f"{name}(4b)")
             return OSCILLATORS[name](args[0], names)
-        if name == "pulse":
+        if timed and name == "pulse":
             if not 1 <= len(args) <= 2:
                 raise ExpressionError(f"'{self.text}': pulse() takes a period and a width, "
                                       "e.g. pulse(1b, 0.25)")
@@ -232,7 +252,7 @@ class Expression:
             raise ExpressionError(f"'{self.text}': a period like 4b belongs inside an "
                                   "oscillator (sin, tri, saw, pulse)")
         try:
-            return FUNCTIONS[name](*args)
+            return self.grammar.functions[name](*args)
         except TypeError:
             raise ExpressionError(f"'{self.text}': wrong number of arguments to {name}()") \
                 from None

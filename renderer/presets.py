@@ -116,7 +116,10 @@ class VideoSection(Section):
 
 
 class EncodeSection(Section):
-    codec: Literal["h264", "h265", "prores", "png"] = "h264"
+    # prores4444 (10-bit, alpha), png16 (16-bit RGBA frames), exr (half-float, linear light,
+    # with alpha) are compositing masters: their alpha is where the dream shows (the mask's
+    # strength; opaque without a mask)
+    codec: Literal["h264", "h265", "prores", "prores4444", "png", "png-rgba", "png16", "exr"] = "h264"
     crf: int = Field(18, ge=0, le=51)
     speed: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                    "slower", "veryslow"] = "medium"
@@ -260,21 +263,30 @@ class TimelineKey(Section):
 
 
 def check_expression(text: str) -> None:
-    from renderer.expressions import Expression, ExpressionError
+    """One of our expressions, or Deforum keyframes (`renderer.schedules`)."""
+    from renderer.expressions import ExpressionError
+    from renderer.schedules import value_expression
 
     try:
-        Expression(text)
+        value_expression(text)
     except ExpressionError as exc:
         raise ValueError(str(exc)) from None
 
 
 class ReactRow(Section):
-    """An audio feature driving a parameter: normalised source -> threshold -> power curve ->
-    attack/release envelope (milliseconds: the same at any frame rate) -> times `amount`,
-    added to the parameter's own (or timeline) value."""
+    """An audio feature (or a MIDI file's notes or controller) driving a parameter: normalised
+    source -> threshold -> power curve -> attack/release envelope (milliseconds: the same at any
+    frame rate) -> times `amount`, added to the parameter's own (or timeline) value."""
     source: Literal["onset", "percussive", "harmonic", "rms", "low", "mid", "high", "beat",
-                    "section"]
+                    "section", "midi"]
     target: str
+    # source midi: the file, and which of its messages: note-ons (`note: 36`, a range
+    # `note: 36-40`, or every note) pulse at their velocity; a controller (`cc: 1`) is a curve
+    # 0..127 -> 0..1; `channel` 1-16 keeps one channel
+    file: Optional[str] = None
+    note: Optional[int | str] = None
+    cc: Optional[int] = Field(None, ge=0, le=127)
+    channel: Optional[int] = Field(None, ge=1, le=16)
     amount: float = Field(ge=-1000, le=1000)
     threshold: float = Field(0.0, ge=0.0, lt=1.0)
     curve: float = Field(1.0, gt=0.0, le=10.0)  # power: > 1 keeps only the peaks
@@ -285,6 +297,66 @@ class ReactRow(Section):
     @classmethod
     def _drivable(cls, target):
         return _check_target(target)
+
+    @field_validator("note")
+    @classmethod
+    def _notes(cls, note):
+        if note is not None:
+            note_range(note)
+        return note
+
+    @model_validator(mode="after")
+    def _midi(self):
+        if self.source == "midi" and not self.file:
+            raise ValueError("a react row with source midi needs 'file: SONG.mid'")
+        if self.source != "midi" and (self.file or self.note is not None or self.cc is not None
+                                      or self.channel is not None):
+            raise ValueError(f"'file', 'note', 'cc' and 'channel' belong to source midi, not "
+                             f"source {self.source}")
+        if self.note is not None and self.cc is not None:
+            raise ValueError("a midi row reads notes or a controller: give 'note' or 'cc', "
+                             "not both")
+        return self
+
+
+def note_range(note) -> tuple[int, int]:
+    """A MIDI note (36) or range ('36-40') as (lowest, highest)."""
+    text = str(note).strip()
+    low, _, high = text.partition("-")
+    try:
+        if isinstance(note, bool):
+            raise ValueError
+        lowest, highest = int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"note '{note}' is not a MIDI note: give a number 0-127 (36) or a "
+                         "range (36-40)") from None
+    if not 0 <= lowest <= highest <= 127:
+        raise ValueError(f"note '{note}' must be 0-127, the lower first (36-40)")
+    return lowest, highest
+
+
+class ScheduleSection(Section):
+    """Curves made in another tool (`renderer.schedules`): a Parseq manifest or a Deforum
+    settings file; the preset's own `timeline:` wins where both drive a target."""
+    file: Optional[str] = None
+    # other numeric fields of the file -> the target each drives, as written there
+    fields: dict[str, str] = Field(default_factory=dict)
+    # the picture a Parseq manifest's translations are in pixels of (Deforum's default)
+    size: tuple[int, int] = (512, 512)
+
+    @field_validator("fields")
+    @classmethod
+    def _targets(cls, fields):
+        for target in fields.values():
+            _check_target(target)
+        return fields
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, size):
+        if not all(1 <= side <= 100_000 for side in size):
+            raise ValueError(f"size {size} must be two sides of 1 to 100000 pixels")
+        return size
 
 
 def _check_time(value, markers=()):
@@ -396,6 +468,8 @@ class Preset(Section):
     # looks that take over at times, beats, sections or scene cuts (`renderer.music.shots`)
     shots: list[Shot] = Field(default_factory=list)
     mask: MaskSection = Field(default_factory=MaskSection)  # dream a region only
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    _imported: object = PrivateAttr(default=None)
 
     @field_validator("timeline", mode="before")
     @classmethod
@@ -420,7 +494,20 @@ class Preset(Section):
             _check_target(target, len(self.objective))
         for row in self.react:
             _check_target(row.target, len(self.objective))
+        for target in self.schedule.fields.values():
+            _check_target(target, len(self.objective))
         return self
+
+    def imported(self):
+        """The curves of `schedule.file` (`renderer.schedules.Imported`, read once), or None."""
+        if self.schedule.file is None:
+            return None
+        if self._imported is None:
+            from renderer.schedules import read_schedule_file
+
+            self._imported = read_schedule_file(self.schedule.file, self.schedule.fields,
+                                                self.schedule.size)
+        return self._imported
 
     def origin(self, target: str) -> str:
         """Where the timeline of `target` was written: 'file:line', or the preset's name."""
@@ -428,19 +515,22 @@ class Preset(Section):
 
     @property
     def modulated(self) -> bool:
-        return bool(self.timeline or self.react)
+        return bool(self.timeline or self.react or self.schedule.file)
 
     @property
     def driven_targets(self) -> set[str]:
-        """Every target its `timeline:` or `react:` drives."""
-        return {*self.timeline, *(row.target for row in self.react)}
+        """Every target its `timeline:`, `react:` or `schedule:` file drives."""
+        imported = self.imported()
+        return {*self.timeline, *(row.target for row in self.react),
+                *(imported.curves if imported is not None else ())}
 
     def files(self, _seen: frozenset = frozenset()) -> list[str]:
         """Every file the preset reads besides the built-in presets: the YAML files it was
         loaded from, its weights, guide images (its own and its shots'), the preset files its
         shots extend (and what those read), its mask. What an output must never replace and a
         worker's --root must hold."""
-        named = [*self._sources, self.model.weights, self.mask.file,
+        named = [*self._sources, self.model.weights, self.mask.file, self.schedule.file,
+                 *(row.file for row in self.react),
                  *(t.guide for t in self.objective),
                  *(t.guide for shot in self.shots for t in shot.objective or [])]
         for shot in self.shots:

@@ -208,7 +208,7 @@ def test_animated_outputs(tmp_path, suffix):
                      tone=None)
     out = tmp_path / f"out{suffix}"
     result = render(src, out)
-    assert f"wrote {out}: 20 frames, 64x48, 10.000 fps, 2.00 s, no audio" in result.stdout
+    assert f"wrote {out}: 20 frames, 64x48, 10.000 fps, 2.00 s, yuv420p, no audio" in result.stdout
     if suffix == ".gif":  # (FFmpeg reads no animated WebP back)
         with av.open(str(out)) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
@@ -242,7 +242,7 @@ def test_wrote_line_describes_the_file(tmp_path):
                                                               "yuv420p"], ["-c:a", "aac"])
     out = tmp_path / "out.mp4"
     result = render(src, out, "--size", "35x24")
-    assert f"wrote {out}: 25 frames, 34x24, 23.976 fps, 1.04 s, aac" in result.stdout
+    assert f"wrote {out}: 25 frames, 34x24, 23.976 fps, 1.04 s, yuv420p, aac" in result.stdout
 
 
 def test_listings_go_to_stdout_and_pipes_end_quietly(tmp_path):

@@ -59,6 +59,13 @@ def add_mask(p: argparse.ArgumentParser) -> None:
                         "preset's 'mask:' section shapes it (invert, grow, feather, strength)")
 
 
+def add_schedule(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schedule", default=None, metavar="FILE",
+                   help="curves made in Parseq (its manifest .json) or Deforum (a settings "
+                        "file): zoom, angle, translation and strength drive the zoom's camera "
+                        "and the carried share (the preset's 'schedule:' section)")
+
+
 def load_preset(args):
     from renderer import presets
 
@@ -73,6 +80,11 @@ def load_preset(args):
     if mask:  # the file replaces the preset's own mask source
         preset.mask = presets.MaskSection.model_validate(
             {**preset.mask.model_dump(), "file": mask, "key": None})
+    schedule = getattr(args, "schedule", None)
+    if schedule is not None:
+        preset.schedule = presets.ScheduleSection.model_validate(
+            {**preset.schedule.model_dump(), "file": schedule})
+        preset._imported = None
     return preset
 
 
@@ -89,12 +101,17 @@ def layer_override(layer: str | None) -> list[str]:
 
 def check_preset_inputs(preset) -> None:
     """The pictures a preset reads, checked before any work (by the command, `queue add` and
-    so the worker alike): its mask (file, folder or video, and the person key's model) and
-    its guide images, its own and its shots'."""
+    so the worker alike): its mask (file, folder or video, and the person key's model), its
+    guide images, its own and its shots', its schedule file and its MIDI files."""
     from renderer.media.images import check_picture
     from renderer.media.masks import mask_maker
+    from renderer.media.midi import read_midi
 
     mask_maker(preset.mask, (64, 64), [0.0], preset.video.fit)
+    preset.imported()
+    for row in preset.react:
+        if row.file:
+            read_midi(row.file)
     for shot in [preset, *preset.shots]:
         for term in shot.objective or []:
             if term.guide:

@@ -43,11 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p, None, dreams=False)
     p.set_defaults(run=cmd_layers)
 
-    p = sub.add_parser("models", help="list models, or show one model's layers",
+    p = sub.add_parser("models", help="list models, show one model's layers, fetch weights",
                        description="List the model zoo and whether each model's weights are "
-                                   "available, or 'models show NAME' for its layers.")
-    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    p.add_argument("name", nargs="?", help="model name for 'show'")
+                                   "available, 'models show NAME' for its layers, or 'models "
+                                   "fetch NAME' to download its torchvision weight file into "
+                                   "torch's cache (checked against the hash in its name).")
+    p.add_argument("action", nargs="?", choices=["list", "show", "fetch"], default="list")
+    p.add_argument("name", nargs="?", help="model name for 'show' and 'fetch'")
+    p.add_argument("--url", default=None, metavar="URL|FILE",
+                   help="with 'fetch': a mirror's address, or a copy of the file on this "
+                        "machine (the hash is still checked)")
     p.set_defaults(run=cmd_models)
 
     p = sub.add_parser("presets", help="list presets, or show one",
@@ -139,9 +144,22 @@ def cmd_layers(args) -> None:
 def cmd_models(args) -> None:
     from rich.table import Table
 
-    from renderer.engine.models import MODELS, describe_layers, get_spec, load_network, weights_status
+    from renderer.engine.models import (MODELS, describe_layers, fetch_weights, get_spec,
+                                        load_network, weights_status)
     from renderer.cli.bars import print_table
 
+    if args.url is not None and args.action != "fetch":
+        raise UserError("--url is for 'dream models fetch NAME --url ...'")
+    if args.action == "fetch":
+        if not args.name:
+            raise UserError("'dream models fetch' needs a model name, e.g. googlenet")
+        spec = get_spec(args.name)
+        path = fetch_weights(spec, args.url)
+        load_network.cache_clear()
+        load_network(spec.name)  # a file of another network is refused now, not at render time
+        print(f"fetched {path} ({path.stat().st_size / 1e6:.1f} MB, hash checked, loads): "
+              f"{spec.name} is ready")
+        return
     if args.action == "show":
         if not args.name:
             raise UserError("'dream models show' needs a model name, e.g. mobilenet_v2")

@@ -144,7 +144,8 @@ def vet_job(job, roots: list[Path]) -> str | None:
     if preset.encode.ffmpeg:
         return f"its preset names an ffmpeg binary (encode.ffmpeg: {preset.encode.ffmpeg})"
     try:
-        paths += [getattr(args, "mask", None), *preset.files()]
+        paths += [getattr(args, "mask", None), getattr(args, "schedule", None),
+                  *preset.files()]
     except UserError as exc:
         return f"a shot's preset does not load ({exc})"
     for path in filter(None, paths):

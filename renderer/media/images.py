@@ -39,7 +39,7 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float -> N x H x W x 3 uint8 (rounded, so 8-bit round trips are exact)."""
+    """(N, C, H, W) float -> N x H x W x C uint8 (rounded, so 8-bit round trips are exact)."""
     frames = images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).contiguous()
     if frames.device.type != "cuda":
         return frames.cpu().numpy()
@@ -50,9 +50,22 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return host.numpy()
 
 
+def to_frames(images: torch.Tensor, alpha: torch.Tensor | None = None, deep: bool = False
+              ) -> np.ndarray:
+    """(N, 3, H, W) float -> N x H x W x C frames for an encoder: uint8 (`to_uint8`), or
+    uint16 when `deep` (the dream's float picture, not 8-bit levels); `alpha` (N, 1, H, W) in
+    0..1 becomes a fourth channel."""
+    if alpha is not None:
+        images = torch.cat([images, alpha.to(images)], dim=1)
+    if not deep:
+        return to_uint8(images)
+    return np.ascontiguousarray(images.detach().clamp(0, 1).mul(65535).round().to(
+        torch.int32).permute(0, 2, 3, 1).cpu().numpy(), dtype=np.uint16)
+
+
 def crossfade(rgb: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
-    """uint8 frames blended: `weight` of `incoming` over `rgb`."""
-    return ((1 - weight) * rgb + weight * incoming).round().astype(np.uint8)
+    """Frames (uint8 or uint16, any channels) blended: `weight` of `incoming` over `rgb`."""
+    return ((1 - weight) * rgb + weight * incoming).round().astype(rgb.dtype)
 
 
 def contrast_kept_crossfade(rgb: np.ndarray, incoming: np.ndarray,

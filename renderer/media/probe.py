@@ -70,10 +70,13 @@ def describe_output(path: Path) -> str:
 
     if path.suffix.lower() == ".webp":  # FFmpeg cannot read animated WebP back: its chunks
         return _describe_webp(path.read_bytes())
-    if path.is_dir():  # a PNG sequence
-        frames = sorted(path.glob("frame_*.png"))
+    if path.is_dir():  # a sequence of frame files
         audio = " + FLAC audio" if (path / "audio.flac").exists() else ""
-        return f"{len(frames)} PNG frames{audio}"
+        exr = sorted(path.glob("frame_*.exr"))
+        if exr:
+            return f"{len(exr)} EXR frames, half-float RGBA, linear, premultiplied alpha{audio}"
+        frames = sorted(path.glob("frame_*.png"))
+        return f"{len(frames)} PNG frames{_png_format(frames[0]) if frames else ''}{audio}"
     with av.open(str(path)) as container:
         video = container.streams.video[0]
         rate = video.guessed_rate or video.average_rate
@@ -81,8 +84,17 @@ def describe_output(path: Path) -> str:
         audio = container.streams.audio[0].codec_context.name if container.streams.audio \
             else "no audio"
         seconds = (container.duration or 0) / av.time_base
+        pixels = video.codec_context.pix_fmt or "?"
+        alpha = " with alpha" if pixels.startswith(("yuva", "rgba", "bgra", "gbrap")) else ""
         return (f"{frames} frames, {video.codec_context.width}x{video.codec_context.height}, "
-                f"{float(rate):.3f} fps, {seconds:.2f} s, {audio}")
+                f"{float(rate):.3f} fps, {seconds:.2f} s, {pixels}{alpha}, {audio}")
+
+
+def _png_format(path: Path) -> str:
+    """', 16-bit RGBA' and the like, from the PNG's header (bit depth and colour type)."""
+    header = path.read_bytes()[:26]
+    depth, kind = header[24], header[25]
+    return f", {depth}-bit {({2: 'RGB', 6: 'RGBA', 0: 'grey', 4: 'grey + alpha'}).get(kind, 'RGB')}"
 
 
 def _describe_webp(data: bytes) -> str:

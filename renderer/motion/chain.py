@@ -54,6 +54,7 @@ class Chain:
         self.preset, self.dreamer, self.width = preset, dreamer, width
         self.carry = Carry.of(preset)
         self.links: dict[int, Link] = dict(links or {})
+        self.coverage: torch.Tensor | None = None  # the last frames' shown region (a mask's)
 
     def retuned(self, preset: Preset, dreamer: Dreamer | None = None) -> "Chain":
         """The same rows carried on with another preset (live's sliders): the hold's reference
@@ -138,6 +139,7 @@ class Chain:
         hold = carry.settings.hold
         begins = (np.ones(n, bool) if first else fresh) if hold else None
         dreamed = carry.settle(start[:n], raw, begins)
+        self.coverage = shown
         if shown is not None:  # outside the mask the source, whatever was carried there
             dreamed = torch.lerp(sources, dreamed, shown)
         ages = begun.aged(carry, steps, step_scale[:n]) if begun is not None else None

@@ -16,10 +16,12 @@ import numpy as np
 from renderer.curves import smoothstep
 from renderer.drivable import SHOT_CUT, SHOT_FADE, Driven, target_of, term_index
 from renderer.errors import UserError
-from renderer.expressions import Expression, ExpressionError, TimeSpec
+from renderer.expressions import ExpressionError, TimeSpec
 from renderer.keyframes import frame_motion
+from renderer.media.midi import read_midi
 from renderer.music.analysis import GRID_HZ, Analysis
-from renderer.presets import Preset
+from renderer.presets import Preset, note_range
+from renderer.schedules import value_expression
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +90,15 @@ class Schedule:
 
     def _check(self) -> None:
         """Everything a song must provide, checked before any frame is dreamed."""
-        if self.preset.react and self.analysis is None:
+        listens = [row for row in self.preset.react if row.source != "midi"]
+        if listens and self.analysis is None:
             raise UserError(f"preset '{self.preset.name}' reacts to audio ('react:'): give a "
                             "song with --audio SONG (or a clip with sound)")
         for target, keys in self.preset.timeline.items():
             for key in keys:
                 value = key.value
-                uses_beats = isinstance(value, str) and Expression(value).names & {
+                names = value_expression(value).names if isinstance(value, str) else set()
+                uses_beats = names & {
                     "beat", "bar", "phase", "bpm"}
                 at = TimeSpec.parse(key.at)
                 if (uses_beats or at.unit in ("b", "bar")) and not self.clock.has_beat:
@@ -103,7 +107,6 @@ class Schedule:
                     raise UserError(f"timeline '{target}' {what} counts beats, but there is no "
                                     "beat: give a song with a beat (--audio SONG) or set "
                                     "music.bpm in the preset")
-                names = Expression(value).names if isinstance(value, str) else set()
                 if names & {"onset", "percussive", "harmonic", "rms", "low", "mid", "high",
                             "section"} and self.analysis is None:
                     raise UserError(f"timeline '{target}' value '{value}' reads the audio: give "
@@ -120,6 +123,8 @@ class Schedule:
             names[name] = a.curve(name, times) if a is not None else np.zeros_like(times)
         names["section"] = np.searchsorted(a.sections, times, side="right").astype(float) \
             if a is not None else np.zeros_like(times)
+        # what Deforum keyframes read besides the frame (`renderer.schedules`)
+        names["seed"], names["last_frame"] = self.preset.seed, float(np.max(frames, initial=0))
         return names
 
     def seconds(self, spec: TimeSpec) -> float:
@@ -140,11 +145,14 @@ class Schedule:
         times = np.asarray(times, float)
         frames = np.asarray(frames)
         names = self.names(times, frames)
+        imported = self.preset.imported()
         out = {}
         for target in self.targets:
             if target in self.preset.timeline:
                 value = self._timeline(target, times, names)
                 self._check_range(target, value, times)
+            elif imported is not None and target in imported.curves:
+                value = imported.at(target, times)
             else:
                 value = np.broadcast_to(np.asarray(base[target], float), times.shape).copy()
             for row in self.preset.react:
@@ -173,7 +181,7 @@ class Schedule:
         if not isinstance(value, str):
             return np.full(shape, float(value))
         try:
-            result = Expression(value).evaluate(names)
+            result = value_expression(value).evaluate(names)
         except ExpressionError as exc:
             raise UserError(f"preset '{self.preset.name}': {exc}") from None
         return np.broadcast_to(np.asarray(result, float), shape).astype(float)
@@ -214,31 +222,63 @@ class Schedule:
         """One react row's contribution at `times` (each on screen for `spans`): source ->
         threshold -> curve -> attack/release on the control grid -> amount."""
         a = self.analysis
-        end = max(float(np.max(times, initial=0.0)), a.duration) + 1.0
-        grid = np.arange(int(np.ceil(end * GRID_HZ)) + 1) / GRID_HZ
-        if row.source in ("beat", "section"):
-            marks = np.asarray(a.beats if row.source == "beat" else a.sections)
-            # a beat pulses as hard as it is played (a tracked beat through a breakdown with
-            # no drums barely moves); a section change is a full pulse
-            height = a.curve("onset", marks) if row.source == "beat" else np.ones(len(marks))
-            if height.size and height.max() > 0:
-                height = height / height.max()
-            signal = np.zeros_like(grid)
-            signal[np.clip(np.round(marks * GRID_HZ).astype(int), 0, len(grid) - 1)] = height
-        else:
-            signal = a.curve(row.source, grid)
-            if row.source == "onset":
-                signal = hits(signal)
-        shaped = np.clip((signal - row.threshold) / (1.0 - row.threshold), 0.0, 1.0) ** row.curve
-        latency = ONSET_LATENCY if row.source == "onset" else 0.0
-        # the attack/release runs frame by frame, in song time (a loop's frames that repeat
-        # a time get its value), on what each frame shows: a hit is in its own frame in full
-        # (split with its neighbour near their cut), the next frames fall back by the release
         at, first, where = np.unique(times, return_index=True, return_inverse=True)
         span = 1.0 / self.fps if spans is None else np.asarray(spans, float)[first]
-        held = shown(shaped, grid - latency, at, span)
+        span = np.broadcast_to(np.asarray(span, float), at.shape)
+        # the attack/release runs frame by frame, in song time (a loop's frames that repeat
+        # a time get its value), on what each frame shows: a hit is in its own frame in full
+        # (a tracked one split with its neighbour near their cut), the next frames fall back
+        # by the release
+        if row.source == "midi":
+            held = self._midi(row, at, span)
+        else:
+            end = max(float(np.max(times, initial=0.0)), a.duration) + 1.0
+            grid = np.arange(int(np.ceil(end * GRID_HZ)) + 1) / GRID_HZ
+            if row.source in ("beat", "section"):
+                marks = np.asarray(a.beats if row.source == "beat" else a.sections)
+                # a beat pulses as hard as it is played (a tracked beat through a breakdown
+                # with no drums barely moves); a section change is a full pulse
+                height = a.curve("onset", marks) if row.source == "beat" else np.ones(len(marks))
+                if height.size and height.max() > 0:
+                    height = height / height.max()
+                signal = np.zeros_like(grid)
+                signal[np.clip(np.round(marks * GRID_HZ).astype(int), 0, len(grid) - 1)] = height
+            else:
+                signal = a.curve(row.source, grid)
+                if row.source == "onset":
+                    signal = hits(signal)
+            latency = ONSET_LATENCY if row.source == "onset" else 0.0
+            held = shown(_shaped(row, signal), grid - latency, at, span,
+                         "hits" if row.source in ("onset", "beat", "section") else "curve")
         steps = np.diff(at, prepend=at[0] - 1.0 / self.fps) * GRID_HZ
         return row.amount * follow(held, row.attack, row.release, steps)[where.ravel()]
+
+    @staticmethod
+    def _midi(row, at: np.ndarray, span: np.ndarray) -> np.ndarray:
+        """A MIDI row at frames starting `at` (sorted), each on screen for `span`: a
+        controller's value (0..1) at the frame's middle, held from each change to the next;
+        or the loudest of the note-ons (velocity 0..1) whose exact time falls in the frame's
+        own time (a note on a frame's first instant is that frame's, in full)."""
+        midi = read_midi(row.file)
+        if row.cc is not None:
+            changes = midi.control(row.cc, row.channel)
+            if not len(changes):
+                return np.zeros(len(at))
+            held = np.searchsorted(changes[:, 0], at + span / 2, side="right") - 1
+            return np.where(held >= 0, _shaped(row, changes[np.clip(held, 0, None), 1]), 0.0)
+        low, high = note_range(row.note) if row.note is not None else (0, 127)
+        notes = midi.hits(low, high, row.channel)
+        frame = np.searchsorted(at, notes[:, 0], side="right") - 1
+        inside = (frame >= 0) & (notes[:, 0] < at[np.clip(frame, 0, None)] +
+                                 span[np.clip(frame, 0, None)])
+        out = np.zeros(len(at))
+        np.maximum.at(out, frame[inside], _shaped(row, notes[inside, 1]))
+        return out
+
+
+def _shaped(row, signal: np.ndarray) -> np.ndarray:
+    """A source (0..1) through a react row's threshold and power curve."""
+    return np.clip((signal - row.threshold) / (1.0 - row.threshold), 0.0, 1.0) ** row.curve
 
 
 def hits(onset: np.ndarray) -> np.ndarray:
@@ -260,16 +300,24 @@ ONSET_LATENCY = 0.01  # s: the onset envelope peaks 10-20 ms after the attack (a
 # put hits played on a frame's first instant into the frame before
 
 
-def shown(signal: np.ndarray, grid: np.ndarray, times: np.ndarray, span) -> np.ndarray:
-    """What each frame shows of a signal on the control grid: its strongest value within a
-    span of the frame's middle (`times` + span / 2), weighted down linearly with the distance
-    from it. A hit in the middle of a frame's time is that frame's alone; one near the cut
-    between two frames shows in both, at half or more in the frame whose time holds it. A
-    flux of the sound read at the frames (windows at their middles or at their starts) puts
-    such a hit in either frame: taking the frame's start alone (the old reading) was a frame
-    late on those, and the frame's span alone a frame early on some (scripts/BENCHMARKS.md)."""
+def shown(signal: np.ndarray, grid: np.ndarray, times: np.ndarray, span, window: str = "hits"
+          ) -> np.ndarray:
+    """What each frame shows of a signal on the control grid.
+
+    `hits`: its strongest value within a span of the frame's middle (`times` + span / 2),
+    weighted down linearly with the distance from it. A hit in the middle of a frame's time is
+    that frame's alone; one near the cut between two frames shows in both, at half or more in
+    the frame whose time holds it. A flux of the sound read at the frames (windows at their
+    middles or at their starts) puts such a hit in either frame: taking the frame's start alone
+    (the old reading) was a frame late on those, and the frame's span alone a frame early on
+    some (scripts/BENCHMARKS.md).
+
+    `curve`: the value at the frame's middle (a loudness or a controller: a window's maximum
+    would ripple with where the grid's points fall in each frame)."""
     span = np.broadcast_to(np.asarray(span, float), np.shape(times))
     middle = np.asarray(times, float) + span / 2
+    if window == "curve":
+        return np.interp(middle, grid, signal)
     nearest = np.searchsorted(grid, middle)
     reach = int(np.ceil(span.max(initial=0.0) * GRID_HZ)) + 1
     out = np.zeros(len(middle))

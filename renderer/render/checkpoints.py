@@ -87,7 +87,7 @@ def make_work_folder(folder: Path) -> None:
 # What renders write into a work folder (paths from it): nothing else in it is ever deleted.
 WORK_FILES = re.compile(r"""(part_\d+of\d+/)?(
     checkpoint\.json | done\.json | concat\.txt | state_\d+\.pt | chunk_[\d_]+(\.\w+)?
-  | seam_\d+\.\w+ | (frames | chunk_[\d_]+)/(frame_\d+\.png | audio\.flac | \.dream-output\.json)
+  | seam_\d+\.\w+ | (frames | chunk_[\d_]+)/(frame_\d+\.(png|exr) | audio\.flac | \.dream-output\.json)
   | (fades | loop)/\w+\.npy
   | ([\w-]+/)*\.[^/]+\.""" + TEMP_MARK + r"""[a-z0-9_]{8}[^/]*  # being written (outputs.atomic_path)
 )""", re.VERBOSE)

@@ -20,7 +20,8 @@ import torch
 from renderer.background import Consumer, Producer
 from renderer.engine.dream import Dreamer
 from renderer.media.decode import FrameReader, VideoIndex, slot_counts
-from renderer.media.images import crossfade, to_uint8
+from renderer.media.encode import codec_of
+from renderer.media.images import crossfade, to_frames
 from renderer.media.masks import MaskMaker
 from renderer.motion.carry import Carry
 from renderer.motion.chain import LINK_MAPS, Chain, Link
@@ -267,6 +268,15 @@ def _restored(state: RenderState, device) -> dict[int, Link]:
             for i, rgb in state.prev_rgb.items()}
 
 
+def _frames(dreamed: torch.Tensor, coverage: torch.Tensor | None, codec) -> np.ndarray:
+    """The frames the codec takes: 8- or 16-bit, and for a master with alpha the region the
+    dream shows in (opaque without a mask)."""
+    alpha = None
+    if codec.alpha:
+        alpha = coverage if coverage is not None else torch.ones_like(dreamed[:, :1])
+    return to_frames(dreamed, alpha, codec.deep)
+
+
 def _snapshot(step: int, chain: Chain, prev_rgb: dict) -> RenderState:
     links = chain.links.items()
     return RenderState(step, {i: k.dream.cpu() for i, k in links}, dict(prev_rgb),
@@ -291,6 +301,7 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                                     preset.video.flow_workers)
     threads.apply(budget)
     cuda = device.type == "cuda"
+    codec = codec_of(preset.encode)
     chain = Chain(preset, dreamer, _restored(state, device), width=len(segments))
     prev_rgb = dict(state.prev_rgb)
     feed = _FlowFeed(run, chain.carry, times, budget, pin=cuda, first_step=state.step,
@@ -317,7 +328,7 @@ def render_frames(run: Lockstep, output, *, state: RenderState | None = None,
                                   turn=packet.step)
             for row, i in enumerate(packet.rows):
                 prev_rgb[i] = packet.sources[row].numpy()
-            frames = to_uint8(dreamed)
+            frames = _frames(dreamed, chain.coverage, codec)
             times.add("dream", time.perf_counter() - t)
             progress.advance("dreamed", len(packet.rows))
             t = time.perf_counter()

@@ -142,7 +142,7 @@ def _render(job: VideoJob, dreamer: Dreamer, progress: ProgressSink, times: Stag
     progress.stage("decoded", plan.dreamed, plan.dreamed_before(state.step))
     progress.stage("dreamed", plan.dreamed, plan.dreamed_before(state.step))
     progress.stage("encoded", plan.kept, plan.kept_before(state.step))
-    png = preset.encode.codec == "png"
+    png = bool(encode.codec_of(preset.encode).frames)  # a folder of frame files
     suffix = encode.chunk_suffix(preset.encode)
     budget = threads.plan(dreamer.device.type, len(mine), preset.video.threads,
                           preset.video.flow_workers)
@@ -198,7 +198,8 @@ def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, 
         if manifest is None:
             raise UserError(f"part {part} of '{output}' is not rendered (or was rendered with "
                             f"other settings): run the same render with --part {part} first")
-    png = preset.encode.codec == "png"
+    frames = encode.codec_of(preset.encode).frames
+    png = bool(frames)  # a folder of frame files
     suffix = encode.chunk_suffix(preset.encode)
     merged = work_dir(output) / "frames"
     if png:
@@ -207,7 +208,7 @@ def _assemble(index: VideoIndex, preset: Preset, output: Path, size: tuple[int, 
     filled = [(p, st, m, pl) for p, st, m, pl in zip(parts, stores, manifests, plans) if pl.mine]
     for (part, store, manifest, plan), following in zip(filled, filled[1:] + [None]):
         if png:
-            for frame in (store.folder / "frames").glob("*.png"):
+            for frame in (store.folder / "frames").glob(f"*{frames}"):
                 os.replace(frame, merged / frame.name)
         else:
             files.extend(store.folder / c for c in manifest)
