@@ -175,6 +175,35 @@ def _scene_cuts(index) -> list[int]:
     return sorted({int(np.searchsorted(index.pts, t - half)) for t in found} - {0})
 
 
+def replay_set(controls_file: Path, recording: Path, overrides: list[str], start: float = 0.0,
+               end: float | None = None, fps: float | None = None
+               ) -> tuple[Preset, list[str]]:
+    """The preset that replays a recorded live set (`renderer.controls`) on its recording,
+    `overrides` (--set) on top, and notes; a controls file of another recording is refused."""
+    from renderer import presets
+    from renderer.controls import read_controls, replayed
+    from renderer.engine.objectives import classic_term
+    from renderer.music.shots import shot_preset
+
+    controls = read_controls(controls_file)
+    if controls.recording != recording.name:
+        raise UserError(f"controls file '{controls_file}' was recorded with "
+                        f"'{controls.recording}', not '{recording.name}': give the recording "
+                        "it was written with")
+    whole = index_video(recording)
+    if whole.count != controls.frames:
+        raise UserError(f"controls file '{controls_file}' was written for {controls.frames} "
+                        f"frames, but '{recording}' has {whole.count}: give the recording it "
+                        "was written with")
+    first = index_video(recording, start, end, fps).pts[0] if (start or end or fps) else \
+        whole.pts[0]
+    data, notes = replayed(controls, float(first), presets.load,
+                           lambda preset, k: shot_preset(preset, k, classic_term))
+    preset = presets.from_data(data, f"the set in '{controls_file}'", overrides)
+    preset.name = f"{recording.stem} (replayed)"
+    return preset, notes
+
+
 def plan_render(request: RenderRequest) -> Plan:
     """Index the clip and decide everything a render needs before the network is loaded (a
     mask that does not fit the clip is refused here)."""

@@ -792,9 +792,15 @@ def load(name_or_path: str, overrides: list[str] = (), _seen: tuple = ()) -> Pre
 
 def defaults(overrides: list[str] = ()) -> Preset:
     """The built-in defaults (no preset named), with `overrides` (--set KEY=VALUE) applied."""
-    data: dict = {}
+    return from_data({}, "the defaults", overrides)
+
+
+def from_data(data: dict, source: str, overrides: list[str] = ()) -> Preset:
+    """A preset made in code (a replayed live set), with `overrides` applied; an error names
+    `source` and the key."""
+    data = copy.deepcopy(data)
     overridden = {_set_override(data, item) for item in overrides}
     try:
         return Preset.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_explain(exc.errors()[0], "the defaults", {}, overridden)) from None
+        raise UserError(_explain(exc.errors()[0], source, {}, overridden)) from None

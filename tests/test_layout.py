@@ -7,7 +7,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "renderer"
 FOUNDATION = {"errors", "presets", "fence", "outputs", "progress", "background", "curves",
-              "expressions", "builtin", "drivable", "keyframes", "schedules"}
+              "expressions", "builtin", "drivable", "keyframes", "schedules", "controls"}
 # what each part may import besides itself and the foundation
 ALLOWED = {"foundation": set(), "media": set(), "engine": {"media"},
            "motion": {"engine", "media"}, "music": {"media"},

@@ -349,7 +349,7 @@ def test_record_keeps_every_camera_frame_with_its_time_and_the_preset_on_screen(
         session.close()
         thread.join(10)
     assert [f.name for f in files] == [f"{started}.mkv", f"{started}.dream.mkv",
-                                       f"{started}.yaml"]
+                                       f"{started}.yaml", f"{started}.controls.json"]
     count, stamps = read_video(files[0])
     assert 16 <= count <= 30, (count, stamps)  # the clip plays at 12 fps: ~24 frames in 2 s
     assert all(b > a for a, b in zip(stamps, stamps[1:]))

@@ -95,12 +95,13 @@ class RichBars(ProgressSink):
 
 
 class _Notes(logging.Handler):
-    """The library's log records as lines on stderr: warnings as 'note: ...', info as is."""
+    """The library's log records as lines on stderr: warnings as 'note: ...', info as is; one
+    line each, whatever the terminal's width (a log that is grepped keeps each whole)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         text = escape(record.getMessage())
         console.print(f"[yellow]note:[/yellow] {text}" if record.levelno >= logging.WARNING
-                      else text, highlight=False)
+                      else text, highlight=False, soft_wrap=True)
 
 
 def show_library_notes() -> None:

@@ -145,6 +145,7 @@ def vet_job(job, roots: list[Path]) -> str | None:
         return f"its preset names an ffmpeg binary (encode.ffmpeg: {preset.encode.ffmpeg})"
     try:
         paths += [getattr(args, "mask", None), getattr(args, "schedule", None),
+                  getattr(args, "controls", None),
                   *preset.files()]
     except UserError as exc:
         return f"a shot's preset does not load ({exc})"

@@ -4,6 +4,7 @@ progress listeners (rich bars, and a queued job's progress file)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,6 +59,10 @@ def register(sub) -> None:
     add_common(p, "video")
     add_mask(p)
     add_schedule(p)
+    p.add_argument("--controls", default=None, metavar="NAME.controls.json",
+                   help="replay a 'dream live' set on its recording: the looks, strength and "
+                        "carried share at the times they were played, at the presets' full "
+                        "quality (any --size; --set on top)")
     p.set_defaults(run=cmd_render, check=check_render)
     register_zoom(sub)
 
@@ -101,8 +106,16 @@ def check_render(args):
     if args.audio is None and (args.audio_mix is not None or args.audio_start):
         raise UserError("--audio-mix and --audio-start need --audio SONG")
     preset = load_preset(args)
+    if args.controls:
+        from renderer.controller import replay_set
+
+        check_video(args.input)
+        preset, notes = replay_set(Path(args.controls), Path(args.input), args.overrides,
+                                   args.start, args.end, args.fps)
+        for note in notes:
+            print(note, file=sys.stderr)
     output = check_video_output(args.output, preset.encode, args.overwrite,
-                                [args.input, args.audio, *preset.files()])
+                                [args.input, args.audio, args.controls, *preset.files()])
     check_video(args.input)
     check_preset_inputs(preset)
     song = None

@@ -6,15 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from renderer.controls import MASKS, MIN_STEP
 from renderer.errors import UserError
 from renderer.motion.carry import Carry
 from renderer.presets import MaskSection, Preset
-
-# the page's mask switch: name -> the `mask:` it puts on the preset ("": the preset's own)
-MASKS = {"": None, "none": {}, "person": {"key": "person", "feather": 6},
-         "background": {"key": "person", "invert": True, "feather": 6},
-         "bright": {"key": "luma", "luma": (0.5, 1.0)}, "dark": {"key": "luma"},
-         "green screen": {"key": "chroma"}, "edges": {"key": "edges", "grow": 2, "feather": 4}}
 
 
 @dataclass(frozen=True)
@@ -45,7 +40,7 @@ class LiveParams:
         takes `steps` steps at `octaves` octaves, as it does live."""
         dream = preset.dream.model_copy(update={
             "octaves": self.octaves, "steps": self.steps,
-            "step_size": preset.dream.step_size * self.strength})
+            "step_size": max(preset.dream.step_size * self.strength, MIN_STEP)})
         flow = preset.flow.model_copy(update={"persistence": self.persistence,
                                               "steps": self.steps})
         objective = [self.layer] if self.layer else preset.objective

@@ -1,6 +1,8 @@
 """Recording a live session: the camera's frames at their capture times, losslessly, so that
 `dream render` can make the full-quality version later; optionally the dreamed stream as it
-was seen; and the preset exactly as it was on screen, as a YAML file beside them.
+was seen; the preset exactly as it was on screen at the start, as a YAML file beside them; and
+every change of the controls with its time (`renderer.controls`), which `dream render
+STEM.mkv --controls STEM.controls.json` replays.
 
 FFV1 in Matroska through PyAV: lossless, fast to encode on the capture thread, and each frame
 keeps its own timestamp (a camera's rate wanders; a fixed rate would stretch the recording).
@@ -18,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from renderer.controls import Change, Controls
 from renderer.outputs import atomic_write, publish
 from renderer.presets import Preset, to_yaml
 
@@ -72,9 +75,11 @@ def free_stem(folder: Path, prefix: str = "live") -> str:
 
 class Recording:
     """Raw frames to STEM.mkv, dreamed ones (if asked) to STEM.dream.mkv, the preset to
-    STEM.yaml; `close` finishes and names the files."""
+    STEM.yaml, the controls (`state`: every live control at the start, then each change) to
+    STEM.controls.json; `close` finishes and names the files."""
 
-    def __init__(self, folder: Path, size: tuple[int, int], preset: Preset, dreamed: bool):
+    def __init__(self, folder: Path, size: tuple[int, int], preset: Preset, dreamed: bool,
+                 state: dict):
         folder.mkdir(parents=True, exist_ok=True)
         self.stem = free_stem(folder)
         origin = time.monotonic()
@@ -83,7 +88,15 @@ class Recording:
         self.dream = _Track(folder / f"{self.stem}.dream.mkv", size, origin) if dreamed else None
         self.preset_file = folder / f"{self.stem}.yaml"
         self.preset_text = to_yaml(preset)
+        self.origin = origin
+        self.changes = [Change(0.0, dict(state))]
         self.closed = False
+
+    def control(self, state: dict) -> None:
+        """The controls after a change, at its time (the frames' clock)."""
+        with self.lock:
+            if not self.closed:
+                self.changes.append(Change(time.monotonic() - self.origin, dict(state)))
 
     def add_raw(self, rgb: np.ndarray, stamp: float) -> None:
         with self.lock:
@@ -103,5 +116,8 @@ class Recording:
             files = [p for p in (self.raw.close(), self.dream and self.dream.close()) if p]
         if files:
             atomic_write(self.preset_file, self.preset_text, fence=False)
-            files.append(self.preset_file)
+            controls = self.preset_file.with_suffix(".controls.json")
+            atomic_write(controls, Controls(files[0].name, self.raw.frames,
+                                            self.changes).to_json(), fence=False)
+            files += [self.preset_file, controls]
         return files

@@ -64,6 +64,20 @@ def make_app(session: LiveSession, token: str | None) -> web.Application:
                                      status=400)
         return web.json_response(await asyncio.to_thread(session.record, on, dreamed))
 
+    async def learn(request: web.Request) -> web.Response:
+        if session.midi is None:
+            return web.json_response({"error": "start dream live with --midi PORT to learn"},
+                                     status=400)
+        try:
+            target = (await request.json())["target"]
+            session.midi.learn(None if target is None else str(target))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return web.json_response({"error": 'send {"target": "strength" | "next" | '
+                                               '"shot:N" | null}'}, status=400)
+        except UserError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(session.midi.state())
+
     async def stream(request: web.Request) -> web.StreamResponse:
         which = "source_jpeg" if request.query.get("view") == "source" else "jpeg"
         response = web.StreamResponse(headers={
@@ -94,14 +108,16 @@ def make_app(session: LiveSession, token: str | None) -> web.Application:
 
     app = web.Application(middlewares=[require_token])
     app.add_routes([web.get("/", page), web.get("/state", state), web.post("/params", params),
-                    web.post("/record", record),
+                    web.post("/record", record), web.post("/learn", learn),
                     web.get("/stream", stream), web.get("/snapshot.png", snapshot)])
     return app
 
 
-def serve(session: LiveSession, host: str, port: int, on_ready=None) -> None:
-    """Serve until Ctrl-C; `on_ready(url)` is called once listening. Off the loopback a token
-    guards every request (it is part of the URL)."""
+def serve(session: LiveSession, host: str, port: int, on_ready=None, osc=None) -> None:
+    """Serve until Ctrl-C; `on_ready(url)` is called once listening (and `osc`, a
+    `live.osc.OscControl`, listening on the same loop). Off the loopback a token guards every
+    request (it is part of the URL); OSC has none: keep it on the loopback or a trusted
+    network."""
     token = None if is_loopback(host) else secrets.token_urlsafe(16)
 
     async def main():
@@ -114,6 +130,12 @@ def serve(session: LiveSession, host: str, port: int, on_ready=None) -> None:
             await runner.cleanup()
             raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another "
                             "program uses it, pick another with --port") from None
+        if osc is not None:
+            try:
+                await osc.start()
+            except UserError:
+                await runner.cleanup()
+                raise
         bound = site._server.sockets[0].getsockname()[1] if port == 0 else port
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{shown_host}:{bound}/" + (f"?token={token}" if token else "")

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from renderer.controls import FIELDS
 from renderer.engine.dream import Dreamer, dreamer_for
 from renderer.engine.models import load_network
 from renderer.engine.objectives import classic_term
@@ -78,11 +79,15 @@ class LiveSession:
         self.record_dir = record_dir
         self.lock = threading.Condition()  # what the page reads: never held while dreaming
         self.dream_lock = threading.Lock()  # the preset and dreamer: changed between frames
+        self.waiters = threading.Lock()
+        self.waiting = 0  # changes waiting for the dream lock: the next frame waits for them
         self.record_lock = threading.Lock()
         self.shown = Shown()
         self.stats = Stats()
         self.error = ""
         self.recording: Recording | None = None
+        self.midi = None  # live.midi.MidiControl, when a MIDI port is open
+        self.inputs: list[str] = []  # what else talks to the session or takes its stream
         self._load(preset)
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True, name="live-dream")
@@ -149,35 +154,60 @@ class LiveSession:
         log.info(f"preset {self.params.preset} reloaded")
 
     def update(self, changes: dict) -> LiveParams:
-        """Apply the page's changes (validated) from the next frame on; picking another preset
-        or stepping to another of its shots puts the sliders where that look has them, then
-        applies the other changes."""
-        with self.dream_lock:
-            params = self.params.with_changes(changes, self.presets, self.layers,
-                                              len(self.preset.shots))
-            rest = {k: v for k, v in changes.items() if k not in ("preset", "shot")}
+        """Apply the page's (or OSC's, or MIDI's) changes, validated, from the next frame on;
+        picking another preset or stepping to another of its shots puts the sliders where that
+        look has them, then applies the other changes. The dream thread lets a waiting change
+        in between two frames (a lock alone would let it take the next frame first)."""
+        with self.waiters:
+            self.waiting += 1
+        try:
+            with self.dream_lock:
+                return self._update(changes)
+        finally:
+            with self.waiters:
+                self.waiting -= 1
+
+    def _update(self, changes: dict) -> LiveParams:
+        params = self.params.with_changes(changes, self.presets, self.layers,
+                                          len(self.preset.shots))
+        rest = {k: v for k, v in changes.items() if k not in ("preset", "shot")}
+        look, layers = self.look, self.layers
+        if params.preset != self.params.preset:
+            self._load(params.preset)
             look, layers = self.look, self.layers
-            if params.preset != self.params.preset:
-                self._load(params.preset)
-                look, layers = self.look, self.layers
-                params = self.params.with_changes(rest, self.presets, layers,
-                                                  len(self.preset.shots))
-            elif params.shot != self.params.shot:
-                look = shot_preset(self.preset, params.shot, classic_term)
-                layers = self._layers(look)  # a shot may switch the model
-                params = replace(LiveParams.of(params.preset, look, params.shot),
-                                 layer=params.layer if params.layer in layers else "",
-                                 mask=params.mask).with_changes(rest, self.presets, layers,
-                                                                len(self.preset.shots))
-            applied = params.applied(look)
-            if params.layer != self.params.layer or look is not self.look:
-                self.dreamer = dreamer_for(applied, self.device)
-            self.look, self.layers = look, layers
-            if params.mask != self.params.mask:
-                self._masks(applied)
-            self.chain = self.chain.retuned(applied, self.dreamer)
-            self.params = params
-            return params
+            params = self.params.with_changes(rest, self.presets, layers,
+                                              len(self.preset.shots))
+        elif params.shot != self.params.shot:
+            look = shot_preset(self.preset, params.shot, classic_term)
+            layers = self._layers(look)  # a shot may switch the model
+            params = replace(LiveParams.of(params.preset, look, params.shot),
+                             layer=params.layer if params.layer in layers else "",
+                             mask=params.mask).with_changes(rest, self.presets, layers,
+                                                            len(self.preset.shots))
+        applied = params.applied(look)
+        if params.layer != self.params.layer or look is not self.look:
+            self.dreamer = dreamer_for(applied, self.device)
+        self.look, self.layers = look, layers
+        if params.mask != self.params.mask:
+            self._masks(applied)
+        self.chain = self.chain.retuned(applied, self.dreamer)
+        self.params = params
+        if (recording := self.recording) is not None:
+            recording.control(self.controls())
+        return params
+
+    def check(self, changes: dict) -> None:
+        """UserError if `changes` would be refused now (OSC checks each message before it
+        merges them)."""
+        self.params.with_changes(changes, self.presets, self.layers, len(self.preset.shots))
+
+    def next_shot(self) -> dict:
+        """The change to the preset's next shot (after its last: its own look again)."""
+        return {"shot": (self.params.shot + 1) % (len(self.preset.shots) + 1)}
+
+    def controls(self) -> dict:
+        """Every live control's value now (what a recording's controls file holds)."""
+        return {name: getattr(self.params, name) for name in FIELDS}
 
     def record(self, on: bool, dreamed: bool = False) -> dict:
         """Start (raw frames, and the dreamed ones if asked) or stop a recording. Its own lock:
@@ -185,7 +215,8 @@ class LiveSession:
         with self.record_lock:
             if on and self.recording is None:
                 self.recording = Recording(self.record_dir, self.capture.size,
-                                           self.params.applied(self.look), dreamed)
+                                           self.params.applied(self.look), dreamed,
+                                           self.controls())
                 self.capture.recording = self.recording
                 return {"recording": self.recording.stem}
             if not on and self.recording is not None:
@@ -217,6 +248,8 @@ class LiveSession:
                     break
                 continue
             rgb, stamp = taken
+            while self.waiting and self.running:
+                time.sleep(0.001)
             try:
                 with self.dream_lock:
                     self._reload_if_edited()
@@ -267,7 +300,9 @@ class LiveSession:
                     "dropped": self.stats.dropped, "latency_p50_ms": pick(0.5),
                     "latency_p95_ms": pick(0.95), "error": self.error,
                     "device": str(self.dreamer.device), "cpu_percent": self.stats.cpu_percent,
-                    "recording": self.recording.stem if self.recording else None}
+                    "recording": self.recording.stem if self.recording else None,
+                    "midi": self.midi.state() if self.midi is not None else None,
+                    "inputs": self.inputs}
 
     def close(self) -> None:
         """Stop capturing and dreaming; a recording in progress is finished (playable)."""
