@@ -113,10 +113,12 @@ def replayed(controls: Controls, first: float, load, shot_of) -> tuple[dict, lis
         carry_keys.append({"at": round(at, 4), "value": float(state["persistence"]),
                            "ease": "step"})
         if last is not None:
-            for name in ("mask", "octaves", "steps"):
+            for name, kept in (("mask", "the mask the set started with"),
+                               ("octaves", "the preset's own octaves"),
+                               ("steps", "the preset's own steps")):
                 if state[name] != last[1][name]:
-                    notes.append(f"note: the set changed {name} at {change.t:.2f} s; a replay "
-                                 f"dreams at the preset's own {name} (--set to choose)")
+                    notes.append(f"note: the set changed {name} at {change.t:.2f} s; the "
+                                 f"replay keeps {kept} (--set to choose)")
         last = (key, state)
     first_look = look_of[(start["preset"], start["layer"], start["shot"])]
     if MASKS.get(start["mask"]) is not None:

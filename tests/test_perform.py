@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import mido
@@ -40,20 +39,49 @@ def camera_clip(tmp_path_factory):
 
 # ---------------------------------------------------------------- OSC messages
 def test_osc_addresses_become_changes_and_bad_ones_are_named():
-    session = SimpleNamespace(params=SimpleNamespace(shot=1),
-                              preset=SimpleNamespace(shots=[1, 2]),
-                              next_shot=lambda: {"shot": 2})
-    assert change_of("/dream/strength", (0.7,), session) == {"strength": 0.7}
-    assert change_of("/dream/shot", (2.0,), session) == {"shot": 2}
-    assert change_of("/dream/preset", ("classic",), session) == {"preset": "classic"}
-    assert change_of("/dream/next", (), session) == {"shot": 2}
+    assert change_of("/dream/strength", (0.7,)) == {"strength": 0.7}
+    assert change_of("/dream/shot", (2.0,)) == {"shot": 2}
+    assert change_of("/dream/preset", ("classic",)) == {"preset": "classic"}
+    assert change_of("/dream/next", ()) == {"next": True}
     for address, args, words in (("/dream/glow", (1,), "unknown address"),
                                  ("/other/strength", (1,), "unknown address"),
                                  ("/dream/strength", (), "takes one value"),
                                  ("/dream/strength", (1, 2), "takes one value"),
                                  ("/dream/preset", (3,), "takes a name")):
         with pytest.raises(UserError, match=words):
-            change_of(address, args, session)
+            change_of(address, args)
+
+
+def test_an_inbox_applies_changes_in_order_merging_what_waits_for_a_frame():
+    """While one change waits for the frame in progress, the next ones merge: the latest value
+    of each control; a switch (`next` counted when it applies) is never merged across."""
+    import threading
+
+    from renderer.live.inbox import Inbox
+
+    applied, gate = [], threading.Event()
+
+    class Session:
+        shot = 0
+
+        def update(self, change):
+            gate.wait(5)  # the first change waits for a frame
+            applied.append(dict(change))
+            self.shot = change.get("shot", self.shot)
+
+        def next_shot(self):
+            return {"shot": self.shot + 1}
+
+    inbox = Inbox(Session(), "test")
+    inbox.put({"strength": 1.0})
+    time.sleep(0.1)  # the worker holds the first, waiting
+    for change in ({"strength": 2.0}, {"persistence": 0.5}, {"strength": 3.0}, {"next": True},
+                   {"next": True}, {"strength": 0.5}):
+        inbox.put(change)
+    gate.set()
+    inbox.close()
+    assert applied == [{"strength": 1.0}, {"strength": 3.0, "persistence": 0.5}, {"shot": 1},
+                       {"shot": 2}, {"strength": 0.5}]
 
 
 # ---------------------------------------------------------------- controls files
@@ -128,17 +156,21 @@ def test_midi_learn_binds_a_knob_and_a_pad_and_survives_a_restart(camera_clip, t
         fakemidi.play("Fake Controller 1", bytes([0xB0, 21, 0]))  # knob 21 moves: bound
         assert midi.state() == {"learning": None, "bindings": {"ch1c21": "strength"}}
         fakemidi.play("Fake Controller 1", bytes([0xB0, 21, 127]))
+        midi.inbox.settle()
         assert session.params.strength == pytest.approx(4.0)
         midi.learn("next")
         fakemidi.play("Fake Controller 1", bytes([0x99, 38, 90]))  # a pad on channel 10
         fakemidi.play("Fake Controller 1", bytes([0x99, 38, 90]))
+        midi.inbox.settle()
         assert session.params.shot == 1
         midi.close()
         again = MidiControl(session, bindings).open("Fake Controller 1")
         assert again.state()["bindings"] == {"ch1c21": "strength", "ch10n38": "next"}
         fakemidi.play("Fake Controller 1", bytes([0xB0, 21, 64]))
+        again.inbox.settle()
         assert session.params.strength == pytest.approx(4.0 * 64 / 127)
         fakemidi.play("Fake Controller 1", bytes([0x99, 38, 1]))
+        again.inbox.settle()
         assert session.params.shot == 0  # next, after the last shot: the preset's own look
         again.close()
         bindings.write_text("ch1c21: [strength]\n")

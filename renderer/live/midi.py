@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from renderer.errors import UserError
+from renderer.live.inbox import Inbox
 from renderer.live.params import LiveParams
 from renderer.outputs import atomic_write
 
@@ -73,6 +74,7 @@ class MidiControl:
         self.learning: str | None = None
         self.bindings: dict[str, str] = self._read()
         self.port = None
+        self.inbox = Inbox(session, "MIDI")
         self.received = 0
 
     def _read(self) -> dict[str, str]:
@@ -133,24 +135,26 @@ class MidiControl:
                     return
                 self.bindings = {k: v for k, v in self.bindings.items() if v != target}
                 self.bindings[name] = target
-                atomic_write(self.file, yaml.safe_dump(self.bindings), fence=False)
+                try:
+                    atomic_write(self.file, yaml.safe_dump(self.bindings), fence=False)
+                except OSError as exc:
+                    log.warning(f"MIDI learn: {name} -> {target}, but it cannot be saved to "
+                                f"'{self.file}' ({exc.strerror or exc}): it lasts until exit")
+                    return
                 log.info(f"MIDI learn: {name} -> {target}")
                 return
             target = self.bindings.get(name)
         if target is None or (target not in LiveParams.LIMITS and
                               message.type == "control_change" and message.value < 64):
             return  # a button bound to a controller acts on its press, not its release
-        try:
-            self.session.update(self._change(target, message))
-        except UserError as exc:
-            log.warning(f"MIDI {name} -> {target}: ignored, {exc}")
+        self.inbox.put(self._change(target, message))
 
     def _change(self, target: str, message) -> dict:
         if target in LiveParams.LIMITS:
             low, high = LiveParams.LIMITS[target]
             return {target: low + (high - low) * message.value / 127}
         if target == "next":
-            return self.session.next_shot()
+            return {"next": True}
         return {"shot": int(target.partition(":")[2])}
 
     def state(self) -> dict:
@@ -160,3 +164,4 @@ class MidiControl:
     def close(self) -> None:
         if self.port is not None:
             self.port.close()
+        self.inbox.close()
