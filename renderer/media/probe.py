@@ -86,6 +86,8 @@ def describe_output(path: Path) -> str:
         seconds = (container.duration or 0) / av.time_base
         pixels = video.codec_context.pix_fmt or "?"
         alpha = " with alpha" if pixels.startswith(("yuva", "rgba", "bgra", "gbrap")) else ""
+        if video.codec_context.name == "gif":  # decoded as BGRA whatever the palette holds
+            pixels, alpha = "palette", ""
         return (f"{frames} frames, {video.codec_context.width}x{video.codec_context.height}, "
                 f"{float(rate):.3f} fps, {seconds:.2f} s, {pixels}{alpha}, {audio}")
 
