@@ -98,13 +98,11 @@ def replayed(controls: Controls, first: float, load, shot_of) -> tuple[dict, lis
         at = max(0.0, change.t - first)
         key = (state["preset"], state["layer"], state["shot"])
         if key not in look_of:
-            look = shot_of(load(state["preset"]), int(state["shot"]))
-            look_of[key] = look
+            look_of[key] = shot_of(load(state["preset"]), int(state["shot"]))
         look = look_of[key]
         if last is not None and key != last[0]:
             shot = {"at": round(at, 4), "extends": state["preset"],
-                    "objective": [state["layer"]] if state["layer"] else
-                    [t.model_dump(by_alias=True, exclude_none=True) for t in look.objective],
+                    "objective": _objective(state, look),
                     "transition": {"kind": "cut"} if state["preset"] != last[0][0] else
                     {"kind": "carry", "length": "4f"}}
             shots.append(shot)
@@ -124,9 +122,14 @@ def replayed(controls: Controls, first: float, load, shot_of) -> tuple[dict, lis
     if MASKS.get(start["mask"]) is not None:
         data["mask"] = dict(MASKS[start["mask"]])
     if start["layer"] or int(start["shot"]):
-        data["objective"] = [start["layer"]] if start["layer"] else \
-            [t.model_dump(by_alias=True, exclude_none=True) for t in first_look.objective]
+        data["objective"] = _objective(start, first_look)
     data["timeline"] = {**data.get("timeline", {}), "dream.step_size": step_keys,
                         "flow.persistence": carry_keys}
     data["shots"] = shots
     return data, list(dict.fromkeys(notes))
+
+
+def _objective(state: dict, look) -> list:
+    """What the look on screen dreams: the layer picked live, else the look's own terms."""
+    return [state["layer"]] if state["layer"] else \
+        [t.model_dump(by_alias=True, exclude_none=True) for t in look.objective]

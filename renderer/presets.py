@@ -469,7 +469,7 @@ class Preset(Section):
     shots: list[Shot] = Field(default_factory=list)
     mask: MaskSection = Field(default_factory=MaskSection)  # dream a region only
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
-    _imported: object = PrivateAttr(default=None)
+    _imported: tuple = PrivateAttr(default=(None, None))  # (the section read, its curves)
 
     @field_validator("timeline", mode="before")
     @classmethod
@@ -499,15 +499,16 @@ class Preset(Section):
         return self
 
     def imported(self):
-        """The curves of `schedule.file` (`renderer.schedules.Imported`, read once), or None."""
+        """The curves of `schedule.file` (`renderer.schedules.Imported`), or None; read once
+        for the section as it is (a section replaced by --schedule is read anew)."""
         if self.schedule.file is None:
             return None
-        if self._imported is None:
+        if self._imported[0] != self.schedule:
             from renderer.schedules import read_schedule_file
 
-            self._imported = read_schedule_file(self.schedule.file, self.schedule.fields,
-                                                self.schedule.size)
-        return self._imported
+            self._imported = (self.schedule.model_copy(), read_schedule_file(
+                self.schedule.file, self.schedule.fields, self.schedule.size))
+        return self._imported[1]
 
     def origin(self, target: str) -> str:
         """Where the timeline of `target` was written: 'file:line', or the preset's name."""

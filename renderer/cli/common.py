@@ -84,7 +84,6 @@ def load_preset(args):
     if schedule is not None:
         preset.schedule = presets.ScheduleSection.model_validate(
             {**preset.schedule.model_dump(), "file": schedule})
-        preset._imported = None
     return preset
 
 

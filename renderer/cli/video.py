@@ -106,17 +106,16 @@ def check_render(args):
     if args.audio is None and (args.audio_mix is not None or args.audio_start):
         raise UserError("--audio-mix and --audio-start need --audio SONG")
     preset = load_preset(args)
+    check_video(args.input)
     if args.controls:
         from renderer.controller import replay_set
 
-        check_video(args.input)
         preset, notes = replay_set(Path(args.controls), Path(args.input), args.overrides,
                                    args.start, args.end, args.fps)
         for note in notes:
             print(note, file=sys.stderr)
     output = check_video_output(args.output, preset.encode, args.overwrite,
                                 [args.input, args.audio, args.controls, *preset.files()])
-    check_video(args.input)
     check_preset_inputs(preset)
     song = None
     if args.audio:

@@ -75,7 +75,6 @@ class MidiControl:
         self.bindings: dict[str, str] = self._read()
         self.port = None
         self.inbox = Inbox(session, "MIDI")
-        self.received = 0
 
     def _read(self) -> dict[str, str]:
         if not self.file.exists():
@@ -124,7 +123,6 @@ class MidiControl:
         name = binding_name(message)
         if name is None:
             return
-        self.received += 1
         with self.lock:
             if self.learning is not None:
                 target, self.learning = self.learning, None

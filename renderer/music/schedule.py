@@ -98,8 +98,7 @@ class Schedule:
             for key in keys:
                 value = key.value
                 names = value_expression(value).names if isinstance(value, str) else set()
-                uses_beats = names & {
-                    "beat", "bar", "phase", "bpm"}
+                uses_beats = names & {"beat", "bar", "phase", "bpm"}
                 at = TimeSpec.parse(key.at)
                 if (uses_beats or at.unit in ("b", "bar")) and not self.clock.has_beat:
                     what = f"key at '{key.at}'" if at.unit in ("b", "bar") else \
