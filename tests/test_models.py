@@ -53,7 +53,7 @@ def test_hub_cache_file_loads_offline(tmp_path, monkeypatch):
 def test_missing_weights_say_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     load_network.cache_clear()
-    with pytest.raises(UserError, match="hub/checkpoints"):
+    with pytest.raises(UserError, match="'dream models fetch vgg16'.*hub/checkpoints"):
         load_network("vgg16")
 
 

@@ -155,9 +155,9 @@ def _torchvision_spec(name, summary, enum_name, stages, layers, classic, mean=IM
     return ModelSpec(
         name=name, summary=summary, mean=mean, std=std, build=_tv(name, **build_kwargs),
         stages=stages, weights_file=lambda: hub_cache_file(filename), download_url=url,
-        install_hint=(f"weights for {name} are not available offline: put {filename} (from "
-                      f"{url}) at {{cache}}/{filename}, or point 'model.weights:' in a preset "
-                      f"to a copy of it"),
+        install_hint=(f"weights for {name} are not available offline: run 'dream models "
+                      f"fetch {name}', or put {filename} (from {url}) at {{cache}}/{filename}, "
+                      "or point 'model.weights:' in a preset to a copy of it"),
         default_layers=layers, classic_layer=classic, unused_heads=unused_heads,
     )
 
